@@ -1,0 +1,1 @@
+//! Diagnostics as data. (placeholder, filled by the language work)

@@ -1,0 +1,18 @@
+//! dpplan backs up fleets of IBM DataPower appliances from plans kept as text.
+//!
+//! # Layout
+//!
+//! Data flows one way, and lower layers never name higher ones:
+//!
+//! - [`diag`]: diagnostics as data (stable codes, severities, spans, help), shared by the
+//!   front end layers.
+//! - [`syntax`]: source text to an AST where every node carries its span (pest grammar in
+//!   `grammar/dpplan.pest`), plus the canonical formatter.
+//! - [`check`]: AST to a checked [`check::Program`] and every diagnostic in one pass; resolves
+//!   imports and the embedded standard library.
+//! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
+
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod syntax;

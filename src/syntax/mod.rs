@@ -1,0 +1,1 @@
+//! Source text to AST. (placeholder, filled by the language work)
