@@ -1,0 +1,511 @@
+//! Source text to [`Document`]: the pest parser and the lowering of its pairs.
+//!
+//! Lowering functions are named after the grammar rules they lower. Spans are copied out of
+//! the pest pairs here, because pairs do not outlive the parse.
+
+use super::ast::*;
+use crate::diag::{Code, Diagnostic, FileId, Span};
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser as _;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/dpplan.pest"]
+struct Grammar;
+
+/// The outcome of parsing one file.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The document; `None` when the text has a syntax error.
+    pub doc: Option<Document>,
+    /// Syntax errors and literal problems (numbers out of range).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses one file's text.
+pub fn parse(file: FileId, text: &str) -> Parsed {
+    let mut lower = Lower {
+        file,
+        diagnostics: Vec::new(),
+    };
+    match Grammar::parse(Rule::file, text) {
+        Ok(mut pairs) => {
+            let stmts = pairs
+                .next()
+                .map(|file_pair| {
+                    file_pair
+                        .into_inner()
+                        .filter(|p| p.as_rule() != Rule::EOI)
+                        .map(|p| lower.stmt(p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Parsed {
+                doc: Some(Document { file, stmts }),
+                diagnostics: lower.diagnostics,
+            }
+        }
+        Err(err) => Parsed {
+            doc: None,
+            diagnostics: vec![syntax_error(file, text, &err)],
+        },
+    }
+}
+
+struct Lower {
+    file: FileId,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Lower {
+    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+        let s = pair.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    fn stmt(&mut self, pair: Pair<'_, Rule>) -> Stmt {
+        match pair.as_rule() {
+            Rule::import => Stmt::Import(self.import(pair)),
+            Rule::param => Stmt::Param(self.param(pair)),
+            Rule::step => Stmt::Step(self.step(pair)),
+            Rule::attr => Stmt::Attr(self.attr(pair)),
+            _ => Stmt::Block(self.block(pair)),
+        }
+    }
+
+    fn import(&mut self, pair: Pair<'_, Rule>) -> Import {
+        let span = self.span(&pair);
+        let path = pair
+            .into_inner()
+            .next()
+            .map(|p| self.string(p))
+            .unwrap_or_else(|| StrLit {
+                value: String::new(),
+                span,
+            });
+        Import { path, span }
+    }
+
+    fn param(&mut self, pair: Pair<'_, Rule>) -> ParamDecl {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.next_ident(&mut inner, span);
+        let ty = inner
+            .next()
+            .and_then(|p| p.into_inner().next())
+            .map(|p| self.ident(p))
+            .unwrap_or_else(|| Ident {
+                name: String::new(),
+                span,
+            });
+        let default = inner.next().map(|p| self.expr(p));
+        ParamDecl {
+            name,
+            ty,
+            default,
+            span,
+        }
+    }
+
+    fn step(&mut self, pair: Pair<'_, Rule>) -> StepDecl {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.next_ident(&mut inner, span);
+        let call = match inner.next() {
+            Some(p) => self.call(p),
+            None => Call {
+                name: String::new(),
+                name_span: span,
+                args: Vec::new(),
+                span,
+            },
+        };
+        let modifiers = inner.map(|p| self.modifier(p)).collect();
+        StepDecl {
+            name,
+            call,
+            modifiers,
+            span,
+        }
+    }
+
+    fn modifier(&mut self, pair: Pair<'_, Rule>) -> Modifier {
+        let span = self.span(&pair);
+        let rule = pair.as_rule();
+        let mut inner = pair.into_inner();
+        match rule {
+            Rule::m_when => Modifier::When(self.next_ident(&mut inner, span), span),
+            Rule::m_always => Modifier::Always(span),
+            Rule::m_after => Modifier::After(inner.map(|p| self.ident(p)).collect(), span),
+            Rule::m_timeout => {
+                let e = inner.next().map(|p| self.value(p));
+                Modifier::Timeout(e.unwrap_or_else(|| empty_expr(span)), span)
+            }
+            Rule::m_undo => {
+                let call = inner.next().map(|p| self.call(p));
+                Modifier::Undo(
+                    call.unwrap_or_else(|| Call {
+                        name: String::new(),
+                        name_span: span,
+                        args: Vec::new(),
+                        span,
+                    }),
+                    span,
+                )
+            }
+            _ => {
+                let e = inner.next().map(|p| self.expr(p));
+                Modifier::OnFailure(e.unwrap_or_else(|| empty_expr(span)), span)
+            }
+        }
+    }
+
+    fn attr(&mut self, pair: Pair<'_, Rule>) -> Attr {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let key = self.next_ident(&mut inner, span);
+        let value = inner
+            .next()
+            .map(|p| self.expr(p))
+            .unwrap_or_else(|| empty_expr(span));
+        Attr { key, value, span }
+    }
+
+    fn block(&mut self, pair: Pair<'_, Rule>) -> Block {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let kind = self.next_ident(&mut inner, span);
+        let mut labels = Vec::new();
+        let mut body = Vec::new();
+        let mut close = Span::new(self.file, span.end as usize - 1, span.end as usize);
+        let mut open = close;
+        for p in inner {
+            match p.as_rule() {
+                Rule::string => labels.push(Label::Str(self.string(p))),
+                Rule::ident => labels.push(Label::Ident(self.ident(p))),
+                Rule::open_brace => open = self.span(&p),
+                Rule::close_brace => close = self.span(&p),
+                _ => body.push(self.stmt(p)),
+            }
+        }
+        Block {
+            kind,
+            labels,
+            body,
+            span,
+            open,
+            close,
+        }
+    }
+
+    fn expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
+        let span = self.span(&pair);
+        let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.value(p)).collect();
+        if parts.len() == 1 {
+            parts.pop().unwrap_or_else(|| empty_expr(span))
+        } else {
+            Expr {
+                kind: ExprKind::Then(parts),
+                span,
+            }
+        }
+    }
+
+    fn value(&mut self, pair: Pair<'_, Rule>) -> Expr {
+        let span = self.span(&pair);
+        let text = pair.as_str();
+        let kind = match pair.as_rule() {
+            Rule::string => ExprKind::Str(self.string(pair).value),
+            Rule::integer => match text.parse::<i64>() {
+                Ok(n) => ExprKind::Int(n),
+                Err(_) => {
+                    self.out_of_range(span, "integer");
+                    ExprKind::Int(0)
+                }
+            },
+            Rule::boolean => ExprKind::Bool(text == "true"),
+            Rule::duration => match parse_duration_ms(text) {
+                Some(ms) => ExprKind::Duration(ms),
+                None => {
+                    self.out_of_range(span, "duration");
+                    ExprKind::Duration(0)
+                }
+            },
+            Rule::size => match parse_size(text) {
+                Some(b) => ExprKind::Size(b),
+                None => {
+                    self.out_of_range(span, "size");
+                    ExprKind::Size(0)
+                }
+            },
+            Rule::percent => match text.trim_end_matches('%').parse::<u64>() {
+                Ok(n) => ExprKind::Percent(n),
+                Err(_) => {
+                    self.out_of_range(span, "percentage");
+                    ExprKind::Percent(0)
+                }
+            },
+            Rule::time => {
+                let (h, m) = text.split_once(':').unwrap_or((text, "0"));
+                ExprKind::Time {
+                    hour: h.parse().unwrap_or(99),
+                    minute: m.parse().unwrap_or(99),
+                }
+            }
+            Rule::list => ExprKind::List(pair.into_inner().map(|p| self.expr(p)).collect()),
+            Rule::call => ExprKind::Call(self.call(pair)),
+            Rule::expr => return self.expr(pair),
+            _ => ExprKind::Ident(text.to_string()),
+        };
+        Expr { kind, span }
+    }
+
+    fn call(&mut self, pair: Pair<'_, Rule>) -> Call {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let (name, name_span) = match inner.next() {
+            Some(p) => (p.as_str().to_string(), self.span(&p)),
+            None => (String::new(), span),
+        };
+        let args = inner.map(|p| self.arg(p)).collect();
+        Call {
+            name,
+            name_span,
+            args,
+            span,
+        }
+    }
+
+    fn arg(&mut self, pair: Pair<'_, Rule>) -> Arg {
+        let span = self.span(&pair);
+        let Some(first) = pair.into_inner().next() else {
+            return Arg {
+                name: None,
+                value: empty_expr(span),
+                span,
+            };
+        };
+        if first.as_rule() == Rule::named_arg {
+            let mut inner = first.into_inner();
+            let name = self.next_ident(&mut inner, span);
+            let value = inner
+                .next()
+                .map(|p| self.expr(p))
+                .unwrap_or_else(|| empty_expr(span));
+            Arg {
+                name: Some(name),
+                value,
+                span,
+            }
+        } else {
+            Arg {
+                name: None,
+                value: self.expr(first),
+                span,
+            }
+        }
+    }
+
+    fn string(&mut self, pair: Pair<'_, Rule>) -> StrLit {
+        let span = self.span(&pair);
+        let body = pair.into_inner().next().map(|p| p.as_str()).unwrap_or("");
+        StrLit {
+            value: unescape(body),
+            span,
+        }
+    }
+
+    fn ident(&mut self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+
+    fn next_ident(&mut self, inner: &mut pest::iterators::Pairs<'_, Rule>, span: Span) -> Ident {
+        inner.next().map(|p| self.ident(p)).unwrap_or(Ident {
+            name: String::new(),
+            span,
+        })
+    }
+
+    fn out_of_range(&mut self, span: Span, what: &str) {
+        self.diagnostics.push(
+            Diagnostic::new(Code::OutOfRange, span, format!("this {what} is too large"))
+                .label("out of range")
+                .help("use a smaller value"),
+        );
+    }
+}
+
+fn empty_expr(span: Span) -> Expr {
+    Expr {
+        kind: ExprKind::Ident(String::new()),
+        span,
+    }
+}
+
+/// Resolves `\" \\ \n \t` (the grammar admits no other escape).
+pub fn unescape(body: &str) -> String {
+    if !body.contains('\\') {
+        return body.to_string();
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes a string literal, quotes and escapes included, that [`unescape`] reads back.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `1h30m` -> milliseconds; `None` on overflow.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            match rest.chars().next()? {
+                's' => (1_000, 1),
+                'm' => (60_000, 1),
+                'h' => (3_600_000, 1),
+                'd' => (86_400_000, 1),
+                _ => return None,
+            }
+        };
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+/// `512MiB` -> bytes; `None` on overflow.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let n: u64 = text[..digits].parse().ok()?;
+    let unit: u64 = match &text[digits..] {
+        "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// What users call each grammar rule (STYLE.md habit 2).
+fn rule_name(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::import | Rule::param | Rule::step | Rule::attr | Rule::block => {
+            "a statement such as `key = value` or `name { ... }`"
+        }
+        Rule::close_brace => "`}`",
+        Rule::open_brace => "`{`",
+        Rule::string | Rule::string_body => "a string such as \"QA*\"",
+        Rule::escape => "an escape (\\\" \\\\ \\n \\t)",
+        Rule::duration => "a duration such as 30s",
+        Rule::size => "a size such as 512MiB",
+        Rule::percent => "a percentage such as 10%",
+        Rule::time => "a clock time such as 22:00",
+        Rule::integer => "an integer",
+        Rule::boolean => "true or false",
+        Rule::list => "a list such as [a, b]",
+        Rule::call | Rule::path => "a call such as script(\"x.sh\")",
+        Rule::ident | Rule::type_name => "a name",
+        Rule::expr | Rule::arg | Rule::named_arg => "a value",
+        Rule::m_when
+        | Rule::m_always
+        | Rule::m_after
+        | Rule::m_timeout
+        | Rule::m_undo
+        | Rule::m_on_failure => "a step modifier (when, always, after, timeout, undo, on_failure)",
+        Rule::EOI => "end of file",
+        _ => return None,
+    })
+}
+
+fn syntax_error(file: FileId, text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    // Point at the whole offending token, not one byte.
+    let rest = &text[pos.min(text.len())..];
+    let len = if rest.is_empty() {
+        0
+    } else if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+        rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '%'))
+            .unwrap_or(rest.len())
+    } else {
+        rest.chars().next().map(char::len_utf8).unwrap_or(0)
+    };
+    let found = if rest.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{}`", &rest[..len])
+    };
+    let span = Span::new(file, pos, pos + len);
+    let (message, label) = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<&str> = positives.iter().filter_map(|r| rule_name(*r)).collect();
+            names.dedup();
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(*n));
+            let expected = match names.as_slice() {
+                [] => "something else".to_string(),
+                [one] => (*one).to_string(),
+                [init @ .., last] => format!("{} or {}", init.join(", "), last),
+            };
+            (
+                format!("unexpected {found}: expected {expected}"),
+                format!("expected {expected}"),
+            )
+        }
+        ErrorVariant::CustomError { message } => (message.clone(), message.clone()),
+    };
+    let help = if rest.starts_with('"') && !rest[1..].contains('"') {
+        "a string must close with `\"` on the same line".to_string()
+    } else if rest.is_empty() {
+        "a block may be missing its closing `}`".to_string()
+    } else {
+        "see docs/language.md for the syntax".to_string()
+    };
+    Diagnostic::new(Code::Syntax, span, message)
+        .label(label)
+        .help(help)
+}
