@@ -1,5 +1,189 @@
-//! AST to checked program. (placeholder, filled by the language work)
+//! From syntax trees to a checked [`Program`], with every diagnostic found in one pass.
+//!
+//! [`check`] loads a root file and its imports ([`load`]), then runs the rule groups:
+//! [`fleet`] (settings, store, inventory), [`kinds`] (activity kinds and their steps),
+//! [`plans`] (plans, windows, activities) and [`exec`] (recovery policies and scripts).
+//! Nothing here touches an appliance or prints; it depends on [`crate::syntax`] and
+//! [`crate::diag`] only.
 
-/// The checked program.
-#[derive(Debug, Default)]
-pub struct Program {}
+pub mod body;
+mod exec;
+mod fleet;
+mod kinds;
+pub mod load;
+pub mod model;
+pub mod patterns;
+mod plans;
+
+pub use load::Root;
+pub use model::*;
+
+use crate::diag::{Diagnostic, FileId, Severity, Sink, SourceMap, Span};
+use crate::syntax::{Block, Document, Stmt};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The result of checking one root file.
+#[derive(Debug)]
+pub struct Checked {
+    /// Every file loaded (the root and its imports).
+    pub sources: SourceMap,
+    /// What the files mean. Complete only when there are no errors.
+    pub program: Program,
+    /// Errors and warnings, in the order found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity() == Severity::Error)
+    }
+}
+
+/// Checks the plan file at `path` and everything it imports.
+pub fn check_file(path: &Path) -> Checked {
+    check(&Root::Path(path.to_path_buf()))
+}
+
+/// Checks a root file and everything it imports.
+pub fn check(root: &Root) -> Checked {
+    let mut sink = Sink::new();
+    let loaded = load::load(root, &mut sink);
+    let mut cx = Cx {
+        sources: &loaded.sources,
+        sink: &mut sink,
+        program: Program::default(),
+        scripts: HashMap::new(),
+        device_spans: HashMap::new(),
+        kind_spans: HashMap::new(),
+    };
+    cx.program_items(&loaded.docs);
+    let program = cx.program;
+    let mut diagnostics = sink.into_vec();
+    // Stable order: by file, then position; the pass itself found them in rule order.
+    diagnostics.sort_by_key(|d| d.span.map(|s| (s.file, s.start)).unwrap_or_default());
+    Checked {
+        sources: loaded.sources,
+        program,
+        diagnostics,
+    }
+}
+
+/// What one script path turned out to be on disk (cached: thousands of plans may share one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScriptState {
+    Ok,
+    Missing,
+    NotExecutable,
+}
+
+/// The checking context shared by the rule groups.
+struct Cx<'a> {
+    sources: &'a SourceMap,
+    sink: &'a mut Sink,
+    program: Program,
+    scripts: HashMap<PathBuf, ScriptState>,
+    /// Where each device was declared, for duplicate reports.
+    device_spans: HashMap<String, Span>,
+    /// Where each kind was declared, for duplicate reports.
+    kind_spans: HashMap<String, Span>,
+}
+
+impl Cx<'_> {
+    fn push(&mut self, d: Diagnostic) {
+        self.sink.push(d);
+    }
+
+    /// The directory paths in `file` resolve against.
+    fn base_dir(&self, file: FileId) -> PathBuf {
+        self.sources.get(file).base_dir()
+    }
+
+    /// `file:line:col` of a span, for messages that point into another place.
+    fn location(&self, span: Span) -> String {
+        let f = self.sources.get(span.file);
+        let (l, c) = f.line_col(span.start);
+        format!("{}:{l}:{c}", f.name)
+    }
+
+    /// Sorts the top-level items of every file and checks them, kinds first (plans need
+    /// them), then the fleet, then plans.
+    fn program_items(&mut self, docs: &[Document]) {
+        let mut settings: Vec<&Block> = Vec::new();
+        let mut stores: Vec<&Block> = Vec::new();
+        let mut inventories: Vec<&Block> = Vec::new();
+        let mut kinds: Vec<&Block> = Vec::new();
+        let mut plans: Vec<&Block> = Vec::new();
+        for doc in docs {
+            for stmt in &doc.stmts {
+                match stmt {
+                    Stmt::Import(_) => {}
+                    Stmt::Block(b) => match b.kind.name.as_str() {
+                        "settings" => settings.push(b),
+                        "store" => stores.push(b),
+                        "inventory" => inventories.push(b),
+                        "kind" => kinds.push(b),
+                        "plan" => plans.push(b),
+                        _ => self.push(body::unknown_block(
+                            b,
+                            "a plan file",
+                            &["settings", "store", "inventory", "kind", "plan"],
+                        )),
+                    },
+                    other => self.push(top_level_statement(other)),
+                }
+            }
+        }
+        for k in kinds {
+            self.kind(k);
+        }
+        self.settings(&settings);
+        self.store(&stores);
+        for inv in inventories {
+            self.inventory(inv);
+        }
+        let index = patterns::NameIndex::new(self.program.devices.iter().map(|d| d.name.as_str()));
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for p in plans {
+            self.plan(p, &index, &mut seen);
+        }
+    }
+
+    /// DP0007 for a second declaration of `name`.
+    fn duplicate(&mut self, what: &str, name: &str, span: Span, first: Span) {
+        let mut d = Diagnostic::new(
+            crate::diag::Code::DuplicateName,
+            span,
+            format!("{what} `{name}` is declared twice"),
+        )
+        .label("declared again here");
+        if first.file == span.file {
+            d = d.also(first, "first declared here");
+        }
+        d = d.help(format!(
+            "first declared at {}; names must be unique: rename or remove one",
+            self.location(first)
+        ));
+        self.push(d);
+    }
+}
+
+fn top_level_statement(stmt: &Stmt) -> Diagnostic {
+    let (what, span) = match stmt {
+        Stmt::Attr(a) => (format!("attribute `{}`", a.key.name), a.key.span),
+        Stmt::Param(p) => ("`param`".to_string(), p.span),
+        Stmt::Step(s) => ("`step`".to_string(), s.span),
+        Stmt::Import(i) => ("`import`".to_string(), i.span),
+        Stmt::Block(b) => (format!("block `{}`", b.kind.name), b.kind.span),
+    };
+    Diagnostic::new(
+        crate::diag::Code::UnknownBlock,
+        span,
+        format!("{what} is not allowed at the top level"),
+    )
+    .label("unknown top-level item")
+    .help("a plan file holds import, settings, store, inventory, kind and plan items")
+}

@@ -1,23 +1,77 @@
 //! The command line: clap commands; the only layer that prints.
+//!
+//! Data goes to stdout; diagnostics and progress go to stderr. Colour only on a terminal,
+//! and never with `NO_COLOR` set.
 
-use clap::{Parser, Subcommand};
+mod lint;
+mod render;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: errors found (or a failed run).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: dpplan itself failed.
+pub const EXIT_INTERNAL: u8 = 3;
 
 /// dpplan: durable, declarative backups of IBM DataPower appliance fleets.
 #[derive(Debug, Parser)]
-#[command(name = "dpplan", version, about)]
+#[command(name = "dpplan", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Output formats for diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Rendered for people, with source snippets.
+    Human,
+    /// A JSON array of diagnostics.
+    Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Lint plan files.
+    /// Lint plan files: every problem in one pass, with codes and source spans.
     Check {
-        /// Plan files to check.
-        files: Vec<std::path::PathBuf>,
+        /// Plan files, or directories to search for *.dpplan files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
     },
+    /// Format plan files canonically, in place.
+    Fmt {
+        /// Plan files or directories; `-` formats stdin to stdout.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 and print a diff when a file is not canonical.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the explanation of a diagnostic code, or list every code.
+    Explain {
+        /// A code such as DP0007; without it, the list of codes.
+        code: Option<String>,
+    },
+}
+
+/// Whether stderr gets colour.
+pub(crate) fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 /// Parse argv, run the command, and return the process exit code.
@@ -26,13 +80,27 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    match cli.command {
-        Command::Check { files } => {
-            let _ = files;
-            ExitCode::SUCCESS
+    let outcome = std::panic::catch_unwind(move || dispatch(cli));
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(_) => {
+            eprintln!("error: dpplan failed internally; please report this with the input that caused it");
+            ExitCode::from(EXIT_INTERNAL)
         }
+    }
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Check {
+            files,
+            format,
+            deny_warnings,
+        } => lint::check(&files, format, deny_warnings),
+        Command::Fmt { files, check } => lint::fmt(&files, check),
+        Command::Explain { code } => lint::explain(code.as_deref()),
     }
 }

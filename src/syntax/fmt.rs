@@ -17,31 +17,12 @@ struct Comment {
     end: u32,
 }
 
-/// Finds every comment in `src` (a `#` outside a string, to the end of its line).
+/// Every comment in `src`.
 fn comments(src: &str) -> Vec<Comment> {
-    let bytes = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let mut in_string = false;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if in_string => i += 1,
-            b'"' => in_string = !in_string,
-            b'\n' => in_string = false,
-            b'#' if !in_string => {
-                let end = src[i..].find('\n').map(|n| i + n).unwrap_or(src.len());
-                out.push(Comment {
-                    start: i as u32,
-                    end: end as u32,
-                });
-                i = end;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out
+    super::parser::comment_ranges(src)
+        .into_iter()
+        .map(|(start, end)| Comment { start, end })
+        .collect()
 }
 
 /// Formats a parsed document whose text is `src`.

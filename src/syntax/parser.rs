@@ -26,6 +26,8 @@ pub struct Parsed {
 pub fn parse(file: FileId, text: &str) -> Parsed {
     let mut lower = Lower {
         file,
+        text,
+        comments: comment_ranges(text),
         diagnostics: Vec::new(),
     };
     match Grammar::parse(Rule::file, text) {
@@ -52,15 +54,58 @@ pub fn parse(file: FileId, text: &str) -> Parsed {
     }
 }
 
-struct Lower {
+struct Lower<'t> {
     file: FileId,
+    text: &'t str,
+    /// Comment byte ranges, in order.
+    comments: Vec<(u32, u32)>,
     diagnostics: Vec<Diagnostic>,
 }
 
-impl Lower {
+/// Byte ranges of every `#` comment (a `#` outside a string, to the end of its line).
+pub(super) fn comment_ranges(src: &str) -> Vec<(u32, u32)> {
+    let bytes = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'\n' => in_string = false,
+            b'#' if !in_string => {
+                let end = src[i..].find('\n').map(|n| i + n).unwrap_or(src.len());
+                out.push((i as u32, end as u32));
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+impl Lower<'_> {
+    /// The pair's span without the white space and comments pest lets rules end with.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let bytes = self.text.as_bytes();
+        let mut end = s.end();
+        loop {
+            while end > s.start() && bytes[end - 1].is_ascii_whitespace() {
+                end -= 1;
+            }
+            // Inside or at the end of a comment: move before it.
+            let i = self.comments.partition_point(|&(start, _)| (start as usize) < end);
+            match i.checked_sub(1).map(|j| self.comments[j]) {
+                Some((cs, ce)) if (ce as usize) >= end && (cs as usize) >= s.start() => {
+                    end = cs as usize;
+                }
+                _ => break,
+            }
+        }
+        Span::new(self.file, s.start(), end)
     }
 
     fn stmt(&mut self, pair: Pair<'_, Rule>) -> Stmt {
@@ -75,8 +120,7 @@ impl Lower {
 
     fn import(&mut self, pair: Pair<'_, Rule>) -> Import {
         let span = self.span(&pair);
-        let path = pair
-            .into_inner()
+        let path = inner(pair)
             .next()
             .map(|p| self.string(p))
             .unwrap_or_else(|| StrLit {
@@ -88,7 +132,7 @@ impl Lower {
 
     fn param(&mut self, pair: Pair<'_, Rule>) -> ParamDecl {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         let name = self.next_ident(&mut inner, span);
         let ty = inner
             .next()
@@ -109,7 +153,7 @@ impl Lower {
 
     fn step(&mut self, pair: Pair<'_, Rule>) -> StepDecl {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         let name = self.next_ident(&mut inner, span);
         let call = match inner.next() {
             Some(p) => self.call(p),
@@ -132,7 +176,7 @@ impl Lower {
     fn modifier(&mut self, pair: Pair<'_, Rule>) -> Modifier {
         let span = self.span(&pair);
         let rule = pair.as_rule();
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         match rule {
             Rule::m_when => Modifier::When(self.next_ident(&mut inner, span), span),
             Rule::m_always => Modifier::Always(span),
@@ -162,7 +206,7 @@ impl Lower {
 
     fn attr(&mut self, pair: Pair<'_, Rule>) -> Attr {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         let key = self.next_ident(&mut inner, span);
         let value = inner
             .next()
@@ -173,7 +217,7 @@ impl Lower {
 
     fn block(&mut self, pair: Pair<'_, Rule>) -> Block {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         let kind = self.next_ident(&mut inner, span);
         let mut labels = Vec::new();
         let mut body = Vec::new();
@@ -200,7 +244,7 @@ impl Lower {
 
     fn expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
-        let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.value(p)).collect();
+        let mut parts: Vec<Expr> = inner(pair).map(|p| self.value(p)).collect();
         if parts.len() == 1 {
             parts.pop().unwrap_or_else(|| empty_expr(span))
         } else {
@@ -252,7 +296,7 @@ impl Lower {
                     minute: m.parse().unwrap_or(99),
                 }
             }
-            Rule::list => ExprKind::List(pair.into_inner().map(|p| self.expr(p)).collect()),
+            Rule::list => ExprKind::List(inner(pair).map(|p| self.expr(p)).collect()),
             Rule::call => ExprKind::Call(self.call(pair)),
             Rule::expr => return self.expr(pair),
             _ => ExprKind::Ident(text.to_string()),
@@ -262,7 +306,7 @@ impl Lower {
 
     fn call(&mut self, pair: Pair<'_, Rule>) -> Call {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = inner(pair);
         let (name, name_span) = match inner.next() {
             Some(p) => (p.as_str().to_string(), self.span(&p)),
             None => (String::new(), span),
@@ -278,7 +322,7 @@ impl Lower {
 
     fn arg(&mut self, pair: Pair<'_, Rule>) -> Arg {
         let span = self.span(&pair);
-        let Some(first) = pair.into_inner().next() else {
+        let Some(first) = inner(pair).next() else {
             return Arg {
                 name: None,
                 value: empty_expr(span),
@@ -286,7 +330,7 @@ impl Lower {
             };
         };
         if first.as_rule() == Rule::named_arg {
-            let mut inner = first.into_inner();
+            let mut inner = inner(first);
             let name = self.next_ident(&mut inner, span);
             let value = inner
                 .next()
@@ -308,7 +352,7 @@ impl Lower {
 
     fn string(&mut self, pair: Pair<'_, Rule>) -> StrLit {
         let span = self.span(&pair);
-        let body = pair.into_inner().next().map(|p| p.as_str()).unwrap_or("");
+        let body = inner(pair).next().map(|p| p.as_str()).unwrap_or("");
         StrLit {
             value: unescape(body),
             span,
@@ -322,7 +366,7 @@ impl Lower {
         }
     }
 
-    fn next_ident(&mut self, inner: &mut pest::iterators::Pairs<'_, Rule>, span: Span) -> Ident {
+    fn next_ident<'i>(&mut self, inner: &mut impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Ident {
         inner.next().map(|p| self.ident(p)).unwrap_or(Ident {
             name: String::new(),
             span,
@@ -336,6 +380,25 @@ impl Lower {
                 .help("use a smaller value"),
         );
     }
+}
+
+/// A pair's children without the keyword tokens.
+fn inner(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+    pair.into_inner().filter(|p| {
+        !matches!(
+            p.as_rule(),
+            Rule::kw_import
+                | Rule::kw_param
+                | Rule::kw_step
+                | Rule::kw_when
+                | Rule::kw_always
+                | Rule::kw_after
+                | Rule::kw_timeout
+                | Rule::kw_undo
+                | Rule::kw_on_failure
+                | Rule::kw_then
+        )
+    })
 }
 
 fn empty_expr(span: Span) -> Expr {
@@ -454,6 +517,13 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         | Rule::m_timeout
         | Rule::m_undo
         | Rule::m_on_failure => "a step modifier (when, always, after, timeout, undo, on_failure)",
+        Rule::kw_then => "`then`",
+        Rule::kw_when | Rule::kw_always | Rule::kw_after | Rule::kw_timeout | Rule::kw_undo | Rule::kw_on_failure => {
+            "a step modifier (when, always, after, timeout, undo, on_failure)"
+        }
+        Rule::kw_import | Rule::kw_param | Rule::kw_step => {
+            "a statement such as `key = value` or `name { ... }`"
+        }
         Rule::EOI => "end of file",
         _ => return None,
     })
