@@ -116,7 +116,10 @@ pub fn unknown_attribute(a: &Attr, context: &str, known: &[&str]) -> Diagnostic 
         "window" | "defaults" | "device" | "activity" | "on_failure_block"
     );
     let help = if hint_block {
-        format!("`{}` is a block: write `{} {{ ... }}`", a.key.name, a.key.name)
+        format!(
+            "`{}` is a block: write `{} {{ ... }}`",
+            a.key.name, a.key.name
+        )
     } else {
         help
     };
@@ -159,10 +162,7 @@ pub fn wrong_type(e: &Expr, expected: &str, what: &str) -> Diagnostic {
     Diagnostic::new(
         Code::WrongType,
         e.span,
-        format!(
-            "{what} must be {expected}, found {}",
-            e.kind.describe()
-        ),
+        format!("{what} must be {expected}, found {}", e.kind.describe()),
     )
     .label(format!("expected {expected}"))
     .help(type_help(expected))
@@ -173,7 +173,9 @@ fn type_help(expected: &str) -> String {
         "a boolean" => "write true or false".into(),
         "a duration" => "write a duration such as 30s, 5m or 1h30m".into(),
         "a size" => "write a size such as 512MiB or 20GiB".into(),
-        "a size or a percentage" => "write a size such as 20GiB, or a percentage such as 10%".into(),
+        "a size or a percentage" => {
+            "write a size such as 20GiB, or a percentage such as 10%".into()
+        }
         "an integer" => "write a whole number such as 8".into(),
         "a string" => "write a string in double quotes".into(),
         "a clock time" => "write a clock time such as 22:00".into(),

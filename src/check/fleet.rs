@@ -117,7 +117,11 @@ impl Cx<'_> {
                     None
                 }
                 _ => {
-                    self.push(body::wrong_type(&a.value, "a size or a percentage", "min_free"));
+                    self.push(body::wrong_type(
+                        &a.value,
+                        "a size or a percentage",
+                        "min_free",
+                    ));
                     None
                 }
             };
@@ -156,7 +160,11 @@ impl Cx<'_> {
             match blk.kind.name.as_str() {
                 "defaults" => {}
                 "device" => self.device(blk, &defaults),
-                _ => self.push(body::unknown_block(blk, "inventory", &["defaults", "device"])),
+                _ => self.push(body::unknown_block(
+                    blk,
+                    "inventory",
+                    &["defaults", "device"],
+                )),
             }
         }
     }
@@ -340,7 +348,11 @@ impl Cx<'_> {
                 })
             }
             _ => {
-                self.push(body::wrong_type(e, "env(\"VAR\") or file(\"path\")", &a.key.name));
+                self.push(body::wrong_type(
+                    e,
+                    "env(\"VAR\") or file(\"path\")",
+                    &a.key.name,
+                ));
                 None
             }
         }

@@ -20,18 +20,29 @@ enum ArgTy {
     Script,
 }
 
-/// An action's signature: positional arguments, then named ones (name, type, required).
-fn signature(a: Action) -> (&'static [(&'static str, ArgTy)], &'static [(&'static str, ArgTy, bool)]) {
+/// Positional arguments: (name, type).
+type Positional = &'static [(&'static str, ArgTy)];
+/// Named arguments: (name, type, required).
+type Named = &'static [(&'static str, ArgTy, bool)];
+
+/// An action's signature: positional arguments, then named ones.
+fn signature(a: Action) -> (Positional, Named) {
     match a {
         Action::Validate => (
             &[("target", ArgTy::Target)],
-            &[("quiesce", ArgTy::Duration, false), ("cert", ArgTy::String, false)],
+            &[
+                ("quiesce", ArgTy::Duration, false),
+                ("cert", ArgTy::String, false),
+            ],
         ),
         Action::Quiesce | Action::Unquiesce => (
             &[("target", ArgTy::Target)],
             &[("timeout", ArgTy::Duration, true)],
         ),
-        Action::SecureBackup => (&[("target", ArgTy::Target)], &[("cert", ArgTy::String, true)]),
+        Action::SecureBackup => (
+            &[("target", ArgTy::Target)],
+            &[("cert", ArgTy::String, true)],
+        ),
         Action::Export | Action::SaveConfig => (&[("target", ArgTy::Target)], &[]),
         Action::Run => (&[("script", ArgTy::Script)], &[]),
         Action::Discard => (&[], &[]),
@@ -101,7 +112,9 @@ impl Cx<'_> {
                 continue;
             }
             let Some(ty) = ParamType::parse(&p.ty.name) else {
-                let known = ["string", "int", "bool", "duration", "size", "script", "patterns"];
+                let known = [
+                    "string", "int", "bool", "duration", "size", "script", "patterns",
+                ];
                 let help = match body::suggest(&p.ty.name, known) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("types: {}", known.join(", ")),
@@ -119,7 +132,8 @@ impl Cx<'_> {
             };
             let default = match &p.default {
                 None => None,
-                Some(e) => match self.value_of(ty, e, &format!("the default of `{}`", p.name.name)) {
+                Some(e) => match self.value_of(ty, e, &format!("the default of `{}`", p.name.name))
+                {
                     Some(v) => Some(v),
                     None => continue,
                 },
@@ -228,7 +242,9 @@ impl Cx<'_> {
                         }
                     }
                 }
-                Modifier::Timeout(e, _) => step.timeout_ms = body::duration(e, "timeout", self.sink),
+                Modifier::Timeout(e, _) => {
+                    step.timeout_ms = body::duration(e, "timeout", self.sink)
+                }
                 Modifier::Undo(c, _) => step.undo = self.action_call(kind, c),
                 Modifier::OnFailure(e, _) => step.on_failure = self.policy(e),
             }
@@ -373,7 +389,10 @@ impl Cx<'_> {
                         ),
                     )
                     .label(format!("expected a {}", expected.name()))
-                    .help(format!("declare `{name}` as {}, or pass another parameter", expected.name())),
+                    .help(format!(
+                        "declare `{name}` as {}, or pass another parameter",
+                        expected.name()
+                    )),
                 );
                 return None;
             }

@@ -4,8 +4,7 @@ use super::body::{self, header_span, Body};
 use super::kinds::unknown_step;
 use super::load::STDLIB;
 use super::model::{
-    Action, Activity, ArgValue, DomainSel, OnWindowClose, Plan, Policy, Stages, Value, Window,
-    DAYS,
+    Action, Activity, ArgValue, DomainSel, OnWindowClose, Plan, Policy, Stages, Value, Window, DAYS,
 };
 use super::patterns::NameIndex;
 use super::Cx;
@@ -106,7 +105,11 @@ impl Cx<'_> {
                 _ => self.push(body::unknown_block(blk, &context, &["window", "activity"])),
             }
         }
-        if !b.body.iter().any(|s| matches!(s, Stmt::Block(x) if x.kind.name == "activity")) {
+        if !b
+            .body
+            .iter()
+            .any(|s| matches!(s, Stmt::Block(x) if x.kind.name == "activity"))
+        {
             self.push(
                 Diagnostic::new(
                     Code::EmptyPlan,
@@ -346,12 +349,18 @@ impl Cx<'_> {
         let kind = self.program.kinds.get(&kind_name.name).cloned();
         if kind.is_none() {
             let known: Vec<&str> = self.program.kinds.keys().map(String::as_str).collect();
-            let in_std = STDLIB.iter().find(|(_, text)| {
-                text.contains(&format!("kind {} per", kind_name.name))
-            });
-            let help = match (in_std, body::suggest(&kind_name.name, known.iter().copied())) {
+            let in_std = STDLIB
+                .iter()
+                .find(|(_, text)| text.contains(&format!("kind {} per", kind_name.name)));
+            let help = match (
+                in_std,
+                body::suggest(&kind_name.name, known.iter().copied()),
+            ) {
                 (Some((module, _)), _) => {
-                    format!("`{}` is in the standard library: add `import \"{module}\"`", kind_name.name)
+                    format!(
+                        "`{}` is in the standard library: add `import \"{module}\"`",
+                        kind_name.name
+                    )
                 }
                 (None, Some(s)) => format!("did you mean `{s}`?"),
                 (None, None) if known.is_empty() => {
@@ -397,7 +406,10 @@ impl Cx<'_> {
                         Diagnostic::new(
                             Code::DomainsNotAllowed,
                             a.key.span,
-                            format!("kind `{}` backs up whole devices: it takes no domains", k.name),
+                            format!(
+                                "kind `{}` backs up whole devices: it takes no domains",
+                                k.name
+                            ),
                         )
                         .label("not allowed here")
                         .help("remove `domains`, or use a per-domain kind such as export_domain"),
@@ -553,7 +565,9 @@ impl Cx<'_> {
             for (p, span) in &pats {
                 if !index.any_match(p) {
                     let help = if super::patterns::is_literal(p) {
-                        format!("no device is named `{p}` in the inventory (names are case-sensitive)")
+                        format!(
+                            "no device is named `{p}` in the inventory (names are case-sensitive)"
+                        )
                     } else {
                         format!("no inventory device matches `{p}`; at run time this gives one SKIPPED task")
                     };
@@ -601,7 +615,10 @@ fn quiesce_too_short(span: Span, ms: u64) -> Diagnostic {
     Diagnostic::new(
         Code::QuiesceTooShort,
         span,
-        format!("quiesce timeout {} is under the appliance's minimum of 60s", human_ms(ms)),
+        format!(
+            "quiesce timeout {} is under the appliance's minimum of 60s",
+            human_ms(ms)
+        ),
     )
     .label("under 60s")
     .help("DataPower rejects quiesce timeouts under 60 seconds: use 60s or more")

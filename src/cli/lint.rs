@@ -233,7 +233,12 @@ pub fn explain(code: Option<&str>) -> u8 {
     match code {
         None => {
             for c in Code::ALL {
-                println!("{}  {:<7}  {}", c.as_str(), c.severity().as_str(), c.title());
+                println!(
+                    "{}  {:<7}  {}",
+                    c.as_str(),
+                    c.severity().as_str(),
+                    c.title()
+                );
             }
             EXIT_OK
         }

@@ -87,7 +87,9 @@ pub fn run() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(_) => {
-            eprintln!("error: dpplan failed internally; please report this with the input that caused it");
+            eprintln!(
+                "error: dpplan failed internally; please report this with the input that caused it"
+            );
             ExitCode::from(EXIT_INTERNAL)
         }
     }

@@ -107,7 +107,11 @@ impl Human {
 }
 
 /// Where a diagnostic is, as JSON and SARIF want it: file, line, column, end line, end column.
-fn position(sources: &SourceMap, d: &Diagnostic, root: &str) -> (String, Value, Value, Value, Value) {
+fn position(
+    sources: &SourceMap,
+    d: &Diagnostic,
+    root: &str,
+) -> (String, Value, Value, Value, Value) {
     match d.span {
         Some(s) => {
             let f = sources.get(s.file);
@@ -143,10 +147,7 @@ pub fn json_object(sources: &SourceMap, d: &Diagnostic, root: &str) -> Value {
 
 /// A SARIF 2.1.0 log of `results` (JSON objects made by [`json_object`]).
 pub fn sarif(results: &[Value]) -> Value {
-    let mut used: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r["code"].as_str())
-        .collect();
+    let mut used: Vec<&str> = results.iter().filter_map(|r| r["code"].as_str()).collect();
     used.sort_unstable();
     used.dedup();
     let rules: Vec<Value> = used

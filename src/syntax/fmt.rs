@@ -192,10 +192,7 @@ impl<'a> Fmt<'a> {
         self.comments[self.next..]
             .iter()
             .take_while(|c| c.start < to)
-            .any(|c| {
-                c.start >= from
-                    && self.src[from as usize..c.start as usize].contains('\n')
-            })
+            .any(|c| c.start >= from && self.src[from as usize..c.start as usize].contains('\n'))
     }
 
     /// Writes an aligned run of attributes, parameters or steps; returns where it ended.
@@ -385,11 +382,7 @@ impl<'a> Fmt<'a> {
             return self.finish_line(b.span.end);
         }
         if one_line {
-            let parts: Vec<String> = b
-                .body
-                .iter()
-                .map(|s| self.columns(s).join(" = "))
-                .collect();
+            let parts: Vec<String> = b.body.iter().map(|s| self.columns(s).join(" = ")).collect();
             self.out.push_str(" { ");
             self.out.push_str(&parts.join("  "));
             self.out.push_str(" }");

@@ -97,7 +97,9 @@ impl Lower<'_> {
                 end -= 1;
             }
             // Inside or at the end of a comment: move before it.
-            let i = self.comments.partition_point(|&(start, _)| (start as usize) < end);
+            let i = self
+                .comments
+                .partition_point(|&(start, _)| (start as usize) < end);
             match i.checked_sub(1).map(|j| self.comments[j]) {
                 Some((cs, ce)) if (ce as usize) >= end && (cs as usize) >= s.start() => {
                     end = cs as usize;
@@ -366,7 +368,11 @@ impl Lower<'_> {
         }
     }
 
-    fn next_ident<'i>(&mut self, inner: &mut impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Ident {
+    fn next_ident<'i>(
+        &mut self,
+        inner: &mut impl Iterator<Item = Pair<'i, Rule>>,
+        span: Span,
+    ) -> Ident {
         inner.next().map(|p| self.ident(p)).unwrap_or(Ident {
             name: String::new(),
             span,
@@ -452,7 +458,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     let mut total: u64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let (unit, len) = if rest.starts_with("ms") {
@@ -474,7 +482,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
 
 /// `512MiB` -> bytes; `None` on overflow.
 pub fn parse_size(text: &str) -> Option<u64> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let n: u64 = text[..digits].parse().ok()?;
     let unit: u64 = match &text[digits..] {
         "B" => 1,
@@ -489,6 +499,57 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(unit)
+}
+
+/// Whether the string starting `line` holds an escape the grammar does not know.
+fn has_bad_escape(line: &str) -> bool {
+    let mut chars = line.chars().skip(1);
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return false,
+            '\\' => match chars.next() {
+                Some('"' | '\\' | 'n' | 't') => {}
+                _ => return true,
+            },
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The byte offset of the innermost `{` never closed (outside strings and comments).
+fn unclosed_brace(text: &str) -> Option<usize> {
+    let comments = comment_ranges(text);
+    let mut stack = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut ci = 0;
+    for (i, b) in text.bytes().enumerate() {
+        while ci < comments.len() && (comments[ci].1 as usize) <= i {
+            ci += 1;
+        }
+        if ci < comments.len() && (comments[ci].0 as usize) <= i {
+            continue;
+        }
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' | b'\n' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => stack.push(i),
+            b'}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.pop()
 }
 
 /// What users call each grammar rule (STYLE.md habit 2).
@@ -518,9 +579,12 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         | Rule::m_undo
         | Rule::m_on_failure => "a step modifier (when, always, after, timeout, undo, on_failure)",
         Rule::kw_then => "`then`",
-        Rule::kw_when | Rule::kw_always | Rule::kw_after | Rule::kw_timeout | Rule::kw_undo | Rule::kw_on_failure => {
-            "a step modifier (when, always, after, timeout, undo, on_failure)"
-        }
+        Rule::kw_when
+        | Rule::kw_always
+        | Rule::kw_after
+        | Rule::kw_timeout
+        | Rule::kw_undo
+        | Rule::kw_on_failure => "a step modifier (when, always, after, timeout, undo, on_failure)",
         Rule::kw_import | Rule::kw_param | Rule::kw_step => {
             "a statement such as `key = value` or `name { ... }`"
         }
@@ -539,7 +603,8 @@ fn syntax_error(file: FileId, text: &str, err: &pest::error::Error<Rule>) -> Dia
     let len = if rest.is_empty() {
         0
     } else if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
-        rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '%'))
+        let number = rest.starts_with(|c: char| c.is_ascii_digit());
+        rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '%' || (number && c == '.')))
             .unwrap_or(rest.len())
     } else {
         rest.chars().next().map(char::len_utf8).unwrap_or(0)
@@ -568,13 +633,35 @@ fn syntax_error(file: FileId, text: &str, err: &pest::error::Error<Rule>) -> Dia
         }
         ErrorVariant::CustomError { message } => (message.clone(), message.clone()),
     };
-    let help = if rest.starts_with('"') && !rest[1..].contains('"') {
+    let line_rest = rest.split('\n').next().unwrap_or("");
+    let token = &rest[..len];
+    let help = if rest.starts_with('"') && !line_rest[1..].contains('"') {
         "a string must close with `\"` on the same line".to_string()
+    } else if rest.starts_with('"') && has_bad_escape(line_rest) {
+        "strings know only the escapes \\\" \\\\ \\n \\t".to_string()
     } else if rest.is_empty() {
         "a block may be missing its closing `}`".to_string()
+    } else if token.starts_with(|c: char| c.is_ascii_digit()) && token.contains('.') {
+        "numbers are whole: write 2, or a duration such as 1500ms".to_string()
+    } else if token.starts_with(|c: char| c.is_ascii_digit()) && token.contains(char::is_alphabetic)
+    {
+        "durations use ms, s, m, h, d (30s, 1h30m); sizes use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+            .to_string()
     } else {
         "see docs/language.md for the syntax".to_string()
     };
+    // At the end of the file, the useful place to point at is the block left open.
+    if rest.trim().is_empty() {
+        if let Some(open) = unclosed_brace(text) {
+            return Diagnostic::new(
+                Code::Syntax,
+                Span::new(file, open, open + 1),
+                "unexpected end of file: a block is never closed",
+            )
+            .label("this `{` has no matching `}`")
+            .help("add the missing `}`");
+        }
+    }
     Diagnostic::new(Code::Syntax, span, message)
         .label(label)
         .help(help)

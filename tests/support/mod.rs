@@ -1,0 +1,149 @@
+//! Test helpers: a builder that runs the real `dpplan` binary and checks what it did.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One run of the `dpplan` binary in a fresh temporary directory.
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    stdin: Option<String>,
+    cwd: Option<PathBuf>,
+}
+
+/// What a run produced.
+pub struct Ran {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            args: Vec::new(),
+            stdin: None,
+            cwd: None,
+        }
+    }
+
+    /// Writes a file into the test directory (creating folders as needed).
+    pub fn file(self, name: &str, text: &str) -> Test {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create folders");
+        }
+        std::fs::write(&path, text).expect("write test file");
+        self
+    }
+
+    /// Writes an executable script into the test directory.
+    pub fn script(self, name: &str, text: &str) -> Test {
+        let t = self.file(name, text);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let p = t.dir.path().join(name);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        t
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Test {
+        self.args
+            .extend(args.into_iter().map(|s| s.as_ref().to_string()));
+        self
+    }
+
+    pub fn stdin(mut self, text: &str) -> Test {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    /// Runs in `dir` instead of the temporary directory.
+    pub fn cwd(mut self, dir: &Path) -> Test {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the binary.
+    #[track_caller]
+    pub fn run(&self) -> Ran {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+        cmd.args(&self.args)
+            .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
+            .env_remove("NO_COLOR")
+            .env("DPPLAN_STATE", self.dir.path().join("state.redb"))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn dpplan");
+        if let Some(input) = &self.stdin {
+            use std::io::Write;
+            let mut s = child.stdin.take().expect("stdin");
+            s.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait for dpplan");
+        Ran {
+            status: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+impl Ran {
+    #[track_caller]
+    pub fn status(self, code: i32) -> Ran {
+        assert_eq!(
+            self.status, code,
+            "exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(self, needle: &str) -> Ran {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(self, needle: &str) -> Ran {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).expect("stdout is JSON")
+    }
+}

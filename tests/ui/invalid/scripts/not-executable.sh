@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "this script lacks its executable bit on purpose"
