@@ -12,6 +12,9 @@
 //!   imports and the embedded standard library.
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
 
+// The pest-generated parser names `alloc` (pest is built without `std`, see Cargo.toml).
+extern crate alloc;
+
 pub mod check;
 pub mod cli;
 pub mod diag;

@@ -195,3 +195,33 @@ fn fmt_holds_on_the_whole_corpus() {
         }
     }
 }
+
+#[test]
+fn parallel_parse_equals_sequential_parse() {
+    // Large files are parsed in chunks of top-level items on several threads; the result,
+    // spans included, must be what one thread makes of the whole text. The corpus repeated
+    // is well past the size where chunking starts, and holds comments, strings with braces
+    // and escapes, and one-line blocks.
+    let mut text = String::new();
+    let corpus: Vec<String> = corpus()
+        .into_iter()
+        .filter(|t| syntax::parse_sequential(FileId(0), t).doc.is_some())
+        .collect();
+    while text.len() < 1_200_000 {
+        for t in &corpus {
+            text.push_str(t);
+            text.push_str("\nsettings { x = \"}{#\\\"\" }  # } {\n");
+        }
+    }
+    let seq = syntax::parse_sequential(FileId(0), &text);
+    let par = syntax::parse(FileId(0), &text);
+    assert!(seq.doc.is_some());
+    assert_eq!(format!("{:?}", seq.doc), format!("{:?}", par.doc));
+    assert_eq!(seq.diagnostics, par.diagnostics);
+    // A syntax error anywhere is reported the same way too.
+    let broken = text.replacen("settings { x", "settings { = x", 40);
+    let seq = syntax::parse_sequential(FileId(0), &broken);
+    let par = syntax::parse(FileId(0), &broken);
+    assert!(seq.doc.is_none() && par.doc.is_none());
+    assert_eq!(seq.diagnostics, par.diagnostics);
+}

@@ -1,6 +1,8 @@
 //! The one integration test binary (STYLE.md habit 8): every integration test is a module
 //! here, so the crate links once.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod cli;

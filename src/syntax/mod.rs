@@ -11,7 +11,9 @@ mod parser;
 
 pub use ast::*;
 pub use fmt::format_document;
-pub use parser::{escape, parse, parse_duration_ms, parse_size, unescape, Parsed};
+pub use parser::{
+    escape, parse, parse_duration_ms, parse_sequential, parse_size, unescape, Parsed,
+};
 
 use crate::diag::{Diagnostic, FileId};
 

@@ -22,31 +22,35 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Files at least this large are parsed in parallel, one chunk of top-level items per core.
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+
 /// Parses one file's text.
 pub fn parse(file: FileId, text: &str) -> Parsed {
-    let mut lower = Lower {
-        file,
-        text,
-        comments: comment_ranges(text),
-        diagnostics: Vec::new(),
-    };
-    match Grammar::parse(Rule::file, text) {
-        Ok(mut pairs) => {
-            let stmts = pairs
-                .next()
-                .map(|file_pair| {
-                    file_pair
-                        .into_inner()
-                        .filter(|p| p.as_rule() != Rule::EOI)
-                        .map(|p| lower.stmt(p))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Parsed {
-                doc: Some(Document { file, stmts }),
-                diagnostics: lower.diagnostics,
+    if text.len() >= PARALLEL_MIN_BYTES {
+        // At least two chunks even on one core, so the chunked path is always the one tested.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(2, 8);
+        {
+            if let Some(parsed) =
+                split_points(text, threads).and_then(|cuts| parse_chunks(file, text, &cuts))
+            {
+                return parsed;
             }
         }
+    }
+    parse_sequential(file, text)
+}
+
+/// [`parse`] on the calling thread alone, whatever the size of the text.
+pub fn parse_sequential(file: FileId, text: &str) -> Parsed {
+    match parse_range(file, text, 0) {
+        Ok((stmts, diagnostics)) => Parsed {
+            doc: Some(Document { file, stmts }),
+            diagnostics,
+        },
         Err(err) => Parsed {
             doc: None,
             diagnostics: vec![syntax_error(file, text, &err)],
@@ -54,9 +58,115 @@ pub fn parse(file: FileId, text: &str) -> Parsed {
     }
 }
 
+/// Parses `chunk`, a run of whole top-level items starting at byte `offset` of the file.
+fn parse_range(
+    file: FileId,
+    chunk: &str,
+    offset: usize,
+) -> Result<(Vec<Stmt>, Vec<Diagnostic>), Box<pest::error::Error<Rule>>> {
+    let mut lower = Lower {
+        file,
+        text: chunk,
+        offset,
+        comments: comment_ranges(chunk),
+        diagnostics: Vec::new(),
+    };
+    let mut pairs = Grammar::parse(Rule::file, chunk).map_err(Box::new)?;
+    let stmts = pairs
+        .next()
+        .map(|file_pair| {
+            file_pair
+                .into_inner()
+                .filter(|p| p.as_rule() != Rule::EOI)
+                .map(|p| lower.stmt(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((stmts, lower.diagnostics))
+}
+
+/// Parses the chunks between `cuts` on their own threads. `None` when any chunk fails: the
+/// caller then parses the whole text again, so a syntax error is reported exactly as a
+/// sequential parse reports it.
+fn parse_chunks(file: FileId, text: &str, cuts: &[usize]) -> Option<Parsed> {
+    let mut bounds = Vec::with_capacity(cuts.len() + 2);
+    bounds.push(0);
+    bounds.extend_from_slice(cuts);
+    bounds.push(text.len());
+    let results: Vec<Option<(Vec<Stmt>, Vec<Diagnostic>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                scope.spawn(move || parse_range(file, &text[a..b], a).ok())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    let mut stmts = Vec::new();
+    let mut diagnostics = Vec::new();
+    for r in results {
+        let (s, d) = r?;
+        stmts.extend(s);
+        diagnostics.extend(d);
+    }
+    Some(Parsed {
+        doc: Some(Document { file, stmts }),
+        diagnostics,
+    })
+}
+
+/// Byte offsets that split `text` into about `parts` chunks of whole top-level items: each
+/// just after a `}` that closes a top-level block (outside strings and comments). `None` when
+/// the braces do not balance; the text then goes to the sequential parser for its error.
+fn split_points(text: &str, parts: usize) -> Option<Vec<usize>> {
+    let bytes = text.as_bytes();
+    let mut cuts = Vec::with_capacity(parts);
+    let mut next_target = text.len() / parts;
+    let (mut depth, mut in_string, mut in_comment) = (0i64, false, false);
+    let mut i = 0;
+    while i < bytes.len() && cuts.len() + 1 < parts {
+        let b = bytes[i];
+        if in_comment {
+            in_comment = b != b'\n';
+        } else if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' | b'\n' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'#' => in_comment = true,
+                b'"' => in_string = true,
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return None;
+                    }
+                    if depth == 0 && i + 1 >= next_target {
+                        cuts.push(i + 1);
+                        next_target = (cuts.len() + 1) * text.len() / parts;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    (!cuts.is_empty()).then_some(cuts)
+}
+
 struct Lower<'t> {
     file: FileId,
+    /// The text being parsed (a chunk of the file).
     text: &'t str,
+    /// Where `text` starts in the file.
+    offset: usize,
     /// Comment byte ranges, in order.
     comments: Vec<(u32, u32)>,
     diagnostics: Vec<Diagnostic>,
@@ -107,7 +217,7 @@ impl Lower<'_> {
                 _ => break,
             }
         }
-        Span::new(self.file, s.start(), end)
+        Span::new(self.file, self.offset + s.start(), self.offset + end)
     }
 
     fn stmt(&mut self, pair: Pair<'_, Rule>) -> Stmt {
@@ -144,7 +254,7 @@ impl Lower<'_> {
                 name: String::new(),
                 span,
             });
-        let default = inner.next().map(|p| self.expr(p));
+        let default = self.exprs(inner).pop();
         ParamDecl {
             name,
             ty,
@@ -200,7 +310,7 @@ impl Lower<'_> {
                 )
             }
             _ => {
-                let e = inner.next().map(|p| self.expr(p));
+                let e = self.exprs(inner).pop();
                 Modifier::OnFailure(e.unwrap_or_else(|| empty_expr(span)), span)
             }
         }
@@ -210,10 +320,7 @@ impl Lower<'_> {
         let span = self.span(&pair);
         let mut inner = inner(pair);
         let key = self.next_ident(&mut inner, span);
-        let value = inner
-            .next()
-            .map(|p| self.expr(p))
-            .unwrap_or_else(|| empty_expr(span));
+        let value = self.exprs(inner).pop().unwrap_or_else(|| empty_expr(span));
         Attr { key, value, span }
     }
 
@@ -244,17 +351,33 @@ impl Lower<'_> {
         }
     }
 
-    fn expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
-        let span = self.span(&pair);
-        let mut parts: Vec<Expr> = inner(pair).map(|p| self.value(p)).collect();
-        if parts.len() == 1 {
-            parts.pop().unwrap_or_else(|| empty_expr(span))
-        } else {
-            Expr {
-                kind: ExprKind::Then(parts),
-                span,
+    /// Groups `value (kw_then value)*` sequences (the silent `expr` rule) into expressions.
+    fn exprs<'i>(&mut self, pairs: impl Iterator<Item = Pair<'i, Rule>>) -> Vec<Expr> {
+        let mut out: Vec<Expr> = Vec::new();
+        let mut chained = false;
+        for p in pairs {
+            if p.as_rule() == Rule::kw_then {
+                chained = true;
+                continue;
             }
+            let v = self.value(p);
+            match out.last_mut() {
+                Some(prev) if chained => {
+                    let span = prev.span.to(v.span);
+                    match &mut prev.kind {
+                        ExprKind::Then(parts) => parts.push(v),
+                        _ => {
+                            let first = std::mem::replace(prev, empty_expr(span));
+                            prev.kind = ExprKind::Then(vec![first, v]);
+                        }
+                    }
+                    prev.span = span;
+                }
+                _ => out.push(v),
+            }
+            chained = false;
         }
+        out
     }
 
     fn value(&mut self, pair: Pair<'_, Rule>) -> Expr {
@@ -298,9 +421,8 @@ impl Lower<'_> {
                     minute: m.parse().unwrap_or(99),
                 }
             }
-            Rule::list => ExprKind::List(inner(pair).map(|p| self.expr(p)).collect()),
+            Rule::list => ExprKind::List(self.exprs(inner(pair))),
             Rule::call => ExprKind::Call(self.call(pair)),
-            Rule::expr => return self.expr(pair),
             _ => ExprKind::Ident(text.to_string()),
         };
         Expr { kind, span }
@@ -324,20 +446,21 @@ impl Lower<'_> {
 
     fn arg(&mut self, pair: Pair<'_, Rule>) -> Arg {
         let span = self.span(&pair);
-        let Some(first) = inner(pair).next() else {
-            return Arg {
-                name: None,
-                value: empty_expr(span),
-                span,
+        let mut children = inner(pair).peekable();
+        if children
+            .peek()
+            .is_some_and(|p| p.as_rule() == Rule::named_arg)
+        {
+            let Some(named) = children.next() else {
+                return Arg {
+                    name: None,
+                    value: empty_expr(span),
+                    span,
+                };
             };
-        };
-        if first.as_rule() == Rule::named_arg {
-            let mut inner = inner(first);
+            let mut inner = inner(named);
             let name = self.next_ident(&mut inner, span);
-            let value = inner
-                .next()
-                .map(|p| self.expr(p))
-                .unwrap_or_else(|| empty_expr(span));
+            let value = self.exprs(inner).pop().unwrap_or_else(|| empty_expr(span));
             Arg {
                 name: Some(name),
                 value,
@@ -346,7 +469,10 @@ impl Lower<'_> {
         } else {
             Arg {
                 name: None,
-                value: self.expr(first),
+                value: self
+                    .exprs(children)
+                    .pop()
+                    .unwrap_or_else(|| empty_expr(span)),
                 span,
             }
         }
@@ -354,7 +480,8 @@ impl Lower<'_> {
 
     fn string(&mut self, pair: Pair<'_, Rule>) -> StrLit {
         let span = self.span(&pair);
-        let body = inner(pair).next().map(|p| p.as_str()).unwrap_or("");
+        let text = pair.as_str();
+        let body = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
         StrLit {
             value: unescape(body),
             span,
@@ -402,7 +529,6 @@ fn inner(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
                 | Rule::kw_timeout
                 | Rule::kw_undo
                 | Rule::kw_on_failure
-                | Rule::kw_then
         )
     })
 }
@@ -560,8 +686,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         }
         Rule::close_brace => "`}`",
         Rule::open_brace => "`{`",
-        Rule::string | Rule::string_body => "a string such as \"QA*\"",
-        Rule::escape => "an escape (\\\" \\\\ \\n \\t)",
+        Rule::string => "a string such as \"QA*\"",
         Rule::duration => "a duration such as 30s",
         Rule::size => "a size such as 512MiB",
         Rule::percent => "a percentage such as 10%",
@@ -571,7 +696,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::list => "a list such as [a, b]",
         Rule::call | Rule::path => "a call such as script(\"x.sh\")",
         Rule::ident | Rule::type_name => "a name",
-        Rule::expr | Rule::arg | Rule::named_arg => "a value",
+        Rule::arg | Rule::named_arg => "a value",
         Rule::m_when
         | Rule::m_always
         | Rule::m_after
@@ -617,7 +742,32 @@ fn syntax_error(file: FileId, text: &str, err: &pest::error::Error<Rule>) -> Dia
     let span = Span::new(file, pos, pos + len);
     let (message, label) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().filter_map(|r| rule_name(*r)).collect();
+            let value_rules = [
+                Rule::string,
+                Rule::duration,
+                Rule::size,
+                Rule::percent,
+                Rule::time,
+                Rule::integer,
+                Rule::boolean,
+                Rule::list,
+                Rule::call,
+                Rule::path,
+            ];
+            let values = positives.iter().filter(|r| value_rules.contains(r)).count();
+            let mut names: Vec<&str> = if values >= 3 {
+                // The silent `expr` rule shows up as every kind of value: name it once.
+                let mut v = vec!["a value such as \"text\", 30s, 512MiB, 22:00, [a, b] or a name"];
+                v.extend(
+                    positives
+                        .iter()
+                        .filter(|r| !value_rules.contains(r) && **r != Rule::ident)
+                        .filter_map(|r| rule_name(*r)),
+                );
+                v
+            } else {
+                positives.iter().filter_map(|r| rule_name(*r)).collect()
+            };
             names.dedup();
             let mut seen = std::collections::HashSet::new();
             names.retain(|n| seen.insert(*n));
