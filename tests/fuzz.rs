@@ -225,3 +225,20 @@ fn parallel_parse_equals_sequential_parse() {
     assert!(seq.doc.is_none() && par.doc.is_none());
     assert_eq!(seq.diagnostics, par.diagnostics);
 }
+
+#[test]
+fn deep_nesting_is_a_diagnostic_not_a_crash() {
+    // Runs on a test thread (2 MiB stack, unoptimised frames in debug builds): the deepest
+    // nesting accepted must parse, check and format there; deeper is DP0001.
+    let n = dpplan::syntax::MAX_NESTING - 1;
+    let ok = format!("settings {{ x = {}{} }}\n", "[".repeat(n), "]".repeat(n));
+    assert!(syntax::parse(FileId(0), &ok).doc.is_some());
+    check_text(&ok);
+    fmt_properties(&ok).unwrap();
+    let deep = format!("settings {{ x = {} }}\n", "[(".repeat(50_000));
+    let parsed = syntax::parse(FileId(0), &deep);
+    assert!(parsed.doc.is_none());
+    assert_eq!(parsed.diagnostics[0].code, dpplan::diag::Code::Syntax);
+    assert!(parsed.diagnostics[0].message.contains("nest more than"));
+    check_text(&deep);
+}

@@ -12,7 +12,7 @@ mod parser;
 pub use ast::*;
 pub use fmt::format_document;
 pub use parser::{
-    escape, parse, parse_duration_ms, parse_sequential, parse_size, unescape, Parsed,
+    escape, parse, parse_duration_ms, parse_sequential, parse_size, unescape, Parsed, MAX_NESTING,
 };
 
 use crate::diag::{Diagnostic, FileId};

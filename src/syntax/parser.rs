@@ -27,6 +27,12 @@ const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
 /// Parses one file's text.
 pub fn parse(file: FileId, text: &str) -> Parsed {
+    if let Some(d) = too_deep(file, text) {
+        return Parsed {
+            doc: None,
+            diagnostics: vec![d],
+        };
+    }
     if text.len() >= PARALLEL_MIN_BYTES {
         // At least two chunks even on one core, so the chunked path is always the one tested.
         let threads = std::thread::available_parallelism()
@@ -46,6 +52,12 @@ pub fn parse(file: FileId, text: &str) -> Parsed {
 
 /// [`parse`] on the calling thread alone, whatever the size of the text.
 pub fn parse_sequential(file: FileId, text: &str) -> Parsed {
+    if let Some(d) = too_deep(file, text) {
+        return Parsed {
+            doc: None,
+            diagnostics: vec![d],
+        };
+    }
     match parse_range(file, text, 0) {
         Ok((stmts, diagnostics)) => Parsed {
             doc: Some(Document { file, stmts }),
@@ -59,11 +71,14 @@ pub fn parse_sequential(file: FileId, text: &str) -> Parsed {
 }
 
 /// Parses `chunk`, a run of whole top-level items starting at byte `offset` of the file.
+/// Statements and literal problems of one chunk.
+type Lowered = (Vec<Stmt>, Vec<Diagnostic>);
+
 fn parse_range(
     file: FileId,
     chunk: &str,
     offset: usize,
-) -> Result<(Vec<Stmt>, Vec<Diagnostic>), Box<pest::error::Error<Rule>>> {
+) -> Result<Lowered, Box<pest::error::Error<Rule>>> {
     let mut lower = Lower {
         file,
         text: chunk,
@@ -93,7 +108,7 @@ fn parse_chunks(file: FileId, text: &str, cuts: &[usize]) -> Option<Parsed> {
     bounds.push(0);
     bounds.extend_from_slice(cuts);
     bounds.push(text.len());
-    let results: Vec<Option<(Vec<Stmt>, Vec<Diagnostic>)>> = std::thread::scope(|scope| {
+    let results: Vec<Option<Lowered>> = std::thread::scope(|scope| {
         let handles: Vec<_> = bounds
             .windows(2)
             .map(|w| {
@@ -123,40 +138,27 @@ fn parse_chunks(file: FileId, text: &str, cuts: &[usize]) -> Option<Parsed> {
 /// just after a `}` that closes a top-level block (outside strings and comments). `None` when
 /// the braces do not balance; the text then goes to the sequential parser for its error.
 fn split_points(text: &str, parts: usize) -> Option<Vec<usize>> {
-    let bytes = text.as_bytes();
     let mut cuts = Vec::with_capacity(parts);
     let mut next_target = text.len() / parts;
-    let (mut depth, mut in_string, mut in_comment) = (0i64, false, false);
-    let mut i = 0;
-    while i < bytes.len() && cuts.len() + 1 < parts {
-        let b = bytes[i];
-        if in_comment {
-            in_comment = b != b'\n';
-        } else if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' | b'\n' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'#' => in_comment = true,
-                b'"' => in_string = true,
-                b'{' => depth += 1,
-                b'}' => {
-                    depth -= 1;
-                    if depth < 0 {
-                        return None;
-                    }
-                    if depth == 0 && i + 1 >= next_target {
-                        cuts.push(i + 1);
-                        next_target = (cuts.len() + 1) * text.len() / parts;
-                    }
+    let mut depth = 0i64;
+    for (i, b) in code_bytes(text) {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
                 }
-                _ => {}
+                if depth == 0 && i + 1 >= next_target {
+                    cuts.push(i + 1);
+                    if cuts.len() + 1 == parts {
+                        break;
+                    }
+                    next_target = (cuts.len() + 1) * text.len() / parts;
+                }
             }
+            _ => {}
         }
-        i += 1;
     }
     (!cuts.is_empty()).then_some(cuts)
 }
@@ -645,29 +647,9 @@ fn has_bad_escape(line: &str) -> bool {
 
 /// The byte offset of the innermost `{` never closed (outside strings and comments).
 fn unclosed_brace(text: &str) -> Option<usize> {
-    let comments = comment_ranges(text);
     let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut ci = 0;
-    for (i, b) in text.bytes().enumerate() {
-        while ci < comments.len() && (comments[ci].1 as usize) <= i {
-            ci += 1;
-        }
-        if ci < comments.len() && (comments[ci].0 as usize) <= i {
-            continue;
-        }
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' | b'\n' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for (i, b) in code_bytes(text) {
         match b {
-            b'"' => in_string = true,
             b'{' => stack.push(i),
             b'}' => {
                 stack.pop();
@@ -676,6 +658,71 @@ fn unclosed_brace(text: &str) -> Option<usize> {
         }
     }
     stack.pop()
+}
+
+/// The bytes of `text` that are code: outside strings and comments, with their offsets.
+/// Quotes themselves are left out too. Strings end at a newline, as the grammar wants.
+fn code_bytes(text: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bytes = text.as_bytes();
+    let (mut in_string, mut in_comment, mut escaped) = (false, false, false);
+    bytes.iter().enumerate().filter_map(move |(i, &b)| {
+        if in_comment {
+            in_comment = b != b'\n';
+            return None;
+        }
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' | b'\n' => in_string = false,
+                _ => {}
+            }
+            return None;
+        }
+        match b {
+            b'#' => {
+                in_comment = true;
+                None
+            }
+            b'"' => {
+                in_string = true;
+                None
+            }
+            _ => Some((i, b)),
+        }
+    })
+}
+
+/// How deeply blocks, lists and calls may nest. Real plans nest four or five levels; the
+/// bound keeps the recursive parser and lowering far from the end of any thread's stack.
+pub const MAX_NESTING: usize = 64;
+
+/// A diagnostic for the first bracket that nests deeper than [`MAX_NESTING`].
+fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    for (i, b) in code_bytes(text) {
+        match b {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(
+                        Diagnostic::new(
+                            Code::Syntax,
+                            Span::new(file, i, i + 1),
+                            format!(
+                                "blocks, lists and calls nest more than {MAX_NESTING} deep here"
+                            ),
+                        )
+                        .label("too deep")
+                        .help("a plan needs only a few levels; look for unclosed brackets"),
+                    );
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// What users call each grammar rule (STYLE.md habit 2).
