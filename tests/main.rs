@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod docs;
 mod examples;
 mod fuzz;
 mod language;

@@ -51,6 +51,7 @@ fn signature(a: Action) -> (Positional, Named) {
 
 impl Cx<'_> {
     pub(super) fn kind(&mut self, b: &Block) {
+        self.poisoned.clear();
         let labels: Vec<&str> = b.labels.iter().map(Label::text).collect();
         let (name, per) = match (b.labels.first(), labels.as_slice()) {
             (Some(Label::Ident(n)), [_, "per", per]) => {
@@ -112,6 +113,8 @@ impl Cx<'_> {
                 continue;
             }
             let Some(ty) = ParamType::parse(&p.ty.name) else {
+                // Steps may still name it: one error for the type, none for each use.
+                self.poisoned.insert(p.name.name.clone());
                 let known = [
                     "string", "int", "bool", "duration", "size", "script", "patterns",
                 ];
@@ -223,7 +226,7 @@ impl Cx<'_> {
                 Modifier::When(p, _) => {
                     if kind.param(&p.name).is_some() {
                         step.when = Some(p.name.clone());
-                    } else {
+                    } else if !self.poisoned.contains(&p.name) {
                         self.push(unknown_param(kind, &p.name, p.span));
                     }
                 }
@@ -368,7 +371,9 @@ impl Cx<'_> {
                 _ => {}
             }
             let Some(p) = kind.param(name) else {
-                self.push(unknown_param(kind, name, e.span));
+                if !self.poisoned.contains(name) {
+                    self.push(unknown_param(kind, name, e.span));
+                }
                 return None;
             };
             let expected = match ty {

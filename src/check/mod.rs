@@ -59,6 +59,7 @@ pub fn check(root: &Root) -> Checked {
         scripts: HashMap::new(),
         device_spans: HashMap::new(),
         kind_spans: HashMap::new(),
+        poisoned: std::collections::HashSet::new(),
     };
     cx.program_items(&loaded.docs);
     let program = cx.program;
@@ -90,6 +91,8 @@ struct Cx<'a> {
     device_spans: HashMap<String, Span>,
     /// Where each kind was declared, for duplicate reports.
     kind_spans: HashMap<String, Span>,
+    /// Parameters of the kind being checked whose declaration was wrong (already reported).
+    poisoned: std::collections::HashSet<String>,
 }
 
 impl Cx<'_> {
