@@ -204,8 +204,10 @@ impl Cx<'_> {
             );
             return;
         };
-        let tls_ca = own.tls_ca.or_else(|| defaults.tls_ca.clone());
-        let base = self.base_dir(b.span.file);
+        let tls_ca = own
+            .tls_ca
+            .or_else(|| defaults.tls_ca.clone())
+            .map(|p| self.base_dir(b.span.file).join(p));
         self.program.devices.push(Device {
             name,
             host,
@@ -213,7 +215,7 @@ impl Cx<'_> {
             user: own.user.or_else(|| defaults.user.clone()),
             password: own.password.or_else(|| defaults.password.clone()),
             tls: own.tls.or(defaults.tls).unwrap_or(true),
-            tls_ca: tls_ca.map(|p| base.join(p)),
+            tls_ca,
             insecure: own.insecure.or(defaults.insecure).unwrap_or(false),
             timeout_ms: own.timeout_ms.or(defaults.timeout_ms).unwrap_or(60_000),
             span: name_span,

@@ -60,6 +60,7 @@ pub fn check(root: &Root) -> Checked {
         device_spans: HashMap::new(),
         kind_spans: HashMap::new(),
         poisoned: std::collections::HashSet::new(),
+        base_dirs: loaded.sources.iter().map(|(_, f)| f.base_dir()).collect(),
     };
     cx.program_items(&loaded.docs);
     let program = cx.program;
@@ -93,6 +94,8 @@ struct Cx<'a> {
     kind_spans: HashMap<String, Span>,
     /// Parameters of the kind being checked whose declaration was wrong (already reported).
     poisoned: std::collections::HashSet<String>,
+    /// Each file's directory, where its relative paths resolve (by `FileId`).
+    base_dirs: Vec<PathBuf>,
 }
 
 impl Cx<'_> {
@@ -101,8 +104,8 @@ impl Cx<'_> {
     }
 
     /// The directory paths in `file` resolve against.
-    fn base_dir(&self, file: FileId) -> PathBuf {
-        self.sources.get(file).base_dir()
+    fn base_dir(&self, file: FileId) -> &std::path::Path {
+        &self.base_dirs[file.0 as usize]
     }
 
     /// `file:line:col` of a span, for messages that point into another place.
