@@ -1,4 +1,7 @@
 //! The one integration test binary.
 
+// Helpers outside #[test] functions panic on purpose when a test's setup fails.
+#![allow(clippy::unwrap_used)]
+
 mod soma_fixtures;
 mod support;
