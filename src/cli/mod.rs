@@ -1,5 +1,7 @@
 //! The command line: clap commands; the only layer that prints.
 
+mod sim;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -18,6 +20,11 @@ enum Command {
         /// Plan files to check.
         files: Vec<std::path::PathBuf>,
     },
+    /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
+    Sim(sim::SimArgs),
+    /// Download one appliance file through the client (benchmark helper).
+    #[command(hide = true)]
+    Fetch(sim::FetchArgs),
 }
 
 /// Parse argv, run the command, and return the process exit code.
@@ -34,5 +41,7 @@ pub fn run() -> ExitCode {
             let _ = files;
             ExitCode::SUCCESS
         }
+        Command::Sim(args) => sim::run_sim(args),
+        Command::Fetch(args) => sim::run_fetch(args),
     }
 }
