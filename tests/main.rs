@@ -3,5 +3,6 @@
 // Helpers outside #[test] functions panic on purpose when a test's setup fails.
 #![allow(clippy::unwrap_used)]
 
+mod sim_client;
 mod soma_fixtures;
 mod support;

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,6 +42,9 @@ pub struct SimBody {
     total: u64,
     limit: Option<u64>,
     sent: u64,
+    /// Once the limit is reached: a pause, so hyper flushes what was sent before the error
+    /// drops the connection.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SimBody {
@@ -52,6 +56,7 @@ impl SimBody {
             total,
             limit: None,
             sent: 0,
+            stall: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl SimBody {
             total,
             limit: None,
             sent: 0,
+            stall: None,
         }
     }
 
@@ -136,11 +142,17 @@ impl Body for SimBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         if let Some(limit) = this.limit {
             if this.sent >= limit {
+                let stall = this.stall.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep(Duration::from_millis(100)))
+                });
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Some(Err(std::io::Error::other("body cut by a fault"))));
             }
         }
