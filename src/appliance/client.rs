@@ -17,8 +17,11 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
-/// Chunks in flight between the network and the decoding thread.
-const PIPELINE_DEPTH: usize = 16;
+/// Batches in flight between the network and the decoding thread.
+const PIPELINE_DEPTH: usize = 8;
+/// Network chunks are gathered into batches of about this size: one thread hand-off per
+/// batch rather than per (often small) chunk. Memory in flight: depth x batch.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// The firmware status classes, newest first.
 const FIRMWARE_CLASSES: [&str; 3] = ["FirmwareVersion3", "FirmwareVersion2", "FirmwareVersion"];
@@ -162,25 +165,37 @@ impl SomaClient {
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
         let mut response = self.send(op, body, None).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(PIPELINE_DEPTH);
         let head_cap = usize::try_from(self.config.max_response_bytes).unwrap_or(usize::MAX);
         let path = dest.to_path_buf();
         let worker = tokio::task::spawn_blocking(move || {
             let mut sink = PayloadSink::new(&path, head_cap);
-            while let Some(chunk) = rx.blocking_recv() {
-                sink.push(&chunk)?;
+            while let Some(batch) = rx.blocking_recv() {
+                for chunk in batch {
+                    sink.push(&chunk)?;
+                }
             }
             sink.finish(empty_is_error)
         });
         let mut network_error = None;
+        let mut batch = Vec::new();
+        let mut batched = 0usize;
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the decoder stopped on an error; it reports it below
+                    batched += chunk.len();
+                    batch.push(chunk);
+                    if batched >= BATCH_BYTES {
+                        batched = 0;
+                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                            break; // the decoder stopped on an error; it reports it below
+                        }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    let _ = tx.send(batch).await;
+                    break;
+                }
                 Err(e) => {
                     network_error = Some(self.body_error(op, &e));
                     break;
