@@ -5,7 +5,7 @@
 //! ratio of their throughputs. Rounds alternate so both see the same machine state.
 //!
 //! `cargo bench --bench download` (2 GiB); `DPPLAN_BENCH_SIZE=256MiB` for a quick run;
-//! `DPPLAN_BENCH_ROUNDS=3` by default; files go to `DPPLAN_BENCH_DIR` or the temporary
+//! `DPPLAN_BENCH_ROUNDS=5` by default; files go to `DPPLAN_BENCH_DIR` or the temporary
 //! directory.
 
 use dpplan::appliance::{soma, Appliance, ConnectionConfig, SomaClient};
@@ -22,7 +22,7 @@ fn main() -> Result<(), Error> {
     let rounds: usize = std::env::var("DPPLAN_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let dir = match std::env::var_os("DPPLAN_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,

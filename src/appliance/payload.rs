@@ -10,7 +10,6 @@
 
 use super::parse::document;
 use super::{Downloaded, ProtocolError};
-use base64::Engine as _;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use sha2::{Digest, Sha256};
@@ -242,10 +241,18 @@ impl PayloadSink {
         if whole == 0 {
             return Ok(());
         }
-        self.decoded.resize(whole / 4 * 3, 0);
-        let n = base64::engine::general_purpose::STANDARD
-            .decode_slice(&self.pending[..whole], &mut self.decoded)
-            .map_err(|e| ProtocolError::InvalidBase64(e.to_string()))?;
+        let out_len = whole / 4 * 3;
+        if self.decoded.len() < out_len {
+            self.decoded.resize(out_len, 0);
+        }
+        // SIMD decoding: on large payloads this is a quarter of the client's work otherwise.
+        let n = base64_simd::STANDARD
+            .decode(
+                &self.pending[..whole],
+                base64_simd::Out::from_slice(&mut self.decoded[..out_len]),
+            )
+            .map_err(|e| ProtocolError::InvalidBase64(format!("{e} near offset {}", self.offset)))?
+            .len();
         // Padding ends the data: anything after it is an error.
         self.padded |= self.pending[whole - 1] == b'=';
         self.pending.drain(..whole);

@@ -45,6 +45,8 @@ pub struct SimBody {
     /// Once the limit is reached: a pause, so hyper flushes what was sent before the error
     /// drops the connection.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Scratch for generated content, reused between chunks.
+    raw: Vec<u8>,
 }
 
 impl SimBody {
@@ -57,6 +59,7 @@ impl SimBody {
             limit: None,
             sent: 0,
             stall: None,
+            raw: Vec::new(),
         }
     }
 
@@ -78,6 +81,7 @@ impl SimBody {
             limit: None,
             sent: 0,
             stall: None,
+            raw: Vec::new(),
         }
     }
 
@@ -108,21 +112,19 @@ impl SimBody {
                     }
                     let n = (size - *offset).min(RAW_CHUNK as u64) as usize;
                     let start = *offset;
-                    let mut encoded = match source {
+                    let mut encoded = vec![0u8; n.div_ceil(3) * 4];
+                    let raw = match source {
                         Source::Content { key, .. } => {
-                            let mut raw = vec![0u8; n];
-                            super::content::fill(*key, start, &mut raw);
-                            base64::engine::general_purpose::STANDARD
-                                .encode(&raw)
-                                .into_bytes()
+                            self.raw.resize(n, 0);
+                            super::content::fill(*key, start, &mut self.raw[..n]);
+                            &self.raw[..n]
                         }
-                        Source::Bytes(b) => {
-                            let from = start as usize;
-                            base64::engine::general_purpose::STANDARD
-                                .encode(&b[from..from + n])
-                                .into_bytes()
-                        }
+                        Source::Bytes(b) => &b[start as usize..start as usize + n],
                     };
+                    let written = base64::engine::general_purpose::STANDARD
+                        .encode_slice(raw, &mut encoded)
+                        .unwrap_or(0);
+                    encoded.truncate(written);
                     if *corrupt && start == 0 {
                         // Same length, so the announced Content-Length still holds.
                         let middle = encoded.len() / 2;
