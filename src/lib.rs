@@ -10,12 +10,18 @@
 //!   `grammar/dpplan.pest`), plus the canonical formatter.
 //! - [`check`]: AST to a checked [`check::Program`] and every diagnostic in one pass; resolves
 //!   imports and the embedded standard library.
+//! - [`appliance`]: the [`appliance::Appliance`] trait the engine calls, its typed errors
+//!   (`is_transient()`), and the SOMA client over HTTP(S) with streaming payload decoding.
+//! - [`sim`]: the SOMA simulator: a fleet file, one real HTTP(S) server per device, stateful
+//!   domains, deterministic content, injected faults.
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
 
 // The pest-generated parser names `alloc` (pest is built without `std`, see Cargo.toml).
 extern crate alloc;
 
+pub mod appliance;
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod sim;
 pub mod syntax;

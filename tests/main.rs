@@ -1,6 +1,7 @@
 //! The one integration test binary (STYLE.md habit 8): every integration test is a module
 //! here, so the crate links once.
 
+// Helpers outside #[test] functions panic on purpose when a test's setup fails.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -10,4 +11,6 @@ mod docs;
 mod examples;
 mod fuzz;
 mod language;
+mod sim_client;
+mod soma_fixtures;
 mod ui;

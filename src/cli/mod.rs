@@ -5,6 +5,7 @@
 
 mod lint;
 mod render;
+mod sim;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -67,6 +68,11 @@ enum Command {
         /// A code such as DP0007; without it, the list of codes.
         code: Option<String>,
     },
+    /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
+    Sim(sim::SimArgs),
+    /// Download one appliance file through the client (benchmark helper).
+    #[command(hide = true)]
+    Fetch(sim::FetchArgs),
 }
 
 /// Whether stderr gets colour.
@@ -85,7 +91,7 @@ pub fn run() -> ExitCode {
     };
     let outcome = std::panic::catch_unwind(move || dispatch(cli));
     match outcome {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(_) => {
             eprintln!(
                 "error: dpplan failed internally; please report this with the input that caused it"
@@ -95,14 +101,16 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> u8 {
+fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check {
             files,
             format,
             deny_warnings,
-        } => lint::check(&files, format, deny_warnings),
-        Command::Fmt { files, check } => lint::fmt(&files, check),
-        Command::Explain { code } => lint::explain(code.as_deref()),
+        } => ExitCode::from(lint::check(&files, format, deny_warnings)),
+        Command::Fmt { files, check } => ExitCode::from(lint::fmt(&files, check)),
+        Command::Explain { code } => ExitCode::from(lint::explain(code.as_deref())),
+        Command::Sim(args) => sim::run_sim(args),
+        Command::Fetch(args) => sim::run_fetch(args),
     }
 }

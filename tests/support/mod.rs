@@ -147,3 +147,6 @@ impl Ran {
         serde_json::from_str(&self.stdout).expect("stdout is JSON")
     }
 }
+
+pub mod soma;
+pub use soma::*;

@@ -1,0 +1,115 @@
+//! Download benchmark (docs/performance.md, "Downloads"): one file fetched with `get-file`
+//! from the simulator over HTTP, (a) through the SOMA client into a file (streamed, base64
+//! decoded, SHA-256 hashed, fsynced) and (b) as a plain streaming download of the same
+//! response body into a file (fsynced). Both move the same response bytes; the figure is the
+//! ratio of their throughputs. Rounds alternate so both see the same machine state.
+//!
+//! `cargo bench --bench download` (2 GiB); `DPPLAN_BENCH_SIZE=256MiB` for a quick run;
+//! `DPPLAN_BENCH_ROUNDS=5` by default; files go to `DPPLAN_BENCH_DIR` or the temporary
+//! directory.
+
+use dpplan::appliance::{soma, Appliance, ConnectionConfig, SomaClient};
+use dpplan::sim::{self, content, fleet::parse_size, Fleet};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), Error> {
+    let size_text = std::env::var("DPPLAN_BENCH_SIZE").unwrap_or_else(|_| "2GiB".into());
+    let size = parse_size(&size_text)?;
+    let rounds: usize = std::env::var("DPPLAN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let dir = match std::env::var_os("DPPLAN_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let fleet_text = format!(
+            "[[device]]\nname = \"BENCH\"\nbackup_file_size = \"{size_text}\"\nfree_temporary_mb = 100000000\n"
+        );
+        let fleet = sim::serve(&Fleet::parse(&fleet_text)?, IpAddr::V4(Ipv4Addr::LOCALHOST), false).await?;
+        let device = fleet.device("BENCH").ok_or("no device")?.clone();
+        let mut config = ConnectionConfig::new("BENCH", "127.0.0.1", device.addr.port(), "admin", "admin");
+        config.tls = false;
+        config.read_timeout = Duration::from_secs(300);
+        let client = SomaClient::new(config)?;
+        client.secure_backup("backup-cert", "temporary:///bench/").await?;
+        let path = "temporary:///bench/config.tgz";
+        let expected = content::expected_sha256("BENCH", "config.tgz", size);
+
+        let plain = reqwest::Client::builder().no_proxy().build()?;
+        let client_file = dir.path().join("client.tgz");
+        let plain_file = dir.path().join("plain.xml");
+        let mut client_secs = Vec::new();
+        let mut plain_secs = Vec::new();
+        let mut body_bytes = 0u64;
+        println!("download benchmark: {size_text} file ({size} bytes), {rounds} rounds, in {}", dir.path().display());
+        for round in 1..=rounds {
+            let started = Instant::now();
+            body_bytes = plain_download(&plain, &device.url(), path, &plain_file).await?;
+            let p = started.elapsed().as_secs_f64();
+            std::fs::remove_file(&plain_file)?;
+
+            let started = Instant::now();
+            let got = client.download(path, &client_file).await?;
+            let c = started.elapsed().as_secs_f64();
+            if got.sha256 != expected || got.size != size {
+                return Err(format!("round {round}: wrong content: {got:?}").into());
+            }
+            std::fs::remove_file(&client_file)?;
+            println!(
+                "round {round}: plain {p:.3} s ({:.0} MiB/s of body), client {c:.3} s ({:.0} MiB/s of body, {:.0} MiB/s decoded), ratio {:.2}",
+                body_bytes as f64 / p / 1048576.0,
+                body_bytes as f64 / c / 1048576.0,
+                size as f64 / c / 1048576.0,
+                p / c
+            );
+            plain_secs.push(p);
+            client_secs.push(c);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, c) = (median(&mut plain_secs), median(&mut client_secs));
+        println!(
+            "median: plain {p:.3} s, client {c:.3} s, response body {body_bytes} bytes; \
+             client/plain throughput ratio {:.2} (target >= 0.60)",
+            p / c
+        );
+        fleet.shutdown().await;
+        Ok::<(), Error>(())
+    })
+}
+
+/// The same `get-file` request, its response body streamed into a file as it is, fsynced.
+async fn plain_download(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    dest: &std::path::Path,
+) -> Result<u64, Error> {
+    let mut response = http
+        .post(url)
+        .basic_auth("admin", Some("admin"))
+        .header("Content-Type", "text/xml")
+        .body(soma::get_file(path))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(dest)?);
+    let mut total = 0u64;
+    while let Some(chunk) = response.chunk().await? {
+        out.write_all(&chunk)?;
+        total += chunk.len() as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(total)
+}

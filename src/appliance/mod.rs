@@ -1,0 +1,482 @@
+//! Talking to one DataPower appliance: the [`Appliance`] trait the engine calls, the facts it
+//! returns, the one error type with its retry decision, and the SOMA client that implements it.
+//!
+//! This layer knows nothing of plans, the engine or the store. It returns values and typed
+//! errors; it never prints.
+//!
+//! - [`soma`]: request envelopes, one builder per operation.
+//! - [`parse`]: response parsing by local name, tolerant of the quirks of real devices.
+//! - [`payload`]: the streaming `dp:file` decoder (base64 to a file, SHA-256 on the way).
+//! - [`client`]: [`SomaClient`], the reqwest implementation of [`Appliance`].
+
+pub mod client;
+pub mod parse;
+pub mod payload;
+pub mod soma;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use client::SomaClient;
+
+/// How to reach one appliance's XML management interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The device's name in the inventory; every error names it.
+    pub device: String,
+    /// Host name or address.
+    pub host: String,
+    /// XML management port (5550 on a real appliance).
+    pub port: u16,
+    /// User for HTTP Basic auth.
+    pub user: String,
+    /// Password for HTTP Basic auth.
+    pub password: String,
+    /// HTTPS when true (the default); plain HTTP when false (simulators only).
+    pub tls: bool,
+    /// PEM file with the CA (or the self-signed certificate) the appliance's certificate chains to.
+    pub tls_ca: Option<PathBuf>,
+    /// Accept any certificate and host name: explicit, never a default.
+    pub insecure: bool,
+    /// Limit for establishing the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Limit for a whole request that carries no payload (status, actions, listings).
+    pub request_timeout: Duration,
+    /// Limit for one read while a payload (file, export) streams; there is no total limit,
+    /// since a backup file may take minutes.
+    pub read_timeout: Duration,
+    /// Largest response body accepted when it carries no payload.
+    pub max_response_bytes: u64,
+}
+
+impl ConnectionConfig {
+    /// Settings with the defaults: HTTPS verified against the system's built-in roots, 10 s to
+    /// connect, 60 s per request, 120 s per read during downloads, 32 MiB per plain response.
+    pub fn new(
+        device: impl Into<String>,
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        ConnectionConfig {
+            device: device.into(),
+            host: host.into(),
+            port,
+            user: user.into(),
+            password: password.into(),
+            tls: true,
+            tls_ca: None,
+            insecure: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(120),
+            max_response_bytes: 32 * 1024 * 1024,
+        }
+    }
+
+    /// The management URL: `http(s)://host:port/service/mgmt/current`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{host}:{}/service/mgmt/current", self.port)
+    }
+}
+
+/// Firmware facts, from `FirmwareVersion3` or, on older firmware, `FirmwareVersion2` or
+/// `FirmwareVersion`. Fields the appliance does not report are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Firmware {
+    /// The status class that answered.
+    pub class: String,
+    /// `Serial`.
+    pub serial: String,
+    /// `Version`, e.g. `IDG.10.5.0.12`.
+    pub version: String,
+    /// `Build`.
+    pub build: String,
+    /// `BuildDate`.
+    pub build_date: String,
+    /// `DeliveryType`.
+    pub delivery_type: String,
+    /// `MachineType`, e.g. `8436`.
+    pub machine_type: String,
+    /// `ModelType`, e.g. `52X`.
+    pub model_type: String,
+}
+
+/// The quiesce state of a domain (`DomainStatus/QuiesceState`) or of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuiesceState {
+    /// `""`: serving traffic.
+    Normal,
+    /// `quiescing`: a quiesce was accepted and is in progress.
+    Quiescing,
+    /// `quiesced`.
+    Quiesced,
+    /// `unquiescing`: an unquiesce was accepted and is in progress.
+    Unquiescing,
+    /// `error`.
+    Error,
+    /// Any other text the appliance reports.
+    Other(String),
+}
+
+impl QuiesceState {
+    /// Reads the appliance's text (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Self {
+        match text.trim() {
+            "" => QuiesceState::Normal,
+            "quiescing" => QuiesceState::Quiescing,
+            "quiesced" => QuiesceState::Quiesced,
+            "unquiescing" => QuiesceState::Unquiescing,
+            "error" => QuiesceState::Error,
+            other => QuiesceState::Other(other.to_string()),
+        }
+    }
+
+    /// The appliance's text for this state (`""` for [`QuiesceState::Normal`]).
+    pub fn as_str(&self) -> &str {
+        match self {
+            QuiesceState::Normal => "",
+            QuiesceState::Quiescing => "quiescing",
+            QuiesceState::Quiesced => "quiesced",
+            QuiesceState::Unquiescing => "unquiescing",
+            QuiesceState::Error => "error",
+            QuiesceState::Other(text) => text,
+        }
+    }
+}
+
+/// One row of `DomainStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainStatus {
+    /// `Domain`.
+    pub name: String,
+    /// `SaveNeeded` is `on`: the running configuration has unsaved changes.
+    pub save_needed: bool,
+    /// `QuiesceState`.
+    pub quiesce_state: QuiesceState,
+}
+
+/// What a quiesce or unquiesce applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuiesceTarget {
+    /// The whole appliance (`QuiesceDP` / `UnquiesceDP`); the `default` domain is not affected.
+    Device,
+    /// One domain (`DomainQuiesce` / `DomainUnquiesce`).
+    Domain(String),
+}
+
+/// A file in an appliance directory, from `get-filestore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Base name, e.g. `config.tgz`.
+    pub name: String,
+    /// Full name to pass to [`Appliance::download`], e.g. `temporary:///dpplan-1-2/config.tgz`.
+    pub path: String,
+    /// Size in bytes, as listed.
+    pub size: u64,
+    /// Modification time as the appliance writes it, e.g. `2020-02-10 05:51:47`.
+    pub modified: String,
+}
+
+/// A payload written to disk: decoded, hashed and fsynced (not renamed: the caller renames).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// SHA-256 of the decoded bytes, lower-case hex.
+    pub sha256: String,
+}
+
+/// What the engine needs from one appliance. Object safe: the engine holds
+/// `Arc<dyn Appliance>` and calls it from tokio tasks; tests swap in doubles.
+///
+/// Directory and file names on the appliance are SOMA URLs such as
+/// `temporary:///dpplan-42-5/` and `temporary:///dpplan-42-5/config.tgz`.
+#[async_trait::async_trait]
+pub trait Appliance: Send + Sync {
+    /// The device's inventory name.
+    fn device(&self) -> &str;
+
+    /// A short request that succeeds when the appliance answers and accepts the credentials.
+    async fn probe(&self) -> Result<(), ApplianceError>;
+
+    /// Firmware facts: `FirmwareVersion3`, falling back to `FirmwareVersion2` and `FirmwareVersion`.
+    async fn firmware(&self) -> Result<Firmware, ApplianceError>;
+
+    /// Every domain, with `SaveNeeded` and `QuiesceState` (`DomainStatus` asked in `default`).
+    async fn domains(&self) -> Result<Vec<DomainStatus>, ApplianceError>;
+
+    /// Free space in `temporary:`, in bytes (`FilesystemStatus/FreeTemporary`, reported in MiB).
+    async fn free_temporary(&self) -> Result<u64, ApplianceError>;
+
+    /// Whether the `CryptoCertificate` object `name` exists in the `default` domain.
+    async fn certificate_exists(&self, name: &str) -> Result<bool, ApplianceError>;
+
+    /// Requests a quiesce (`QuiesceDP` or `DomainQuiesce`) with this timeout (the appliance
+    /// requires at least 60 s). `Ok` means accepted; poll [`Appliance::quiesce_state`].
+    async fn quiesce(
+        &self,
+        target: &QuiesceTarget,
+        timeout: Duration,
+    ) -> Result<(), ApplianceError>;
+
+    /// Requests an unquiesce (`UnquiesceDP` or `DomainUnquiesce`); poll until `Normal`.
+    async fn unquiesce(&self, target: &QuiesceTarget) -> Result<(), ApplianceError>;
+
+    /// The current quiesce state. For the device: the state its application domains (all but
+    /// `default`) agree on; `Quiescing` or `Unquiescing` while any of them is in transition;
+    /// `Normal` when there is no application domain.
+    async fn quiesce_state(&self, target: &QuiesceTarget) -> Result<QuiesceState, ApplianceError>;
+
+    /// Saves the running configuration of `domain` (`SaveConfig`).
+    async fn save_config(&self, domain: &str) -> Result<(), ApplianceError>;
+
+    /// Starts a secure backup (`SecureBackup`) encrypted for certificate `cert` into the
+    /// appliance directory `destination`. The backup is complete once
+    /// `backupmanifest.xml` is listed by [`Appliance::list_directory`].
+    async fn secure_backup(&self, cert: &str, destination: &str) -> Result<(), ApplianceError>;
+
+    /// The files directly in appliance directory `dir`; empty when it does not exist.
+    async fn list_directory(&self, dir: &str) -> Result<Vec<RemoteFile>, ApplianceError>;
+
+    /// Downloads appliance file `path` (`get-file`) into the local file `dest` (created or
+    /// truncated; removed again on any error).
+    async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
+
+    /// Removes appliance directory `dir` and its content (`RemoveDir`).
+    async fn remove_directory(&self, dir: &str) -> Result<(), ApplianceError>;
+
+    /// Exports `domain` as a ZIP (`do-export`): the saved configuration when `persisted`, the
+    /// running one otherwise. `comment` becomes the export's user comment.
+    async fn export_domain(
+        &self,
+        domain: &str,
+        persisted: bool,
+        comment: &str,
+        dest: &Path,
+    ) -> Result<Downloaded, ApplianceError>;
+
+    /// Exports all domains (`do-backup` of `all-domains`): a ZIP holding one ZIP per domain.
+    async fn export_all(&self, comment: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
+}
+
+/// Everything that can go wrong talking to an appliance. Each variant names the device, the
+/// operation (e.g. `get-status DomainStatus`, `do-action SecureBackup`) and a text: the
+/// appliance's own words where it gave any.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    /// The connection could not be established (refused, unreachable, name not resolved).
+    #[error("{device}: {op}: cannot connect: {text}")]
+    Connect {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// The connection was reset or closed before the response was complete.
+    #[error("{device}: {op}: connection lost: {text}")]
+    ConnectionLost {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// Connecting, the request or a read took longer than its limit.
+    #[error("{device}: {op}: timed out: {text}")]
+    Timeout {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// TLS failed: certificate not trusted, wrong host name, handshake refused.
+    #[error("{device}: {op}: TLS: {text}")]
+    Tls {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// An HTTP status other than 200.
+    #[error("{device}: {op}: HTTP {status}: {text}")]
+    Http {
+        device: String,
+        op: String,
+        status: u16,
+        text: String,
+    },
+    /// The appliance rejected the credentials.
+    #[error("{device}: {op}: {text}")]
+    Auth {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// A SOAP Fault (`faultcode`, `faultstring`).
+    #[error("{device}: {op}: SOAP fault {code}: {text}")]
+    Fault {
+        device: String,
+        op: String,
+        code: String,
+        text: String,
+    },
+    /// `dp:result` held an error text (or an error log) instead of `OK`.
+    #[error("{device}: {op}: {text}")]
+    Result {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// A `dp:file` payload that is not valid base64.
+    #[error("{device}: {op}: invalid base64 payload: {text}")]
+    InvalidBase64 {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// The response body ended before the document did.
+    #[error("{device}: {op}: truncated response: {text}")]
+    Truncated {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// A response that is not the SOMA document expected.
+    #[error("{device}: {op}: unexpected response: {text}")]
+    Malformed {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// A response without payload larger than [`ConnectionConfig::max_response_bytes`].
+    #[error("{device}: {op}: {text}")]
+    TooLarge {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// Writing the local file failed.
+    #[error("{device}: {op}: {text}")]
+    Io {
+        device: String,
+        op: String,
+        text: String,
+    },
+    /// The connection settings cannot be used (unreadable CA file, bad address).
+    #[error("{device}: {op}: invalid connection settings: {text}")]
+    Config {
+        device: String,
+        op: String,
+        text: String,
+    },
+}
+
+impl ApplianceError {
+    /// Whether repeating the operation may succeed: refused or reset connections, timeouts
+    /// and HTTP 5xx are transient; everything the appliance said on purpose is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplianceError::Connect { .. }
+            | ApplianceError::ConnectionLost { .. }
+            | ApplianceError::Timeout { .. } => true,
+            ApplianceError::Http { status, .. } => *status >= 500,
+            ApplianceError::Tls { .. }
+            | ApplianceError::Auth { .. }
+            | ApplianceError::Fault { .. }
+            | ApplianceError::Result { .. }
+            | ApplianceError::InvalidBase64 { .. }
+            | ApplianceError::Truncated { .. }
+            | ApplianceError::Malformed { .. }
+            | ApplianceError::TooLarge { .. }
+            | ApplianceError::Io { .. }
+            | ApplianceError::Config { .. } => false,
+        }
+    }
+
+    /// The device the error concerns.
+    pub fn device(&self) -> &str {
+        self.parts().0
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> &str {
+        self.parts().1
+    }
+
+    /// The text: the appliance's own words where it gave any.
+    pub fn text(&self) -> &str {
+        self.parts().2
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        match self {
+            ApplianceError::Connect { device, op, text }
+            | ApplianceError::ConnectionLost { device, op, text }
+            | ApplianceError::Timeout { device, op, text }
+            | ApplianceError::Tls { device, op, text }
+            | ApplianceError::Http {
+                device, op, text, ..
+            }
+            | ApplianceError::Auth { device, op, text }
+            | ApplianceError::Fault {
+                device, op, text, ..
+            }
+            | ApplianceError::Result { device, op, text }
+            | ApplianceError::InvalidBase64 { device, op, text }
+            | ApplianceError::Truncated { device, op, text }
+            | ApplianceError::Malformed { device, op, text }
+            | ApplianceError::TooLarge { device, op, text }
+            | ApplianceError::Io { device, op, text }
+            | ApplianceError::Config { device, op, text } => (device, op, text),
+        }
+    }
+}
+
+/// A failure found while reading a response, before it is attributed to a device and an
+/// operation (see [`ProtocolError::at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// Authentication failure (text as sent).
+    Auth(String),
+    /// SOAP Fault: code and string.
+    Fault { code: String, text: String },
+    /// `dp:result` error text.
+    Result(String),
+    /// Invalid base64 in `dp:file`.
+    InvalidBase64(String),
+    /// The document ended early.
+    Truncated(String),
+    /// Not the expected document.
+    Malformed(String),
+    /// Over the size cap.
+    TooLarge(String),
+    /// Local file error.
+    Io(String),
+}
+
+impl ProtocolError {
+    /// Attributes the failure to `device` and `op`.
+    pub fn at(self, device: &str, op: &str) -> ApplianceError {
+        let (device, op) = (device.to_string(), op.to_string());
+        match self {
+            ProtocolError::Auth(text) => ApplianceError::Auth { device, op, text },
+            ProtocolError::Fault { code, text } => ApplianceError::Fault {
+                device,
+                op,
+                code,
+                text,
+            },
+            ProtocolError::Result(text) => ApplianceError::Result { device, op, text },
+            ProtocolError::InvalidBase64(text) => {
+                ApplianceError::InvalidBase64 { device, op, text }
+            }
+            ProtocolError::Truncated(text) => ApplianceError::Truncated { device, op, text },
+            ProtocolError::Malformed(text) => ApplianceError::Malformed { device, op, text },
+            ProtocolError::TooLarge(text) => ApplianceError::TooLarge { device, op, text },
+            ProtocolError::Io(text) => ApplianceError::Io { device, op, text },
+        }
+    }
+}

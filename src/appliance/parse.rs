@@ -1,0 +1,344 @@
+//! SOMA response parsing for responses that carry no payload (their size is capped by the
+//! client): quick-xml events into a small tree matched by local name, then one reader per
+//! kind of answer. Tolerates the quirks of real devices: unqualified children, stray
+//! namespace declarations, padded `OK`, both error shapes (text and error log).
+
+use super::{DomainStatus, Firmware, ProtocolError, QuiesceState, RemoteFile};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// An element: local name, attributes by local name, its own text, its children.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Local name (prefix dropped).
+    pub name: String,
+    /// Attributes: local name and unescaped value.
+    pub attrs: Vec<(String, String)>,
+    /// The element's text content (direct text and references), unescaped.
+    pub text: String,
+    /// Child elements in document order.
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    /// The first child with local name `name`.
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// Every child with local name `name`.
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The attribute with local name `name`.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The trimmed text of child `name`, or `""`.
+    pub fn child_text(&self, name: &str) -> &str {
+        self.child(name).map(|c| c.text.trim()).unwrap_or("")
+    }
+
+    /// The first descendant (depth first, self excluded) with local name `name`.
+    pub fn find(&self, name: &str) -> Option<&Node> {
+        for c in &self.children {
+            if c.name == name {
+                return Some(c);
+            }
+            if let Some(found) = c.find(name) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn collect_named<'a>(&'a self, name: &str, out: &mut Vec<&'a Node>) {
+        for c in &self.children {
+            if c.name == name {
+                out.push(c);
+            }
+            c.collect_named(name, out);
+        }
+    }
+}
+
+fn local(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// Parses a whole document into its root element. A document that ends inside an element is
+/// [`ProtocolError::Truncated`]; other syntax errors are [`ProtocolError::Malformed`].
+pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
+    let mut reader = Reader::from_reader(xml);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    loop {
+        let event = reader.read_event().map_err(|e| {
+            if is_eof(&e) {
+                ProtocolError::Truncated(format!("document ends early: {e}"))
+            } else {
+                let position = reader.error_position();
+                ProtocolError::Malformed(format!("XML error at byte {position}: {e}"))
+            }
+        })?;
+        match event {
+            Event::Start(_) | Event::Empty(_) if root.is_some() && stack.is_empty() => {
+                return Err(ProtocolError::Malformed(
+                    "content after the root element".into(),
+                ));
+            }
+            Event::Start(e) => stack.push(start_node(&e)?),
+            Event::Empty(e) => {
+                let node = start_node(&e)?;
+                close(node, &mut stack, &mut root);
+            }
+            Event::End(_) => {
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| ProtocolError::Malformed("unbalanced end tag".into()))?;
+                close(node, &mut stack, &mut root);
+            }
+            Event::Text(t) => {
+                if let Some(top) = stack.last_mut() {
+                    let text = t
+                        .xml10_content()
+                        .map_err(|e| ProtocolError::Malformed(format!("text: {e}")))?;
+                    top.text.push_str(&text);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&String::from_utf8_lossy(&t.into_inner()));
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&resolve_ref(&r)?);
+                }
+            }
+            Event::Eof => break,
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(ProtocolError::Truncated(format!(
+            "document ends inside <{}>",
+            stack.last().map(|n| n.name.as_str()).unwrap_or("")
+        )));
+    }
+    root.ok_or_else(|| {
+        if xml.iter().all(u8::is_ascii_whitespace) {
+            ProtocolError::Truncated("empty response body".into())
+        } else {
+            ProtocolError::Malformed("no XML element in the response".into())
+        }
+    })
+}
+
+/// quick-xml reports input that ends inside markup as one of the `Unclosed*` syntax errors.
+fn is_eof(e: &quick_xml::Error) -> bool {
+    matches!(e, quick_xml::Error::Syntax(s) if !matches!(s, quick_xml::errors::SyntaxError::InvalidBangMarkup))
+}
+
+fn close(node: Node, stack: &mut [Node], root: &mut Option<Node>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(node),
+        None => *root = Some(node),
+    }
+}
+
+fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, ProtocolError> {
+    let mut node = Node {
+        name: local(e.local_name().as_ref()),
+        ..Node::default()
+    };
+    for attr in e.attributes() {
+        let attr = attr.map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
+        node.attrs
+            .push((local(attr.key.local_name().as_ref()), value.into_owned()));
+    }
+    Ok(node)
+}
+
+/// Resolves a character or predefined entity reference.
+pub(crate) fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<String, ProtocolError> {
+    if let Some(c) = r
+        .resolve_char_ref()
+        .map_err(|e| ProtocolError::Malformed(format!("reference: {e}")))?
+    {
+        return Ok(c.to_string());
+    }
+    let name = r
+        .decode()
+        .map_err(|e| ProtocolError::Malformed(format!("reference: {e}")))?;
+    quick_xml::escape::resolve_predefined_entity(&name)
+        .map(str::to_string)
+        .ok_or_else(|| ProtocolError::Malformed(format!("unknown entity &{name};")))
+}
+
+/// Checks the envelope and returns `dp:response`. A SOAP Fault is [`ProtocolError::Fault`]
+/// (or [`ProtocolError::Auth`] when it speaks of authentication); a `dp:result` that does not
+/// trim to `OK` is [`ProtocolError::Result`] with the appliance's text (or the error-log
+/// texts), or [`ProtocolError::Auth`] for `Authentication failure`.
+pub fn response(root: &Node) -> Result<&Node, ProtocolError> {
+    if root.name != "Envelope" {
+        return Err(ProtocolError::Malformed(format!(
+            "root element <{}>",
+            root.name
+        )));
+    }
+    let body = root
+        .child("Body")
+        .ok_or_else(|| ProtocolError::Malformed("no env:Body".into()))?;
+    if let Some(fault) = body.child("Fault") {
+        let code = fault.child_text("faultcode").to_string();
+        let text = fault.child_text("faultstring").to_string();
+        if text.to_ascii_lowercase().contains("authentication") {
+            return Err(ProtocolError::Auth(text));
+        }
+        return Err(ProtocolError::Fault { code, text });
+    }
+    let response = body
+        .child("response")
+        .ok_or_else(|| ProtocolError::Malformed("no dp:response".into()))?;
+    if let Some(result) = response.child("result") {
+        check_result(result)?;
+    }
+    Ok(response)
+}
+
+fn check_result(result: &Node) -> Result<(), ProtocolError> {
+    let mut events = Vec::new();
+    result.collect_named("log-event", &mut events);
+    let text = if events.is_empty() {
+        result.text.trim().to_string()
+    } else {
+        events
+            .iter()
+            .map(|e| e.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if events.is_empty() && text == "OK" {
+        return Ok(());
+    }
+    if text.eq_ignore_ascii_case("Authentication failure") {
+        return Err(ProtocolError::Auth(text));
+    }
+    if text.is_empty() {
+        return Err(ProtocolError::Result("empty dp:result".into()));
+    }
+    Err(ProtocolError::Result(text))
+}
+
+/// Parses a whole response without payload and checks its outcome: [`parse_tree`] then
+/// [`response`], returning the tree (its `dp:response` is found again by the readers below).
+pub fn document(xml: &[u8]) -> Result<Node, ProtocolError> {
+    let root = parse_tree(xml)?;
+    response(&root)?;
+    Ok(root)
+}
+
+fn response_of(root: &Node) -> Result<&Node, ProtocolError> {
+    response(root)
+}
+
+/// The rows of `dp:status` named `class` (an empty list when the status holds none).
+pub fn status_rows<'a>(root: &'a Node, class: &str) -> Result<Vec<&'a Node>, ProtocolError> {
+    let response = response_of(root)?;
+    let status = response
+        .child("status")
+        .ok_or_else(|| ProtocolError::Malformed("no dp:status in the response".into()))?;
+    Ok(status.children.iter().filter(|c| c.name == class).collect())
+}
+
+/// `DomainStatus` rows.
+pub fn domains(root: &Node) -> Result<Vec<DomainStatus>, ProtocolError> {
+    Ok(status_rows(root, "DomainStatus")?
+        .into_iter()
+        .map(|row| DomainStatus {
+            name: row.child_text("Domain").to_string(),
+            save_needed: row.child_text("SaveNeeded").eq_ignore_ascii_case("on"),
+            quiesce_state: QuiesceState::parse(row.child_text("QuiesceState")),
+        })
+        .collect())
+}
+
+/// The first row of a `FirmwareVersion*` class; `None` when the status has no such row.
+pub fn firmware(root: &Node, class: &str) -> Result<Option<Firmware>, ProtocolError> {
+    Ok(status_rows(root, class)?.first().map(|row| Firmware {
+        class: class.to_string(),
+        serial: row.child_text("Serial").to_string(),
+        version: row.child_text("Version").to_string(),
+        build: row.child_text("Build").to_string(),
+        build_date: row.child_text("BuildDate").to_string(),
+        delivery_type: row.child_text("DeliveryType").to_string(),
+        machine_type: row.child_text("MachineType").to_string(),
+        model_type: row.child_text("ModelType").to_string(),
+    }))
+}
+
+/// `FilesystemStatus/FreeTemporary` in MiB.
+pub fn free_temporary_mib(root: &Node) -> Result<u64, ProtocolError> {
+    let rows = status_rows(root, "FilesystemStatus")?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ProtocolError::Malformed("no FilesystemStatus row".into()))?;
+    let text = row.child_text("FreeTemporary");
+    text.parse::<u64>()
+        .map_err(|_| ProtocolError::Malformed(format!("FreeTemporary is {text:?}, not a number")))
+}
+
+/// Whether `dp:config` holds an object of `class` named `name`.
+pub fn config_has(root: &Node, class: &str, name: &str) -> Result<bool, ProtocolError> {
+    let response = response_of(root)?;
+    Ok(response.child("config").is_some_and(|config| {
+        config
+            .children_named(class)
+            .any(|o| o.attr("name") == Some(name))
+    }))
+}
+
+/// The files directly in directory `listed` (as `get-filestore` names it, e.g.
+/// `temporary:/dpplan-1`); `url` is the directory as the caller named it, used to build
+/// [`RemoteFile::path`]. Empty when the directory is not listed.
+pub fn directory_files(
+    root: &Node,
+    listed: &str,
+    url: &str,
+) -> Result<Vec<RemoteFile>, ProtocolError> {
+    let response = response_of(root)?;
+    let filestore = response
+        .child("filestore")
+        .ok_or_else(|| ProtocolError::Malformed("no dp:filestore in the response".into()))?;
+    let mut dirs = Vec::new();
+    filestore.collect_named("location", &mut dirs);
+    filestore.collect_named("directory", &mut dirs);
+    let Some(dir) = dirs.into_iter().find(|d| d.attr("name") == Some(listed)) else {
+        return Ok(Vec::new());
+    };
+    dir.children_named("file")
+        .map(|f| {
+            let name = f.attr("name").unwrap_or("").to_string();
+            let size_text = f.child_text("size");
+            let size = size_text.parse::<u64>().map_err(|_| {
+                ProtocolError::Malformed(format!("size of {name} is {size_text:?}"))
+            })?;
+            Ok(RemoteFile {
+                path: super::soma::join(url, &name),
+                name,
+                size,
+                modified: f.child_text("modified").to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! `dpplan sim`: run a simulated fleet until SIGINT/SIGTERM; and the hidden `dpplan fetch`,
+//! one `get-file` through the real client (for measuring its memory and speed in a process
+//! of its own, see docs/performance.md).
+
+use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
+use crate::sim::{self, Fleet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `dpplan sim`.
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// The fleet file (TOML; see docs/simulator.md).
+    #[arg(long)]
+    fleet: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Serve HTTPS with a generated certificate; its CA is written to --ca-out.
+    #[arg(long)]
+    tls: bool,
+    /// Write an inventory block for the started fleet to this file.
+    #[arg(long)]
+    inventory_out: Option<PathBuf>,
+    /// Where to write the CA certificate with --tls (default: sim-ca.pem beside
+    /// --inventory-out, else in the temporary directory).
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+}
+
+/// Arguments of the hidden `dpplan fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Appliance address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// XML management port.
+    #[arg(long)]
+    port: u16,
+    #[arg(long, default_value = "admin")]
+    user: String,
+    #[arg(long, default_value = "admin")]
+    password: String,
+    /// Plain HTTP.
+    #[arg(long)]
+    no_tls: bool,
+    /// Accept any certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// The appliance file, e.g. temporary:///dir/config.tgz.
+    #[arg(long)]
+    path: String,
+    /// Local destination file.
+    #[arg(long)]
+    dest: PathBuf,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(3)
+        })
+}
+
+/// Runs `dpplan sim`.
+pub fn run_sim(args: SimArgs) -> ExitCode {
+    let fleet = match Fleet::load(&args.fleet) {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let running = match sim::serve(&fleet, args.host, args.tls).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut ca_file = None;
+        if let Some(pem) = &running.ca_pem {
+            let path = args
+                .ca_out
+                .clone()
+                .unwrap_or_else(|| match &args.inventory_out {
+                    Some(inv) => inv.with_file_name("sim-ca.pem"),
+                    None => std::env::temp_dir()
+                        .join(format!("dpplan-sim-{}-ca.pem", std::process::id())),
+                });
+            if let Err(e) = std::fs::write(&path, pem) {
+                eprintln!("error: cannot write the CA to {}: {e}", path.display());
+                running.shutdown().await;
+                return ExitCode::from(1);
+            }
+            eprintln!("CA certificate: {}", path.display());
+            ca_file = Some(path);
+        }
+        if let Some(path) = &args.inventory_out {
+            if let Err(e) = std::fs::write(path, running.inventory(ca_file.as_deref())) {
+                eprintln!(
+                    "error: cannot write the inventory to {}: {e}",
+                    path.display()
+                );
+                running.shutdown().await;
+                return ExitCode::from(1);
+            }
+        }
+        for device in &running.devices {
+            let down = if device.down { " down" } else { "" };
+            println!("{} {}{down}", device.name, device.url());
+        }
+        wait_for_signal().await;
+        eprintln!("stopping the simulated fleet");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the hidden `dpplan fetch`.
+pub fn run_fetch(args: FetchArgs) -> ExitCode {
+    let mut config = ConnectionConfig::new("fetch", args.host, args.port, args.user, args.password);
+    config.tls = !args.no_tls;
+    config.insecure = args.insecure;
+    config.read_timeout = Duration::from_secs(300);
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let client = match SomaClient::new(config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let started = std::time::Instant::now();
+        match client.download(&args.path, &args.dest).await {
+            Ok(got) => {
+                let seconds = started.elapsed().as_secs_f64();
+                println!(
+                    "{} bytes sha256 {} in {seconds:.3} s ({:.1} MiB/s)",
+                    got.size,
+                    got.sha256,
+                    got.size as f64 / seconds / 1048576.0
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

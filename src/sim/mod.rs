@@ -1,0 +1,293 @@
+//! The SOMA simulator: a fleet of simulated DataPower appliances, each a real HTTP(S) server on
+//! its own port, answering the SOMA messages the client sends, stateful as SOMA.md "What the
+//! simulator must reproduce" asks, with injected faults. Tests and the demo run against it
+//! over real sockets. Depends on [`crate::appliance`] only for the shared XML reader and
+//! constants. See docs/simulator.md.
+//!
+//! - [`fleet`]: the fleet file.
+//! - [`device`]: one device's state and answers.
+//! - [`content`]: deterministic file and export content.
+//! - [`http`]: the HTTP(S) server and transport faults.
+
+pub mod content;
+pub mod device;
+pub mod fleet;
+pub mod http;
+
+pub use device::{DomainView, SimState};
+pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};
+
+use device::Device;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Starting the simulator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A listener could not be bound.
+    #[error("device {device}: cannot listen on {addr}: {source}")]
+    Bind {
+        device: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS certificate could not be made.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// One started device.
+#[derive(Debug, Clone)]
+pub struct RunningDevice {
+    /// Inventory name.
+    pub name: String,
+    /// Where it listens (for a `down` device: a port where nothing listens).
+    pub addr: SocketAddr,
+    /// Nothing listens: connections are refused.
+    pub down: bool,
+    /// HTTPS when the fleet runs with TLS.
+    pub tls: bool,
+    /// Credentials it accepts.
+    pub user: String,
+    pub password: String,
+    device: Option<Arc<Device>>,
+}
+
+impl RunningDevice {
+    /// The SOMA endpoint, e.g. `http://127.0.0.1:18101/service/mgmt/current`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/service/mgmt/current", self.addr)
+    }
+
+    /// The device's state, as `GET /sim/state` reports it (`None` when down).
+    pub fn state(&self) -> Option<SimState> {
+        self.device.as_ref().map(|d| d.state())
+    }
+}
+
+/// A started fleet. Dropping it does not stop the servers; call [`RunningFleet::shutdown`].
+#[derive(Debug)]
+pub struct RunningFleet {
+    /// In fleet-file order.
+    pub devices: Vec<RunningDevice>,
+    /// With TLS: the PEM of the CA that signed every device's certificate.
+    pub ca_pem: Option<String>,
+    shutdown: watch::Sender<bool>,
+    servers: JoinSet<()>,
+}
+
+impl RunningFleet {
+    /// The device named `name`.
+    pub fn device(&self, name: &str) -> Option<&RunningDevice> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// Stops accepting, drops open connections, and waits for the servers to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.servers.join_next().await.is_some() {}
+    }
+
+    /// An inventory block (plan language) for the started fleet. Passwords come from the
+    /// environment: `DPPLAN_SIM_PASSWORD`, or `DPPLAN_SIM_PASSWORD_<DEVICE>` for a device whose
+    /// password differs from the first device's; `ca_file` is where the CA was written (TLS).
+    pub fn inventory(&self, ca_file: Option<&std::path::Path>) -> String {
+        let base_password = self
+            .devices
+            .first()
+            .map(|d| d.password.as_str())
+            .unwrap_or("");
+        let base_user = self
+            .devices
+            .first()
+            .map(|d| d.user.as_str())
+            .unwrap_or("admin");
+        let mut out = String::from("# Written by `dpplan sim`: the simulated fleet.\n");
+        out.push_str(&format!("# export DPPLAN_SIM_PASSWORD={base_password:?}\n"));
+        for d in &self.devices {
+            if d.password != base_password {
+                out.push_str(&format!(
+                    "# export {}={:?}\n",
+                    password_var(&d.name),
+                    d.password
+                ));
+            }
+        }
+        out.push_str("inventory {\n  defaults {\n");
+        out.push_str(&format!("    user     = {}\n", quote(base_user)));
+        out.push_str("    password = env(\"DPPLAN_SIM_PASSWORD\")\n");
+        match (self.ca_pem.is_some(), ca_file) {
+            (true, Some(ca)) => out.push_str(&format!(
+                "    tls_ca   = {}\n",
+                quote(&ca.display().to_string())
+            )),
+            (true, None) => out.push_str("    insecure = true\n"),
+            (false, _) => out.push_str("    tls      = false\n"),
+        }
+        out.push_str("  }\n");
+        for d in &self.devices {
+            let mut attrs = format!(
+                "host = {}  port = {}",
+                quote(&d.addr.ip().to_string()),
+                d.addr.port()
+            );
+            if d.user != base_user {
+                attrs.push_str(&format!("  user = {}", quote(&d.user)));
+            }
+            if d.password != base_password {
+                attrs.push_str(&format!(
+                    "  password = env({})",
+                    quote(&password_var(&d.name))
+                ));
+            }
+            out.push_str(&format!("  device {} {{ {attrs} }}\n", quote(&d.name)));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn password_var(device: &str) -> String {
+    let suffix: String = device
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("DPPLAN_SIM_PASSWORD_{suffix}")
+}
+
+/// Starts every device of `fleet` on `host`: one listener each, on its port (0: any free
+/// port), HTTPS with a freshly generated CA and certificate when `tls`. A `down` device gets a
+/// port where nothing listens. Must run inside a tokio runtime.
+pub async fn serve(fleet: &Fleet, host: IpAddr, tls: bool) -> Result<RunningFleet, SimError> {
+    let (acceptor, ca_pem) = if tls {
+        let (acceptor, ca) = tls_material(host)?;
+        (Some(acceptor), Some(ca))
+    } else {
+        (None, None)
+    };
+    let (shutdown, watcher) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut devices = Vec::new();
+    let mut listeners = Vec::new();
+    // Bind everything first: a failure leaves nothing running.
+    for spec in &fleet.devices {
+        let addr = SocketAddr::new(host, spec.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind {
+                device: spec.name.clone(),
+                addr,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| SimError::Bind {
+            device: spec.name.clone(),
+            addr,
+            source,
+        })?;
+        listeners.push((spec, listener, bound));
+    }
+    for (spec, listener, bound) in listeners {
+        let device = if spec.down {
+            drop(listener); // the port now refuses connections
+            None
+        } else {
+            let device = Arc::new(Device::new(spec.clone()));
+            servers.spawn(http::serve_device(
+                listener,
+                Arc::clone(&device),
+                acceptor.clone(),
+                watcher.clone(),
+            ));
+            Some(device)
+        };
+        devices.push(RunningDevice {
+            name: spec.name.clone(),
+            addr: bound,
+            down: spec.down,
+            tls,
+            user: spec.user.clone(),
+            password: spec.password.clone(),
+            device,
+        });
+    }
+    Ok(RunningFleet {
+        devices,
+        ca_pem,
+        shutdown,
+        servers,
+    })
+}
+
+/// A CA and a server certificate it signs (for `host`, `localhost` and `127.0.0.1`).
+fn tls_material(host: IpAddr) -> Result<(tokio_rustls::TlsAcceptor, String), SimError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let tls = |e: &dyn std::fmt::Display| SimError::Tls(e.to_string());
+
+    let ca_key = KeyPair::generate().map_err(|e| tls(&e))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls(&e))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "dpplan simulator CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| tls(&e))?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut names = vec![
+        host.to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    names.dedup();
+    let leaf_key = KeyPair::generate().map_err(|e| tls(&e))?;
+    let mut leaf_params = CertificateParams::new(names).map_err(|e| tls(&e))?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "dpplan simulated appliance");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .map_err(|e| tls(&e))?;
+
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .map_err(|e| tls(&e))?;
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca_cert.pem(),
+    ))
+}

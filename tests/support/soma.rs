@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests.
+
+use dpplan::appliance::{ConnectionConfig, SomaClient};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The path of a file in tests/fixtures/soma.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/soma")
+        .join(name)
+}
+
+/// Connection settings for a plain-HTTP endpoint on loopback, with short limits.
+pub fn http_config(device: &str, addr: SocketAddr, user: &str, password: &str) -> ConnectionConfig {
+    let mut config =
+        ConnectionConfig::new(device, addr.ip().to_string(), addr.port(), user, password);
+    config.tls = false;
+    config.connect_timeout = Duration::from_secs(5);
+    config.request_timeout = Duration::from_secs(10);
+    config.read_timeout = Duration::from_secs(10);
+    config
+}
+
+/// A server on 127.0.0.1:0 that answers every request with HTTP 200 and `body`.
+pub async fn canned(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head, then the announced body.
+                let (head_end, length) = loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while request.len() < head_end + length {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A client for a canned server answering with the fixture `name`.
+pub async fn canned_client(name: &str) -> SomaClient {
+    let body = std::fs::read(fixture(name)).unwrap();
+    let addr = canned(body).await;
+    SomaClient::new(http_config("FIXTURE", addr, "admin", "admin")).unwrap()
+}
