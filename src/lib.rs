@@ -14,6 +14,8 @@
 //!   (`is_transient()`), and the SOMA client over HTTP(S) with streaming payload decoding.
 //! - [`sim`]: the SOMA simulator: a fleet file, one real HTTP(S) server per device, stateful
 //!   domains, deterministic content, injected faults.
+//! - [`store`]: the durable journal and history of runs (redb): what the engine writes, what
+//!   reports and `resume` read.
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
 
 // The pest-generated parser names `alloc` (pest is built without `std`, see Cargo.toml).
@@ -24,4 +26,5 @@ pub mod check;
 pub mod cli;
 pub mod diag;
 pub mod sim;
+pub mod store;
 pub mod syntax;

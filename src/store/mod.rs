@@ -1,0 +1,428 @@
+//! The durable journal and history of runs, in one redb file.
+//!
+//! The engine writes every run, task and step transition through [`Journal`]; the report
+//! commands and `resume` read them back through [`History`]. Nothing else touches the file.
+//! Record kinds, keys and the schema version are documented in docs/checkpoint-format.md.
+//!
+//! This layer knows nothing of plans, appliances or the engine's scheduling: it stores the
+//! values it is given. It depends on nothing else in the crate.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A run's number: 1, 2, 3... in the order runs were created in this state file.
+pub type RunId = u64;
+
+/// The status of a run (DESIGN.md section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    /// Created; pre-validation not finished.
+    WaitingForPreValidation,
+    /// Tasks are running.
+    Running,
+    /// Waiting for the window to open again (`on_window_close = sleep`).
+    Sleeping,
+    /// Stopped by an interrupt; `resume` continues it.
+    Interrupted,
+    /// Every task SUCCEEDED.
+    Completed,
+    /// None FAILED, ROLLED_BACK or CANCELLED, but some SKIPPED or WARNING.
+    Warning,
+    /// Some task FAILED, ROLLED_BACK or CANCELLED, or the pre-plan script failed.
+    Failed,
+    /// Every task was SKIPPED: nothing ran.
+    Stopped,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// `settings.backups_enabled = false`.
+    BackupsDisabled,
+    /// Started outside the plan's window.
+    OutsideWindow,
+    /// The store is missing, or not a remote filesystem when one is required.
+    StoreNotMounted,
+    /// The store has less free space than required.
+    StoreOutOfSpace,
+}
+
+impl RunStatus {
+    /// Whether the run is over (nothing more will happen to it).
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            RunStatus::WaitingForPreValidation
+                | RunStatus::Running
+                | RunStatus::Sleeping
+                | RunStatus::Interrupted
+        )
+    }
+
+    /// The name as shown to users: `COMPLETED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::WaitingForPreValidation => "WAITING_FOR_PRE_VALIDATION",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Sleeping => "SLEEPING",
+            RunStatus::Interrupted => "INTERRUPTED",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Warning => "WARNING",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Stopped => "STOPPED",
+            RunStatus::Cancelled => "CANCELLED",
+            RunStatus::BackupsDisabled => "BACKUPS_DISABLED",
+            RunStatus::OutsideWindow => "OUTSIDE_WINDOW",
+            RunStatus::StoreNotMounted => "STORE_NOT_MOUNTED",
+            RunStatus::StoreOutOfSpace => "STORE_OUT_OF_SPACE",
+        }
+    }
+}
+
+/// The status of a task (DESIGN.md section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    /// Not started.
+    Pending,
+    /// Started, not finished.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// Finished, but a step failed under `continue`.
+    Warning,
+    /// A step failed under `stop` or `halt`.
+    Failed,
+    /// A step failed under `rollback`; completed steps were undone.
+    RolledBack,
+    /// Never run: device not available, or a pattern matched nothing.
+    Skipped,
+    /// Never run: halted, window closed, or cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the task is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+
+    /// The name as shown to users: `SUCCEEDED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Succeeded => "SUCCEEDED",
+            TaskStatus::Warning => "WARNING",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::RolledBack => "ROLLED_BACK",
+            TaskStatus::Skipped => "SKIPPED",
+            TaskStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// How one attempt of a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepOutcome {
+    /// The action succeeded.
+    Succeeded,
+    /// The action failed (the error says why).
+    Failed,
+    /// Not run: left out by the recovery policy or a script's `when`.
+    Skipped,
+    /// Its `undo` ran during a rollback.
+    Undone,
+}
+
+/// One activity of a run, as the reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityRecord {
+    /// 1-based, in plan order.
+    pub id: u32,
+    /// The kind (`secure_backup`).
+    pub kind: String,
+    /// The optional label.
+    pub label: Option<String>,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN` (the kind's action).
+    pub action: String,
+    /// The device patterns, as written (`QA*`, or `TEST8, TEST9`).
+    pub device_pattern: String,
+    /// The domain patterns, as written; `all-domains` for secure backups and `all`.
+    pub domain_pattern: String,
+}
+
+/// One task of a run, as created by expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// 1-based, in creation order.
+    pub id: u32,
+    /// The activity it belongs to.
+    pub activity: u32,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// The domain; `all-domains` for secure backups and all-domains exports.
+    pub domain: String,
+    /// The status at creation: PENDING, or SKIPPED with a reason.
+    pub status: TaskStatus,
+    /// Why it is SKIPPED (or later, why it failed).
+    pub reason: Option<String>,
+}
+
+/// A run as created: everything `resume` needs to execute it again without the plan file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRun {
+    /// The plan's name.
+    pub plan: String,
+    /// The run's start time (its id in the output layout).
+    pub started: DateTime<Utc>,
+    /// The text of the plan file and its imports, concatenated with file headers.
+    pub plan_text: String,
+    /// SHA-256 of `plan_text`, hex.
+    pub plan_hash: String,
+    /// The compiled step graph, serialized (JSON) by the compile layer.
+    pub graph: String,
+    /// Activities in plan order.
+    pub activities: Vec<ActivityRecord>,
+    /// Tasks in creation order.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// A file written into the store for a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Path relative to the store root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// One transition or observation, appended to a run's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A step attempt is about to have its side effect. Durable before the effect starts.
+    StepIntent {
+        /// The task.
+        task: u32,
+        /// The step's name within the task (`backup`).
+        step: String,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step attempt ended (or the step was skipped or undone).
+    StepResult {
+        /// The task.
+        task: u32,
+        /// The step.
+        step: String,
+        /// The attempt it ends (0 for skipped steps that never had an intent).
+        attempt: u32,
+        /// How it ended.
+        outcome: StepOutcome,
+        /// The error, for failures.
+        error: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A task changed status.
+    Task {
+        /// The task.
+        task: u32,
+        /// Its new status.
+        status: TaskStatus,
+        /// The error or reason, if any.
+        error: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The run changed status.
+    Run {
+        /// The new status.
+        status: RunStatus,
+        /// The error, if any.
+        error: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A file was written into the store for a task.
+    File {
+        /// The task.
+        task: u32,
+        /// The file.
+        file: FileRecord,
+    },
+    /// Facts about the device a task ran against (for the task page and manifests).
+    Facts {
+        /// The task.
+        task: u32,
+        /// Firmware version, build, machine type, model, serial, as `key -> value`.
+        facts: Vec<(String, String)>,
+    },
+    /// A line of the activity log.
+    Log {
+        /// The task, or `None` for the run itself.
+        task: Option<u32>,
+        /// The step, if any.
+        step: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+        /// The message.
+        message: String,
+    },
+}
+
+/// Errors of the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the state file.
+    #[error("the state file {path} is in use by another dpplan process")]
+    Locked {
+        /// The state file.
+        path: String,
+    },
+    /// The file was written by a newer dpplan.
+    #[error("the state file {path} has schema version {found}; this dpplan reads up to {supported}")]
+    Version {
+        /// The state file.
+        path: String,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// No such run.
+    #[error("no run {0} in the state file")]
+    NoRun(RunId),
+    /// Anything redb or the filesystem reported.
+    #[error("state file: {0}")]
+    Db(String),
+}
+
+/// Where the engine writes. Object safe; the engine holds `Arc<dyn Journal>`.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync {
+    /// Creates a run with its activities and tasks; durable when it returns.
+    async fn create_run(&self, run: NewRun) -> Result<RunId, StoreError>;
+
+    /// Appends records to a run's journal, in order; durable (fsynced) when it returns.
+    /// Concurrent callers may share one commit (group commit), but no call returns before
+    /// its own records are durable.
+    async fn append(&self, run: RunId, records: Vec<Record>) -> Result<(), StoreError>;
+}
+
+/// One line of `dpplan runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run.
+    pub id: RunId,
+    /// Its plan.
+    pub plan: String,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// When it reached its current final status, if it has.
+    pub finished: Option<DateTime<Utc>>,
+    /// Its status.
+    pub status: RunStatus,
+    /// The run's error, if any.
+    pub error: Option<String>,
+    /// Distinct devices among its tasks.
+    pub devices: u32,
+    /// Distinct (device, domain) pairs among its export tasks.
+    pub domains: u32,
+    /// Tasks SUCCEEDED (or WARNING).
+    pub succeeded: u32,
+    /// Tasks FAILED, ROLLED_BACK or CANCELLED.
+    pub failed: u32,
+    /// Tasks SKIPPED.
+    pub skipped: u32,
+}
+
+/// What the journal says about one step of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    /// The step's name.
+    pub name: String,
+    /// Attempts with an intent record.
+    pub attempts: u32,
+    /// The outcome of the last result record, if any.
+    pub outcome: Option<StepOutcome>,
+    /// An intent without a result: the step was in flight when the process stopped.
+    pub in_flight: bool,
+    /// First intent.
+    pub started: Option<DateTime<Utc>>,
+    /// Last result.
+    pub finished: Option<DateTime<Utc>>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// What the journal says about one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// As created.
+    pub task: TaskRecord,
+    /// Its current status.
+    pub status: TaskStatus,
+    /// Its error or reason.
+    pub error: Option<String>,
+    /// When it started running.
+    pub started: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    pub finished: Option<DateTime<Utc>>,
+    /// Steps that have records, in the order of their first record.
+    pub steps: Vec<StepState>,
+    /// Files written.
+    pub files: Vec<FileRecord>,
+    /// Device facts, if recorded.
+    pub facts: Vec<(String, String)>,
+}
+
+/// Everything stored about a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The summary line.
+    pub summary: RunSummary,
+    /// The plan text, its hash, and the serialized graph, as stored at creation.
+    pub plan_text: String,
+    /// SHA-256 of the plan text.
+    pub plan_hash: String,
+    /// The compiled graph.
+    pub graph: String,
+    /// Activities.
+    pub activities: Vec<ActivityRecord>,
+    /// Tasks with their journal state.
+    pub tasks: Vec<TaskState>,
+}
+
+/// One line of the activity log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The task, if any.
+    pub task: Option<u32>,
+    /// The step, if any.
+    pub step: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+/// Where the reports and `resume` read.
+pub trait History {
+    /// The most recent runs, newest first, optionally of one plan.
+    fn runs(&self, plan: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// One run, with its tasks' journal state.
+    fn run(&self, id: RunId) -> Result<RunDetail, StoreError>;
+
+    /// The activity log of a run, optionally of one task, oldest first.
+    fn log(&self, id: RunId, task: Option<u32>) -> Result<Vec<LogLine>, StoreError>;
+
+    /// The newest run whose status is not final, if any.
+    fn latest_unfinished(&self) -> Result<Option<RunId>, StoreError>;
+}
