@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod docs;
+mod engine;
 mod examples;
 mod fuzz;
 mod language;

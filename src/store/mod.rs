@@ -7,6 +7,8 @@
 //! This layer knows nothing of plans, appliances or the engine's scheduling: it stores the
 //! values it is given. It depends on nothing else in the crate.
 
+pub mod memory;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -286,7 +288,9 @@ pub enum StoreError {
         path: String,
     },
     /// The file was written by a newer dpplan.
-    #[error("the state file {path} has schema version {found}; this dpplan reads up to {supported}")]
+    #[error(
+        "the state file {path} has schema version {found}; this dpplan reads up to {supported}"
+    )]
     Version {
         /// The state file.
         path: String,

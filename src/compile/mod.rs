@@ -1,0 +1,305 @@
+//! From a checked plan and facts about the fleet to tasks and one DAG of steps.
+//!
+//! [`expand`] creates the tasks exactly as DESIGN.md section 3 says (activity order, then
+//! inventory order, then the device's domain order; SKIPPED tasks for devices that do not
+//! answer and for patterns that match nothing). [`graph`] compiles them into a petgraph DAG:
+//! `plan.validate -> plan.pre_plan -> task steps -> plan.post_plan`, the steps of a task in
+//! order (or as `after` says), tasks on one device in creation order, and lockstep barriers.
+//! Step ids are stable strings derived from names, never petgraph indices.
+//!
+//! This layer gathers no facts itself (the engine probes the fleet and passes them in) and
+//! depends only on [`crate::check`].
+
+mod graph;
+
+pub use graph::{graph, Node, NodeKind, PlanGraph};
+
+use crate::check::patterns;
+use crate::check::{Action, ActionCall, DomainSel, Kind, Per, Plan, Policy, Program, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// What the engine learned about one device before expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceFacts {
+    /// It answered; its domains in the order it reports them.
+    Available {
+        /// Domain names.
+        domains: Vec<String>,
+    },
+    /// It did not answer the probe (the reason is shown on the SKIPPED task).
+    Unavailable(String),
+}
+
+/// What a task backs up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Target {
+    /// The whole device (secure backup).
+    Device,
+    /// One domain.
+    Domain(String),
+    /// All domains in one export.
+    AllDomains,
+}
+
+impl Target {
+    /// The domain column of reports: the domain, or `all-domains`.
+    pub fn domain_label(&self) -> &str {
+        match self {
+            Target::Domain(d) => d,
+            Target::Device | Target::AllDomains => "all-domains",
+        }
+    }
+}
+
+/// One step of one task, with `when` resolved and its recovery policy decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStep {
+    /// The step's name in its kind (`backup`).
+    pub name: String,
+    /// What it runs.
+    pub call: ActionCall,
+    /// Runs even after a failure, a stop, a rollback or a cancel.
+    pub always: bool,
+    /// What rollback runs for it.
+    pub undo: Option<ActionCall>,
+    /// The effective recovery policy.
+    pub policy: Policy,
+    /// Step timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Indices (within the task) of the steps it follows.
+    pub after: Vec<usize>,
+    /// The lockstep phase: 0 validate and pre-scripts, 1 quiesce, 2 backup, 3 unquiesce,
+    /// 4 post-scripts.
+    pub phase: u8,
+}
+
+/// One task: one device (and domain) of one activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// 1-based, in creation order.
+    pub id: u32,
+    /// 1-based activity number.
+    pub activity: u32,
+    /// The kind's name.
+    pub kind: String,
+    /// `SECURE_BACKUP`, `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// What it backs up.
+    pub target: Target,
+    /// Why it will not run, for SKIPPED tasks.
+    pub skipped: Option<String>,
+    /// The activity's parameter values.
+    pub params: BTreeMap<String, Value>,
+    /// The steps, in declaration order (empty for SKIPPED tasks).
+    pub steps: Vec<TaskStep>,
+}
+
+impl Task {
+    /// A stable name: `a1/QA1` or `a2/TEST8/DOMAIN1`.
+    pub fn key(&self) -> String {
+        match &self.target {
+            Target::Device => format!("a{}/{}", self.activity, self.device),
+            Target::AllDomains => format!("a{}/{}/all-domains", self.activity, self.device),
+            Target::Domain(d) => format!("a{}/{}/{}", self.activity, self.device, d),
+        }
+    }
+
+    /// The step id of step `name`: `a1/QA1:backup`.
+    pub fn step_id(&self, name: &str) -> String {
+        format!("{}:{name}", self.key())
+    }
+}
+
+/// The devices expansion needs facts about, and whether their domains are needed.
+pub fn devices_to_probe<'p>(program: &'p Program, plan: &Plan) -> Vec<(&'p str, bool)> {
+    let index = patterns::NameIndex::new(program.devices.iter().map(|d| d.name.as_str()));
+    let mut wanted: HashMap<&str, bool> = HashMap::new();
+    for a in &plan.activities {
+        let needs_domains = matches!(a.domains, Some(DomainSel::Patterns(_)));
+        for p in &a.devices {
+            for name in index.matching(p) {
+                let e = wanted.entry(name).or_insert(false);
+                *e |= needs_domains;
+            }
+        }
+    }
+    program
+        .devices
+        .iter()
+        .filter_map(|d| wanted.get(d.name.as_str()).map(|n| (d.name.as_str(), *n)))
+        .collect()
+}
+
+/// Creates the tasks of `plan` (DESIGN.md section 3).
+pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFacts>) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for (ai, a) in plan.activities.iter().enumerate() {
+        let activity = ai as u32 + 1;
+        let Some(kind) = program.kinds.get(&a.kind) else {
+            continue;
+        };
+        let devices: Vec<&str> = program
+            .devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|n| a.devices.iter().any(|p| patterns::matches(p, n)))
+            .collect();
+        let mut push = |device: &str, target: Target, skipped: Option<String>| {
+            let id = tasks.len() as u32 + 1;
+            let steps = if skipped.is_some() {
+                Vec::new()
+            } else {
+                task_steps(kind, plan, a, &a.params)
+            };
+            tasks.push(Task {
+                id,
+                activity,
+                kind: kind.name.clone(),
+                action: kind.action.clone(),
+                device: device.to_string(),
+                target,
+                skipped,
+                params: a.params.clone(),
+                steps,
+            });
+        };
+        if devices.is_empty() {
+            let pattern = a.devices.join(", ");
+            let target = match (&kind.per, &a.domains) {
+                (Per::Device, _) => Target::Device,
+                (Per::Domain, Some(DomainSel::All)) => Target::AllDomains,
+                (Per::Domain, _) => Target::Domain(domain_pattern(a.domains.as_ref())),
+            };
+            push(
+                &pattern,
+                target,
+                Some(format!("no device matches {pattern}")),
+            );
+            continue;
+        }
+        for device in devices {
+            let unavailable = match facts.get(device) {
+                Some(DeviceFacts::Unavailable(why)) => Some(format!("device not available: {why}")),
+                None => Some("device not available: not probed".to_string()),
+                Some(DeviceFacts::Available { .. }) => None,
+            };
+            match (&kind.per, &a.domains) {
+                (Per::Device, _) => push(device, Target::Device, unavailable),
+                (Per::Domain, Some(DomainSel::All)) => {
+                    push(device, Target::AllDomains, unavailable)
+                }
+                (Per::Domain, sel) => {
+                    if let Some(why) = unavailable {
+                        push(
+                            device,
+                            Target::Domain(domain_pattern(sel.as_ref())),
+                            Some(why),
+                        );
+                        continue;
+                    }
+                    let pats = match sel {
+                        Some(DomainSel::Patterns(p)) => p.as_slice(),
+                        _ => &[],
+                    };
+                    let domains: Vec<&String> = match facts.get(device) {
+                        Some(DeviceFacts::Available { domains }) => domains
+                            .iter()
+                            .filter(|d| pats.iter().any(|p| patterns::matches(p, d)))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    if domains.is_empty() {
+                        let pattern = pats.join(", ");
+                        push(
+                            device,
+                            Target::Domain(pattern.clone()),
+                            Some(format!("no domain of {device} matches {pattern}")),
+                        );
+                    }
+                    for d in domains {
+                        push(device, Target::Domain(d.clone()), None);
+                    }
+                }
+            }
+        }
+    }
+    tasks
+}
+
+fn domain_pattern(sel: Option<&DomainSel>) -> String {
+    match sel {
+        Some(DomainSel::Patterns(p)) => p.join(", "),
+        Some(DomainSel::All) => "all".to_string(),
+        None => String::new(),
+    }
+}
+
+/// The steps of one task: `when` resolved, `after` mapped to indices, policies decided.
+fn task_steps(
+    kind: &Kind,
+    plan: &Plan,
+    activity: &crate::check::Activity,
+    params: &BTreeMap<String, Value>,
+) -> Vec<TaskStep> {
+    let included: Vec<&crate::check::StepDef> = kind
+        .steps
+        .iter()
+        .filter(|s| match &s.when {
+            Some(p) => params.get(p).is_some_and(Value::is_set),
+            None => true,
+        })
+        .collect();
+    let seen_backup = |i: usize| {
+        included[..i]
+            .iter()
+            .any(|s| matches!(s.call.action, Action::SecureBackup | Action::Export))
+    };
+    included
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let after = if s.after.is_empty() {
+                if i == 0 {
+                    Vec::new()
+                } else {
+                    vec![i - 1]
+                }
+            } else {
+                s.after
+                    .iter()
+                    .filter_map(|n| included.iter().position(|t| &t.name == n))
+                    .collect()
+            };
+            // Precedence: the activity's block for this step, the activity's own policy,
+            // the kind's modifier on the step, the plan's default.
+            let policy = activity
+                .step_policies
+                .get(&s.name)
+                .or(activity.on_failure.as_ref())
+                .or(s.on_failure.as_ref())
+                .unwrap_or(&plan.on_failure)
+                .clone();
+            let phase = match s.call.action {
+                Action::Validate => 0,
+                Action::Run if !seen_backup(i) => 0,
+                Action::Quiesce => 1,
+                Action::SecureBackup | Action::Export | Action::SaveConfig | Action::Discard => 2,
+                Action::Unquiesce => 3,
+                Action::Run => 4,
+            };
+            TaskStep {
+                name: s.name.clone(),
+                call: s.call.clone(),
+                always: s.always,
+                undo: s.undo.clone(),
+                policy,
+                timeout_ms: s.timeout_ms,
+                after,
+                phase,
+            }
+        })
+        .collect()
+}

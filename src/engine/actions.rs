@@ -1,0 +1,585 @@
+//! The built-in actions against an appliance and the store: validate, quiesce, unquiesce,
+//! secure backup, export, save config, scripts, discard.
+//!
+//! Idempotence on resume: validate, quiesce and unquiesce read the appliance's state before
+//! acting; a backup or export downloads again into a fresh temporary name (the half-written
+//! one is removed, and so is the appliance's directory); a script runs again; discard removes
+//! whatever of the task's files exist.
+
+use super::output::{self, Layout, Manifest, ManifestFile, ManifestFirmware};
+use super::task::{run_script, task_env};
+use super::{fsinfo, RunCtx};
+use crate::appliance::{Appliance, ApplianceError, Firmware, QuiesceState, QuiesceTarget};
+use crate::check::{Action, ActionCall, ArgValue, Script, Value};
+use crate::compile::{Target, Task};
+use crate::store::{FileRecord, Record};
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a step failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StepError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl StepError {
+    pub fn permanent(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+impl From<ApplianceError> for StepError {
+    fn from(e: ApplianceError) -> StepError {
+        StepError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn io(what: &str, e: std::io::Error) -> StepError {
+    StepError::permanent(format!("{what}: {e}"))
+}
+
+/// What one task has learned and done so far.
+#[derive(Debug, Default)]
+pub(crate) struct TaskState {
+    /// Whether the domain had unsaved changes (validate of an export).
+    pub save_needed: bool,
+    /// This task's quiesce was accepted: an unquiesce is owed.
+    pub quiesced: bool,
+    /// The appliance's firmware facts.
+    pub firmware: Option<Firmware>,
+    /// Files written into the store: (absolute path, record).
+    pub files: Vec<(PathBuf, FileRecord)>,
+    /// Manifests written (absolute paths).
+    pub manifests: Vec<PathBuf>,
+    /// Some step failed (under any policy).
+    pub failed_any: bool,
+    /// A step failed under `continue`.
+    pub warned: bool,
+    /// A step failed under `stop`, `halt` or `rollback`: only `always` steps run now.
+    pub stopped: bool,
+    /// The task was rolled back.
+    pub rolled_back: bool,
+    /// The first error.
+    pub error: Option<String>,
+}
+
+fn param<'t>(t: &'t Task, call: &'t ActionCall, arg: &str) -> Option<&'t Value> {
+    match call.args.get(arg)? {
+        ArgValue::Param(p) => t.params.get(p),
+        ArgValue::Literal(v) => Some(v),
+        ArgValue::Device | ArgValue::Domain => None,
+    }
+}
+
+fn duration_arg(t: &Task, call: &ActionCall, arg: &str) -> Option<Duration> {
+    match param(t, call, arg)? {
+        Value::Duration(ms) => Some(Duration::from_millis(*ms)),
+        _ => None,
+    }
+}
+
+fn string_arg(t: &Task, call: &ActionCall, arg: &str) -> Option<String> {
+    match param(t, call, arg)? {
+        Value::Str(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The script a `run(...)` call names, if set.
+pub(crate) fn script_arg(t: &Task, call: &ActionCall) -> Option<Script> {
+    match param(t, call, "script")? {
+        Value::Script(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn quiesce_target(t: &Task, call: &ActionCall) -> QuiesceTarget {
+    match (call.args.get("target"), &t.target) {
+        (Some(ArgValue::Domain), Target::Domain(d)) => QuiesceTarget::Domain(d.clone()),
+        _ => QuiesceTarget::Device,
+    }
+}
+
+fn appliance(ctx: &RunCtx, t: &Task) -> Result<Arc<dyn Appliance>, StepError> {
+    ctx.appliances
+        .get(&t.device)
+        .cloned()
+        .ok_or_else(|| StepError::transient(format!("{}: no connection", t.device)))
+}
+
+/// Runs one action of a step.
+pub(crate) async fn execute(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+    step: &str,
+    st: &mut TaskState,
+    attempt: u32,
+) -> Result<(), StepError> {
+    match call.action {
+        Action::Validate => validate(ctx, t, call, st).await,
+        Action::Quiesce => quiesce(ctx, t, call, st).await,
+        Action::Unquiesce => unquiesce(ctx, t, call, st).await,
+        Action::SecureBackup => secure_backup(ctx, t, call, st).await,
+        Action::Export => export(ctx, t, st).await,
+        Action::SaveConfig => {
+            let app = appliance(ctx, t)?;
+            let domain = match &t.target {
+                Target::Domain(d) => d.clone(),
+                _ => "default".to_string(),
+            };
+            app.save_config(&domain).await.map_err(StepError::from)
+        }
+        Action::Run => {
+            let Some(script) = script_arg(t, call) else {
+                return Ok(());
+            };
+            let hook =
+                if st.files.is_empty() && !st.stopped && !st.failed_any && !after_backup(t, step) {
+                    "pre_task"
+                } else {
+                    "post_task"
+                };
+            let env = task_env(ctx, t, hook, attempt, st);
+            run_script(ctx, &script, env, Some(t.id), Some(step))
+                .await
+                .map_err(StepError::permanent)
+        }
+        Action::Discard => discard(ctx, t, st).await,
+    }
+}
+
+/// Whether step `step` of `t` comes after the task's backup or export step.
+fn after_backup(t: &Task, step: &str) -> bool {
+    let pos = |pred: &dyn Fn(&crate::compile::TaskStep) -> bool| t.steps.iter().position(pred);
+    match (
+        pos(&|s| s.name == step),
+        pos(&|s| matches!(s.call.action, Action::SecureBackup | Action::Export)),
+    ) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+async fn validate(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+    st: &mut TaskState,
+) -> Result<(), StepError> {
+    if !ctx.window_open() {
+        return Err(StepError::permanent("the maintenance window is closed"));
+    }
+    if let Some(store) = &ctx.program.store {
+        fsinfo::check_space(&store.path, store.min_free).map_err(StepError::permanent)?;
+    }
+    let app = appliance(ctx, t)?;
+    let wants_quiesce = duration_arg(t, call, "quiesce").is_some();
+    let needs_domains = wants_quiesce || matches!(t.target, Target::Domain(_));
+    if needs_domains {
+        let domains = app.domains().await?;
+        if let Target::Domain(d) = &t.target {
+            let Some(row) = domains.iter().find(|r| &r.name == d) else {
+                return Err(StepError::permanent(format!("{}: no domain {d}", t.device)));
+            };
+            st.save_needed = row.save_needed;
+        }
+        if wants_quiesce {
+            let busy: Vec<&str> = domains
+                .iter()
+                .filter(|r| match (&t.target, &quiesce_target(t, call)) {
+                    (_, QuiesceTarget::Domain(d)) => &r.name == d,
+                    _ => r.name != "default",
+                })
+                .filter(|r| r.quiesce_state != QuiesceState::Normal)
+                .map(|r| r.name.as_str())
+                .collect();
+            if !busy.is_empty() && !st.quiesced {
+                return Err(StepError::permanent(format!(
+                    "{}: already quiesced or in transition: {}",
+                    t.device,
+                    busy.join(", ")
+                )));
+            }
+        }
+    }
+    if let Some(cert) = string_arg(t, call, "cert") {
+        let need = ctx.program.settings.appliance_min_free;
+        if need > 0 {
+            let free = app.free_temporary().await?;
+            if free < need {
+                return Err(StepError::permanent(format!(
+                    "{}: {} MiB free in temporary:, {} MiB required (appliance_min_free)",
+                    t.device,
+                    free >> 20,
+                    need >> 20
+                )));
+            }
+        }
+        if !app.certificate_exists(&cert).await? {
+            return Err(StepError::permanent(format!(
+                "{}: no crypto certificate named {cert}",
+                t.device
+            )));
+        }
+    }
+    let fw = app.firmware().await?;
+    ctx.record(vec![Record::Facts {
+        task: t.id,
+        facts: vec![
+            ("version".into(), fw.version.clone()),
+            ("build".into(), fw.build.clone()),
+            ("machine_type".into(), fw.machine_type.clone()),
+            ("model".into(), fw.model_type.clone()),
+            ("serial".into(), fw.serial.clone()),
+        ],
+    }])
+    .await
+    .map_err(|e| StepError::permanent(e.to_string()))?;
+    st.firmware = Some(fw);
+    Ok(())
+}
+
+/// Polls the quiesce state of `target` until `want`, at most until `deadline`.
+async fn wait_state(
+    ctx: &RunCtx,
+    app: &dyn Appliance,
+    target: &QuiesceTarget,
+    want: QuiesceState,
+    limit: Duration,
+) -> Result<bool, StepError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if app.quiesce_state(target).await? == want {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(ctx.options.poll_interval).await;
+    }
+}
+
+async fn quiesce(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+    st: &mut TaskState,
+) -> Result<(), StepError> {
+    let app = appliance(ctx, t)?;
+    let target = quiesce_target(t, call);
+    let timeout = duration_arg(t, call, "timeout").unwrap_or(Duration::from_secs(60));
+    let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
+    // Resume: a quiesce that was accepted before a crash is not requested again.
+    if app.quiesce_state(&target).await? != QuiesceState::Quiesced {
+        app.quiesce(&target, timeout.max(Duration::from_secs(60)))
+            .await?;
+    }
+    st.quiesced = true;
+    if wait_state(
+        ctx,
+        app.as_ref(),
+        &target,
+        QuiesceState::Quiesced,
+        timeout + grace,
+    )
+    .await?
+    {
+        return Ok(());
+    }
+    // Not quiesced in time: release it now rather than leave it half-way.
+    let _ = app.unquiesce(&target).await;
+    Err(StepError::permanent(format!(
+        "{}: not quiesced within {}s (timeout {}s + grace {}s); unquiesce issued",
+        t.device,
+        (timeout + grace).as_secs(),
+        timeout.as_secs(),
+        grace.as_secs()
+    )))
+}
+
+async fn unquiesce(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+    st: &mut TaskState,
+) -> Result<(), StepError> {
+    let app = appliance(ctx, t)?;
+    let target = quiesce_target(t, call);
+    let timeout = duration_arg(t, call, "timeout").unwrap_or(Duration::from_secs(60));
+    let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
+    if app.quiesce_state(&target).await? != QuiesceState::Normal {
+        app.unquiesce(&target).await?;
+    }
+    if wait_state(
+        ctx,
+        app.as_ref(),
+        &target,
+        QuiesceState::Normal,
+        timeout + grace,
+    )
+    .await?
+    {
+        st.quiesced = false;
+        return Ok(());
+    }
+    // The appliance's unquiesce goes on; dpplan stops waiting for it.
+    Err(StepError::permanent(format!(
+        "{}: still not unquiesced after {}s (timeout + grace); the appliance continues on its own",
+        t.device,
+        (timeout + grace).as_secs()
+    )))
+}
+
+fn store_dir(ctx: &RunCtx) -> Result<PathBuf, StepError> {
+    super::store_root(&ctx.program)
+        .ok_or_else(|| StepError::permanent("the program declares no store"))
+}
+
+fn manifest(
+    ctx: &RunCtx,
+    t: &Task,
+    st: &TaskState,
+    started: DateTime<Utc>,
+    files: Vec<ManifestFile>,
+) -> Manifest {
+    let fw = st.firmware.clone().unwrap_or_default();
+    Manifest {
+        run: ctx.run,
+        task: t.id,
+        device: t.device.clone(),
+        domain: t.target.domain_label().to_string(),
+        action: t.action.clone(),
+        firmware: ManifestFirmware {
+            version: fw.version,
+            build: fw.build,
+            machine_type: fw.machine_type,
+            model: fw.model_type,
+            serial: fw.serial,
+        },
+        started,
+        finished: ctx.clock.now(),
+        files,
+    }
+}
+
+async fn secure_backup(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+    st: &mut TaskState,
+) -> Result<(), StepError> {
+    let app = appliance(ctx, t)?;
+    let cert = string_arg(t, call, "cert").unwrap_or_default();
+    let started = ctx.clock.now();
+    let remote = format!("temporary:///dpplan-{}-{}/", ctx.run, t.id);
+    // A directory left by an earlier attempt would mix two backups.
+    if !app.list_directory(&remote).await?.is_empty() {
+        app.remove_directory(&remote).await?;
+    }
+    app.secure_backup(&cert, &remote).await?;
+    let deadline = tokio::time::Instant::now() + ctx.options.backup_timeout;
+    let listing = loop {
+        let l = app.list_directory(&remote).await?;
+        if l.iter().any(|f| f.name == "backupmanifest.xml") {
+            break l;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::transient(format!(
+                "{}: the secure backup did not complete within {}s",
+                t.device,
+                ctx.options.backup_timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(ctx.options.poll_interval).await;
+    };
+    let root = store_dir(ctx)?;
+    let ts = output::timestamp(ctx.started);
+    let layout = Layout::secure_backup(&t.device, &ts);
+    let Layout::SecureBackup { dir } = &layout else {
+        return Err(StepError::permanent("layout"));
+    };
+    let final_dir = root.join(dir);
+    let tmp_dir = final_dir.with_file_name(format!(".{ts}.dpplan-tmp-{}", t.id));
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(&tmp_dir)
+            .map_err(|e| io("remove a stale temporary directory", e))?;
+    }
+    output::create_dirs(&tmp_dir).map_err(|e| io("create the backup directory", e))?;
+    let mut files = Vec::new();
+    let result = async {
+        for f in &listing {
+            let name = output::sanitize(&f.name);
+            let dest = tmp_dir.join(&name);
+            let d = app.download(&f.path, &dest).await?;
+            if f.size > 0 && d.size != f.size {
+                return Err(StepError::transient(format!(
+                    "{}: {} is {} bytes, the appliance listed {}",
+                    t.device, f.name, d.size, f.size
+                )));
+            }
+            files.push(ManifestFile {
+                path: name,
+                size: d.size,
+                sha256: d.sha256,
+            });
+        }
+        let m = manifest(ctx, t, st, started, files.clone());
+        let json =
+            serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
+        output::write_atomic(&tmp_dir.join("manifest.json"), &json)
+            .map_err(|e| io("write the manifest", e))?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(|e| io("replace an earlier attempt", e))?;
+        }
+        output::commit_rename(&tmp_dir, &final_dir)
+            .map_err(|e| io("move the backup into place", e))?;
+        Ok::<(), StepError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        return Err(e);
+    }
+    let _ = app.remove_directory(&remote).await;
+    let mut records = Vec::new();
+    for f in &files {
+        let rel = dir.join(&f.path);
+        let rec = FileRecord {
+            path: rel.display().to_string(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+        };
+        st.files.push((final_dir.join(&f.path), rec.clone()));
+        records.push(Record::File {
+            task: t.id,
+            file: rec,
+        });
+    }
+    st.manifests.push(final_dir.join("manifest.json"));
+    ctx.record(records)
+        .await
+        .map_err(|e| StepError::permanent(e.to_string()))
+}
+
+async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepError> {
+    let app = appliance(ctx, t)?;
+    let started = ctx.clock.now();
+    let root = store_dir(ctx)?;
+    let ts = output::timestamp(ctx.started);
+    let domain = t.target.domain_label().to_string();
+    let layout = Layout::export(&t.device, &domain, &ts);
+    let Layout::Export { dir, stem } = &layout else {
+        return Err(StepError::permanent("layout"));
+    };
+    let abs_dir = root.join(dir);
+    output::create_dirs(&abs_dir).map_err(|e| io("create the export directory", e))?;
+    let comment = format!("dpplan run {} task {}", ctx.run, t.id);
+    let mut kinds = vec![true];
+    if st.save_needed && matches!(t.target, Target::Domain(_)) {
+        kinds.push(false);
+    }
+    let mut files = Vec::new();
+    for persisted in kinds {
+        let name = format!(
+            "{stem}-{}.zip",
+            if persisted {
+                "persisted"
+            } else {
+                "nonpersisted"
+            }
+        );
+        let dest = abs_dir.join(&name);
+        let tmp = output::tmp_name(&dest);
+        let d = match &t.target {
+            Target::Domain(dname) => app.export_domain(dname, persisted, &comment, &tmp).await,
+            _ => app.export_all(&comment, &tmp).await,
+        };
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        output::commit_rename(&tmp, &dest).map_err(|e| io("move the export into place", e))?;
+        let rec = FileRecord {
+            path: dir.join(&name).display().to_string(),
+            size: d.size,
+            sha256: d.sha256.clone(),
+        };
+        st.files.push((dest, rec.clone()));
+        files.push(ManifestFile {
+            path: name,
+            size: d.size,
+            sha256: d.sha256,
+        });
+        ctx.record(vec![Record::File {
+            task: t.id,
+            file: rec,
+        }])
+        .await
+        .map_err(|e| StepError::permanent(e.to_string()))?;
+    }
+    let m = manifest(ctx, t, st, started, files);
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
+    let mpath = root.join(layout.manifest());
+    output::write_atomic(&mpath, &json).map_err(|e| io("write the manifest", e))?;
+    st.manifests.push(mpath);
+    Ok(())
+}
+
+async fn discard(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepError> {
+    let mut dirs = Vec::new();
+    for (p, _) in st.files.drain(..) {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove a backup file", e)),
+        }
+        if let Some(d) = p.parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    for m in st.manifests.drain(..) {
+        let _ = std::fs::remove_file(&m);
+        if let Some(d) = m.parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        // A secure backup's own directory goes too, once empty.
+        if t.target == Target::Device {
+            let _ = std::fs::remove_dir(&d);
+        }
+        if let Some(parent) = d.parent() {
+            let _ = output::sync_dir(parent);
+        }
+        let _ = output::sync_dir(&d);
+    }
+    ctx.log(
+        Some(t.id),
+        None,
+        "discarded the task's files from the store".into(),
+    )
+    .await
+    .map_err(|e| StepError::permanent(e.to_string()))
+}

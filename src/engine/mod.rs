@@ -1,0 +1,742 @@
+//! Runs a plan: pre-validation, task expansion against the live fleet, the step DAG, and its
+//! execution with recovery policies, scripts, windows and the store (DESIGN.md 3, 4, 6).
+//!
+//! The engine reaches appliances through [`Connector`] and [`crate::appliance::Appliance`],
+//! the journal through [`crate::store::Journal`], and time through [`clock::Clock`]: tests
+//! swap in doubles for all three. Every step transition is written to the journal before and
+//! after its side effect. It never prints: progress goes to the journal's activity log and an
+//! optional [`Observer`].
+
+mod actions;
+pub mod clock;
+mod fsinfo;
+pub mod output;
+pub mod scripts;
+mod task;
+pub mod window;
+
+use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
+use crate::check::{Device, Plan, Program, Secret};
+use crate::compile::{self, DeviceFacts, PlanGraph, Task};
+use crate::store::{
+    ActivityRecord, Journal, NewRun, Record, RunId, RunStatus, StoreError, TaskRecord, TaskStatus,
+};
+use chrono::{DateTime, Utc};
+use clock::Clock;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Makes an [`Appliance`] for a device of the inventory.
+pub trait Connector: Send + Sync {
+    /// A client for `device`; the error says why none can be made (missing secret...).
+    fn connect(&self, device: &Device) -> Result<Arc<dyn Appliance>, String>;
+}
+
+/// The real connector: the SOMA client, with the secret read from the environment or a file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SomaConnector;
+
+/// Reads a secret.
+pub fn read_secret(secret: &Secret) -> Result<String, String> {
+    match secret {
+        Secret::Env(v) => {
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
+        }
+        Secret::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read password file {}: {e}", p.display())),
+    }
+}
+
+impl Connector for SomaConnector {
+    fn connect(&self, d: &Device) -> Result<Arc<dyn Appliance>, String> {
+        let password = match &d.password {
+            Some(s) => read_secret(s)?,
+            None => String::new(),
+        };
+        let mut c = ConnectionConfig::new(
+            d.name.clone(),
+            d.host.clone(),
+            d.port,
+            d.user.clone().unwrap_or_else(|| "admin".to_string()),
+            password,
+        );
+        c.tls = d.tls;
+        c.tls_ca = d.tls_ca.clone();
+        c.insecure = d.insecure;
+        c.request_timeout = Duration::from_millis(d.timeout_ms);
+        let client = SomaClient::new(c).map_err(|e| e.to_string())?;
+        Ok(Arc::new(client))
+    }
+}
+
+/// Knobs of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run outside the plan's window (manual runs).
+    pub ignore_window: bool,
+    /// How long the availability probe of each device may take.
+    pub probe_timeout: Duration,
+    /// How often quiesce state and secure-backup completion are polled.
+    pub poll_interval: Duration,
+    /// Timeout of scripts that set none.
+    pub script_timeout: Duration,
+    /// How long a secure backup may take to appear on the appliance.
+    pub backup_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            ignore_window: false,
+            probe_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            script_timeout: Duration::from_secs(3600),
+            backup_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Receives progress as it happens (the CLI draws it); every call must be quick.
+pub trait Observer: Send + Sync {
+    /// A task changed status.
+    fn task(&self, _task: &Task, _status: TaskStatus) {}
+    /// A step of a task started.
+    fn step(&self, _task: &Task, _step: &str) {}
+}
+
+/// What one task came to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TaskReport {
+    /// Task id.
+    pub id: u32,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// The domain, or `all-domains`.
+    pub domain: String,
+    /// Final status.
+    pub status: TaskStatus,
+    /// The error or skip reason.
+    pub error: Option<String>,
+    /// Files written, relative to the store.
+    pub files: Vec<String>,
+}
+
+/// What a run came to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RunReport {
+    /// The run's id.
+    pub run: RunId,
+    /// Its final status.
+    pub status: RunStatus,
+    /// The run's error, if any.
+    pub error: Option<String>,
+    /// Every task.
+    pub tasks: Vec<TaskReport>,
+}
+
+/// Errors that stop the engine itself (as opposed to a task or run failing).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The plan is not in the program.
+    #[error("no plan named `{0}`")]
+    NoPlan(String),
+    /// The journal failed: nothing more can be recorded, so nothing more is done.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The run-wide state shared by the task runners.
+pub(crate) struct RunCtx {
+    pub run: RunId,
+    pub program: Arc<Program>,
+    pub plan: Plan,
+    pub tasks: Vec<Task>,
+    pub graph: PlanGraph,
+    pub journal: Arc<dyn Journal>,
+    pub clock: Arc<dyn Clock>,
+    pub options: RunOptions,
+    pub started: DateTime<Utc>,
+    pub appliances: HashMap<String, Arc<dyn Appliance>>,
+    pub observer: Option<Arc<dyn Observer>>,
+    /// Set by `halt`: tasks not started are CANCELLED.
+    pub halted: AtomicBool,
+    /// Set by an interrupt: no new step starts.
+    pub interrupted: Arc<AtomicBool>,
+    /// Environment variables that hold credentials, kept from scripts.
+    pub secret_vars: Vec<String>,
+    /// One "finished" flag per graph node, by node id.
+    pub done: HashMap<String, tokio::sync::watch::Sender<bool>>,
+}
+
+impl RunCtx {
+    /// Appends records to the run's journal (durable on return).
+    pub async fn record(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        self.journal.append(self.run, records).await
+    }
+
+    /// A line of the activity log.
+    pub async fn log(
+        &self,
+        task: Option<u32>,
+        step: Option<&str>,
+        message: String,
+    ) -> Result<(), StoreError> {
+        self.record(vec![Record::Log {
+            task,
+            step: step.map(str::to_string),
+            at: self.clock.now(),
+            message,
+        }])
+        .await
+    }
+
+    /// Marks a graph node finished.
+    pub fn finish(&self, id: &str) {
+        if let Some(tx) = self.done.get(id) {
+            tx.send_replace(true);
+        }
+    }
+
+    /// Waits until every predecessor of node `id` has finished.
+    pub async fn wait_preds(&self, id: &str) {
+        for p in self.graph.preds(id) {
+            if let Some(tx) = self.done.get(p) {
+                let mut rx = tx.subscribe();
+                let _ = rx.wait_for(|d| *d).await;
+            }
+        }
+    }
+
+    /// Whether the window is open now (or ignored).
+    pub fn window_open(&self) -> bool {
+        self.options.ignore_window
+            || self
+                .plan
+                .window
+                .as_ref()
+                .is_none_or(|w| window::is_open(w, self.clock.now()))
+    }
+}
+
+/// One engine: a program, a plan in it, and the outside world.
+pub struct Engine {
+    program: Arc<Program>,
+    plan: String,
+    journal: Arc<dyn Journal>,
+    connector: Arc<dyn Connector>,
+    clock: Arc<dyn Clock>,
+    options: RunOptions,
+    observer: Option<Arc<dyn Observer>>,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// An engine for plan `plan` of `program`.
+    pub fn new(
+        program: Arc<Program>,
+        plan: impl Into<String>,
+        journal: Arc<dyn Journal>,
+        connector: Arc<dyn Connector>,
+        clock: Arc<dyn Clock>,
+        options: RunOptions,
+    ) -> Engine {
+        Engine {
+            program,
+            plan: plan.into(),
+            journal,
+            connector,
+            clock,
+            options,
+            observer: None,
+            interrupted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Sends progress to `observer`.
+    pub fn observe(mut self, observer: Arc<dyn Observer>) -> Engine {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A flag that, once set, stops new steps from starting (a graceful interrupt).
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        self.interrupted.clone()
+    }
+
+    /// Probes the fleet, expands the plan into tasks and compiles the graph, changing nothing
+    /// on any appliance (`dpplan plan`).
+    pub async fn expand(&self) -> Result<(Vec<Task>, PlanGraph), EngineError> {
+        let plan = self
+            .program
+            .plan(&self.plan)
+            .ok_or_else(|| EngineError::NoPlan(self.plan.clone()))?;
+        let (facts, _) = self.probe(plan).await;
+        let tasks = compile::expand(&self.program, plan, &facts);
+        let graph = compile::graph(plan, &tasks);
+        Ok((tasks, graph))
+    }
+
+    /// Connects to and probes every device the plan names, in parallel.
+    async fn probe(
+        &self,
+        plan: &Plan,
+    ) -> (
+        HashMap<String, DeviceFacts>,
+        HashMap<String, Arc<dyn Appliance>>,
+    ) {
+        let wanted = compile::devices_to_probe(&self.program, plan);
+        let mut set = tokio::task::JoinSet::new();
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
+        for (name, needs_domains) in wanted {
+            let Some(device) = self.program.device(name).cloned() else {
+                continue;
+            };
+            let connector = self.connector.clone();
+            let timeout = self.options.probe_timeout;
+            let limit = limit.clone();
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let app = match connector.connect(&device) {
+                    Ok(a) => a,
+                    Err(e) => return (device.name, DeviceFacts::Unavailable(e), None),
+                };
+                let facts = tokio::time::timeout(timeout, async {
+                    app.probe().await.map_err(|e| e.to_string())?;
+                    let domains = if needs_domains {
+                        app.domains()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .map(|d| d.name)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Ok::<_, String>(domains)
+                })
+                .await;
+                match facts {
+                    Ok(Ok(domains)) => (device.name, DeviceFacts::Available { domains }, Some(app)),
+                    Ok(Err(e)) => (device.name, DeviceFacts::Unavailable(e), None),
+                    Err(_) => (
+                        device.name,
+                        DeviceFacts::Unavailable(format!("no answer within {:?}", timeout)),
+                        None,
+                    ),
+                }
+            });
+        }
+        let mut facts = HashMap::new();
+        let mut apps = HashMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((name, f, app)) = r {
+                if let Some(a) = app {
+                    apps.insert(name.clone(), a);
+                }
+                facts.insert(name, f);
+            }
+        }
+        (facts, apps)
+    }
+
+    /// Runs the plan (DESIGN.md 4.1) and returns what became of it. `plan_text` is stored
+    /// with the run, so the run can be resumed without the plan file.
+    pub async fn run(&self, plan_text: &str) -> Result<RunReport, EngineError> {
+        let plan = self
+            .program
+            .plan(&self.plan)
+            .ok_or_else(|| EngineError::NoPlan(self.plan.clone()))?
+            .clone();
+        let started = self.clock.now();
+        let plan_hash = hex::encode(Sha256::digest(plan_text.as_bytes()));
+        let new_run = |tasks: Vec<TaskRecord>, graph: String| NewRun {
+            plan: plan.name.clone(),
+            started,
+            plan_text: plan_text.to_string(),
+            plan_hash: plan_hash.clone(),
+            graph,
+            activities: activity_records(&self.program, &plan),
+            tasks,
+        };
+        // 1-4: pre-validation.
+        if let Some((status, error)) = self.prevalidate(&plan, started) {
+            let run = self
+                .journal
+                .create_run(new_run(Vec::new(), String::new()))
+                .await?;
+            self.journal
+                .append(
+                    run,
+                    vec![Record::Run {
+                        status,
+                        error: Some(error.clone()),
+                        at: self.clock.now(),
+                    }],
+                )
+                .await?;
+            return Ok(RunReport {
+                run,
+                status,
+                error: Some(error),
+                tasks: Vec::new(),
+            });
+        }
+        // 5: tasks.
+        let (facts, appliances) = self.probe(&plan).await;
+        let tasks = compile::expand(&self.program, &plan, &facts);
+        let graph = compile::graph(&plan, &tasks);
+        let records = tasks.iter().map(task_record).collect();
+        let run = self
+            .journal
+            .create_run(new_run(records, graph.to_json()))
+            .await?;
+        let done = graph
+            .dag
+            .node_weights()
+            .map(|n| (n.id.clone(), tokio::sync::watch::channel(false).0))
+            .collect();
+        let secret_vars = self
+            .program
+            .devices
+            .iter()
+            .filter_map(|d| match &d.password {
+                Some(Secret::Env(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let ctx = Arc::new(RunCtx {
+            run,
+            program: self.program.clone(),
+            plan,
+            tasks,
+            graph,
+            journal: self.journal.clone(),
+            clock: self.clock.clone(),
+            options: self.options.clone(),
+            started,
+            appliances,
+            observer: self.observer.clone(),
+            halted: AtomicBool::new(false),
+            interrupted: self.interrupted.clone(),
+            secret_vars,
+            done,
+        });
+        execute(ctx).await
+    }
+
+    /// DESIGN.md 4.1 steps 1-4; `Some` ends the run before any task.
+    fn prevalidate(&self, plan: &Plan, now: DateTime<Utc>) -> Option<(RunStatus, String)> {
+        if !self.program.settings.backups_enabled {
+            return Some((
+                RunStatus::BackupsDisabled,
+                "backups are disabled (settings.backups_enabled = false)".into(),
+            ));
+        }
+        if !self.options.ignore_window {
+            if let Some(w) = &plan.window {
+                if !window::is_open(w, now) {
+                    return Some((
+                        RunStatus::OutsideWindow,
+                        "outside the plan's maintenance window (--ignore-window runs anyway)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let store = self.program.store.as_ref()?;
+        if !store.path.is_dir() {
+            return Some((
+                RunStatus::StoreNotMounted,
+                format!("the store {} does not exist", store.path.display()),
+            ));
+        }
+        if store.require_remote {
+            match fsinfo::remote_kind(&store.path) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Some((
+                    RunStatus::StoreNotMounted,
+                    format!(
+                        "the store {} is not a mounted remote filesystem (require_remote = true)",
+                        store.path.display()
+                    ),
+                )),
+                Err(e) => {
+                    return Some((
+                        RunStatus::StoreNotMounted,
+                        format!("cannot inspect the store {}: {e}", store.path.display()),
+                    ))
+                }
+            }
+        }
+        if let Err(e) = fsinfo::check_space(&store.path, store.min_free) {
+            return Some((RunStatus::StoreOutOfSpace, e));
+        }
+        None
+    }
+}
+
+fn activity_records(program: &Program, plan: &Plan) -> Vec<ActivityRecord> {
+    plan.activities
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ActivityRecord {
+            id: i as u32 + 1,
+            kind: a.kind.clone(),
+            label: a.label.clone(),
+            action: program
+                .kinds
+                .get(&a.kind)
+                .map(|k| k.action.clone())
+                .unwrap_or_default(),
+            device_pattern: a.devices.join(", "),
+            domain_pattern: match &a.domains {
+                None => "all-domains".into(),
+                Some(crate::check::DomainSel::All) => "all".into(),
+                Some(crate::check::DomainSel::Patterns(p)) => p.join(", "),
+            },
+        })
+        .collect()
+}
+
+fn task_record(t: &Task) -> TaskRecord {
+    TaskRecord {
+        id: t.id,
+        activity: t.activity,
+        action: t.action.clone(),
+        device: t.device.clone(),
+        domain: t.target.domain_label().to_string(),
+        status: if t.skipped.is_some() {
+            TaskStatus::Skipped
+        } else {
+            TaskStatus::Pending
+        },
+        reason: t.skipped.clone(),
+    }
+}
+
+/// DESIGN.md 4.1 steps 6-8 for a created run.
+async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
+    let now = ctx.clock.now();
+    let mut outcome: HashMap<u32, (TaskStatus, Option<String>, Vec<String>)> = HashMap::new();
+    for t in &ctx.tasks {
+        if let Some(r) = &t.skipped {
+            outcome.insert(t.id, (TaskStatus::Skipped, Some(r.clone()), Vec::new()));
+        }
+    }
+    // 6: every task SKIPPED: the run stops, no pre-plan script.
+    if ctx.tasks.iter().all(|t| t.skipped.is_some()) {
+        return finish(
+            &ctx,
+            outcome,
+            RunStatus::Stopped,
+            Some("every task was skipped".into()),
+        )
+        .await;
+    }
+    ctx.record(vec![Record::Run {
+        status: RunStatus::Running,
+        error: None,
+        at: now,
+    }])
+    .await?;
+    ctx.finish("plan.validate");
+    // 7: the pre-plan script.
+    if let Some(script) = &ctx.plan.pre_plan {
+        let env = plan_env(&ctx, "pre_plan", None, None);
+        let r = task::run_script(&ctx, script, env, None, None).await;
+        if let Err(e) = r {
+            for t in ctx.tasks.iter().filter(|t| t.skipped.is_none()) {
+                ctx.record(vec![Record::Task {
+                    task: t.id,
+                    status: TaskStatus::Cancelled,
+                    error: Some("the pre-plan script failed".into()),
+                    at: ctx.clock.now(),
+                }])
+                .await?;
+                outcome.insert(
+                    t.id,
+                    (
+                        TaskStatus::Cancelled,
+                        Some("the pre-plan script failed".into()),
+                        Vec::new(),
+                    ),
+                );
+            }
+            return finish(
+                &ctx,
+                outcome,
+                RunStatus::Failed,
+                Some(format!("pre-plan script: {e}")),
+            )
+            .await;
+        }
+    }
+    ctx.finish("plan.pre_plan");
+    // 8: tasks, then the post-plan script.
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        ctx.program.settings.max_parallel.max(1) as usize,
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..ctx.tasks.len() {
+        if ctx.tasks[i].skipped.is_some() {
+            continue;
+        }
+        let ctx = ctx.clone();
+        let limit = limit.clone();
+        set.spawn(async move { task::run_task(ctx, i, limit).await });
+    }
+    let mut store_error = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok((id, status, error, files))) => {
+                outcome.insert(id, (status, error, files));
+            }
+            Ok(Err(e)) => store_error = Some(e),
+            Err(e) => store_error = Some(StoreError::Db(format!("a task runner failed: {e}"))),
+        }
+    }
+    if let Some(e) = store_error {
+        return Err(EngineError::Store(e));
+    }
+    if ctx.interrupted.load(Ordering::SeqCst) {
+        return finish(
+            &ctx,
+            outcome,
+            RunStatus::Interrupted,
+            Some("interrupted".into()),
+        )
+        .await;
+    }
+    let status = run_status(outcome.values().map(|(s, _, _)| *s));
+    if let Some(script) = &ctx.plan.post_plan {
+        let mut env = plan_env(&ctx, "post_plan", None, None);
+        env.insert("DPPLAN_STATUS".into(), status.as_str().into());
+        env.insert("DPPLAN_TASKS".into(), tasks_json(&ctx, &outcome));
+        if let Err(e) = task::run_script(&ctx, script, env, None, None).await {
+            ctx.log(None, None, format!("post-plan script failed: {e}"))
+                .await?;
+        }
+    }
+    finish(&ctx, outcome, status, None).await
+}
+
+/// The run's status from its tasks' (DESIGN.md 7).
+pub fn run_status(tasks: impl Iterator<Item = TaskStatus>) -> RunStatus {
+    let (mut bad, mut meh) = (false, false);
+    for s in tasks {
+        match s {
+            TaskStatus::Failed | TaskStatus::RolledBack | TaskStatus::Cancelled => bad = true,
+            TaskStatus::Skipped | TaskStatus::Warning => meh = true,
+            TaskStatus::Pending | TaskStatus::Running => bad = true,
+            TaskStatus::Succeeded => {}
+        }
+    }
+    if bad {
+        RunStatus::Failed
+    } else if meh {
+        RunStatus::Warning
+    } else {
+        RunStatus::Completed
+    }
+}
+
+fn tasks_json(
+    ctx: &RunCtx,
+    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+) -> String {
+    let v: Vec<serde_json::Value> = ctx
+        .tasks
+        .iter()
+        .map(|t| {
+            let (s, e, f) =
+                outcome
+                    .get(&t.id)
+                    .cloned()
+                    .unwrap_or((TaskStatus::Pending, None, Vec::new()));
+            serde_json::json!({
+                "id": t.id, "action": t.action, "device": t.device,
+                "domain": t.target.domain_label(), "status": s.as_str(), "error": e, "files": f,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
+/// The environment every script of the run gets.
+pub(crate) fn plan_env(
+    ctx: &RunCtx,
+    hook: &str,
+    task: Option<&Task>,
+    attempt: Option<u32>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("DPPLAN_RUN_ID".into(), ctx.run.to_string());
+    env.insert("DPPLAN_PLAN".into(), ctx.plan.name.clone());
+    env.insert("DPPLAN_HOOK".into(), hook.into());
+    if let Some(t) = task {
+        env.insert("DPPLAN_TASK_ID".into(), t.id.to_string());
+        env.insert("DPPLAN_ACTION".into(), t.action.clone());
+        env.insert("DPPLAN_DEVICE".into(), t.device.clone());
+        if let Some(d) = ctx.program.device(&t.device) {
+            env.insert("DPPLAN_DEVICE_HOST".into(), d.host.clone());
+        }
+        env.insert("DPPLAN_DOMAIN".into(), t.target.domain_label().to_string());
+    }
+    if let Some(a) = attempt {
+        env.insert("DPPLAN_ATTEMPT".into(), a.to_string());
+    }
+    env
+}
+
+async fn finish(
+    ctx: &RunCtx,
+    outcome: HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+    status: RunStatus,
+    error: Option<String>,
+) -> Result<RunReport, EngineError> {
+    ctx.record(vec![Record::Run {
+        status,
+        error: error.clone(),
+        at: ctx.clock.now(),
+    }])
+    .await?;
+    let tasks = ctx
+        .tasks
+        .iter()
+        .map(|t| {
+            let (s, e, f) =
+                outcome
+                    .get(&t.id)
+                    .cloned()
+                    .unwrap_or((TaskStatus::Pending, None, Vec::new()));
+            TaskReport {
+                id: t.id,
+                action: t.action.clone(),
+                device: t.device.clone(),
+                domain: t.target.domain_label().to_string(),
+                status: s,
+                error: e,
+                files: f,
+            }
+        })
+        .collect();
+    Ok(RunReport {
+        run: ctx.run,
+        status,
+        error,
+        tasks,
+    })
+}
+
+/// The store root of the program, if it has one.
+pub(crate) fn store_root(program: &Program) -> Option<PathBuf> {
+    program.store.as_ref().map(|s| s.path.clone())
+}

@@ -1,0 +1,261 @@
+//! Files in the store: the layout of DESIGN.md section 6, names made safe, and writes that
+//! are complete or absent (temporary name, fsync, rename, fsync of the directory).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// The run's timestamp as the layout writes it: `YYYY-MM-DD-HH-MM-SS-mmm`, UTC.
+pub fn timestamp(started: DateTime<Utc>) -> String {
+    started.format("%Y-%m-%d-%H-%M-%S-%3f").to_string()
+}
+
+/// A device or domain name made into one safe path component: letters, digits, `.`, `_`
+/// and `-` are kept, anything else becomes `_`; names of only dots become underscores.
+/// The result never contains a separator and is never `.` or `..`.
+pub fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.chars().all(|c| c == '.') {
+        out = out.replace('.', "_");
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Joins `rel` under `root`, refusing anything that would leave it.
+pub fn inside(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Where a task's files go, relative to the store root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// `<Device>/secure-backup/<ts>/`: the appliance's files and `manifest.json`.
+    SecureBackup {
+        /// The directory, relative to the store.
+        dir: PathBuf,
+    },
+    /// `<Device>/domain/<Domain>/<Domain>-export-<ts>-(non)persisted.zip` and
+    /// `<Domain>-export-<ts>.manifest.json`.
+    Export {
+        /// The directory, relative to the store.
+        dir: PathBuf,
+        /// `<Domain>-export-<ts>`.
+        stem: String,
+    },
+}
+
+impl Layout {
+    /// The layout for a secure backup of `device`.
+    pub fn secure_backup(device: &str, ts: &str) -> Layout {
+        Layout::SecureBackup {
+            dir: PathBuf::from(sanitize(device))
+                .join("secure-backup")
+                .join(ts),
+        }
+    }
+
+    /// The layout for an export of `domain` (`all-domains` for all) of `device`.
+    pub fn export(device: &str, domain: &str, ts: &str) -> Layout {
+        let d = sanitize(domain);
+        Layout::Export {
+            dir: PathBuf::from(sanitize(device)).join("domain").join(&d),
+            stem: format!("{d}-export-{ts}"),
+        }
+    }
+
+    /// Where the manifest goes, relative to the store.
+    pub fn manifest(&self) -> PathBuf {
+        match self {
+            Layout::SecureBackup { dir } => dir.join("manifest.json"),
+            Layout::Export { dir, stem } => dir.join(format!("{stem}.manifest.json")),
+        }
+    }
+}
+
+/// Creates `dir` and its parents, fsyncing each directory created and its parent, so a
+/// rename into it survives a crash.
+pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// fsync of a directory (its entries: created, renamed, removed files).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Renames `from` to `to` and fsyncs the directory of `to` (and of `from` if different).
+pub fn commit_rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(d) = to.parent() {
+        sync_dir(d)?;
+    }
+    if let (Some(a), Some(b)) = (from.parent(), to.parent()) {
+        if a != b {
+            sync_dir(a)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: `path.tmp`, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_name(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        commit_rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The temporary name a file is written under before its rename: `.NAME.dpplan-tmp`.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.dpplan-tmp"))
+}
+
+/// Whether a file name is one of dpplan's temporary names.
+pub fn is_tmp_name(name: &str) -> bool {
+    name.starts_with('.') && (name.ends_with(".dpplan-tmp") || name.contains(".dpplan-tmp-"))
+}
+
+/// SHA-256 and size of a file, read back from disk.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, hex::encode(h.finalize())))
+}
+
+/// Firmware facts in a manifest.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ManifestFirmware {
+    /// Firmware version.
+    pub version: String,
+    /// Build.
+    pub build: String,
+    /// Machine type.
+    pub machine_type: String,
+    /// Model.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+}
+
+/// One file in a manifest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ManifestFile {
+    /// Relative to the manifest's folder.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what a task wrote and where it came from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// The run.
+    pub run: u64,
+    /// The task.
+    pub task: u32,
+    /// The device.
+    pub device: String,
+    /// The domain (`all-domains` for secure backups and all-domain exports).
+    pub domain: String,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The appliance's firmware facts.
+    pub firmware: ManifestFirmware,
+    /// When the task's backup step started.
+    pub started: DateTime<Utc>,
+    /// When its files were complete.
+    pub finished: DateTime<Utc>,
+    /// The files.
+    pub files: Vec<ManifestFile>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape() {
+        assert_eq!(sanitize("../../etc"), ".._.._etc");
+        assert_eq!(sanitize(".."), "__");
+        assert_eq!(sanitize("a/b\\c"), "a_b_c");
+        assert_eq!(sanitize(""), "_");
+        assert_eq!(sanitize("QA1"), "QA1");
+        for bad in ["../../etc", "..", "/", "a/../../b", "."] {
+            let s = sanitize(bad);
+            assert!(!s.contains('/') && s != "." && s != "..", "{bad} -> {s}");
+        }
+        assert!(inside(Path::new("/s"), Path::new("../x")).is_none());
+        assert_eq!(
+            inside(Path::new("/s"), Path::new("a/b")),
+            Some(PathBuf::from("/s/a/b"))
+        );
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T01:02:03.045Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(timestamp(t), "2026-11-22-01-02-03-045");
+    }
+}

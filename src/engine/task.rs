@@ -1,0 +1,455 @@
+//! One task's runner: its steps in order, each attempt journaled (intent, then result), the
+//! recovery policies of DESIGN.md 2.3, `always` steps, and script hooks.
+
+use super::actions::{self, StepError, TaskState};
+use super::{plan_env, RunCtx};
+use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
+use crate::compile::Task;
+use crate::store::{Record, StepOutcome, StoreError, TaskStatus};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a task runner returns: (task id, final status, error, files written).
+pub(crate) type TaskEnd = (u32, TaskStatus, Option<String>, Vec<String>);
+
+/// The steps of `t` in an order that respects `after` (Kahn's algorithm; the checker
+/// refused cycles, so every step appears).
+fn topo_order(t: &Task) -> Vec<usize> {
+    let n = t.steps.len();
+    let mut indeg: Vec<usize> = t.steps.iter().map(|s| s.after.len()).collect();
+    let mut order = Vec::with_capacity(n);
+    let mut ready: Vec<usize> = (0..n).filter(|i| indeg[*i] == 0).rev().collect();
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        let mut next: Vec<usize> = (0..n).filter(|j| t.steps[*j].after.contains(&i)).collect();
+        next.reverse();
+        for j in next {
+            indeg[j] -= 1;
+            if indeg[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    order
+}
+
+/// Runs task `index` of the run to a final status.
+pub(crate) async fn run_task(
+    ctx: Arc<RunCtx>,
+    index: usize,
+    limit: Arc<tokio::sync::Semaphore>,
+) -> Result<TaskEnd, StoreError> {
+    let t = &ctx.tasks[index];
+    let order = topo_order(t);
+    let lockstep = ctx.plan.stages == Stages::Lockstep;
+    // Wait for what comes before the task (the pre-plan script, the device's previous task)
+    // before taking a permit, so no permit is held by a task that cannot start.
+    for &i in &order {
+        if t.steps[i].after.is_empty() {
+            ctx.wait_preds(&t.step_id(&t.steps[i].name)).await;
+        }
+    }
+    let permit = if lockstep {
+        None
+    } else {
+        limit.clone().acquire_owned().await.ok()
+    };
+    let not_started = if ctx.halted.load(Ordering::SeqCst) {
+        Some("cancelled: the run was halted")
+    } else if ctx.interrupted.load(Ordering::SeqCst) {
+        None
+    } else if !ctx.window_open() {
+        Some("cancelled: the maintenance window closed")
+    } else {
+        None
+    };
+    if ctx.interrupted.load(Ordering::SeqCst) {
+        // Not started: it stays PENDING and `resume` runs it.
+        finish_all(&ctx, t);
+        drop(permit);
+        return Ok((t.id, TaskStatus::Pending, None, Vec::new()));
+    }
+    if let Some(reason) = not_started {
+        ctx.record(vec![Record::Task {
+            task: t.id,
+            status: TaskStatus::Cancelled,
+            error: Some(reason.to_string()),
+            at: ctx.clock.now(),
+        }])
+        .await?;
+        notify(&ctx, t, TaskStatus::Cancelled);
+        finish_all(&ctx, t);
+        return Ok((
+            t.id,
+            TaskStatus::Cancelled,
+            Some(reason.to_string()),
+            Vec::new(),
+        ));
+    }
+    ctx.record(vec![Record::Task {
+        task: t.id,
+        status: TaskStatus::Running,
+        error: None,
+        at: ctx.clock.now(),
+    }])
+    .await?;
+    notify(&ctx, t, TaskStatus::Running);
+    let mut st = TaskState::default();
+    let mut completed: Vec<usize> = Vec::new();
+    for &i in &order {
+        let s = &t.steps[i];
+        let sid = t.step_id(&s.name);
+        ctx.wait_preds(&sid).await;
+        let interrupted = ctx.interrupted.load(Ordering::SeqCst);
+        let skip = if (st.stopped || interrupted) && !s.always {
+            Some("skipped: an earlier step failed")
+        } else if s.call.action == Action::Unquiesce && !st.quiesced {
+            Some("skipped: this task quiesced nothing")
+        } else if s.always && !script_wanted(t, s, &st) {
+            Some("skipped: the script's `when` does not match the task's outcome")
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            if !interrupted || s.always {
+                ctx.record(vec![Record::StepResult {
+                    task: t.id,
+                    step: s.name.clone(),
+                    attempt: 0,
+                    outcome: StepOutcome::Skipped,
+                    error: Some(why.to_string()),
+                    at: ctx.clock.now(),
+                }])
+                .await?;
+            }
+            ctx.finish(&sid);
+            continue;
+        }
+        let step_permit = if lockstep {
+            limit.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        let failure = attempt_step(&ctx, t, i, &mut st).await?;
+        drop(step_permit);
+        match failure {
+            None => completed.push(i),
+            Some((err, policy)) => {
+                st.failed_any = true;
+                if st.error.is_none() {
+                    st.error = Some(format!("{}: {}", s.name, err.message));
+                }
+                match policy {
+                    Policy::Continue => st.warned = true,
+                    Policy::Stop | Policy::Retry { .. } => st.stopped = true,
+                    Policy::Halt => {
+                        st.stopped = true;
+                        ctx.halted.store(true, Ordering::SeqCst);
+                        ctx.log(
+                            Some(t.id),
+                            Some(&s.name),
+                            "halt: tasks not started are cancelled".into(),
+                        )
+                        .await?;
+                    }
+                    Policy::Rollback => {
+                        st.stopped = true;
+                        st.rolled_back = true;
+                        rollback(&ctx, t, &completed, &mut st).await?;
+                    }
+                }
+            }
+        }
+        ctx.finish(&sid);
+    }
+    drop(permit);
+    let status = if st.rolled_back {
+        TaskStatus::RolledBack
+    } else if st.stopped {
+        TaskStatus::Failed
+    } else if st.warned {
+        TaskStatus::Warning
+    } else {
+        TaskStatus::Succeeded
+    };
+    let files: Vec<String> = st.files.iter().map(|(_, f)| f.path.clone()).collect();
+    ctx.record(vec![Record::Task {
+        task: t.id,
+        status,
+        error: st.error.clone(),
+        at: ctx.clock.now(),
+    }])
+    .await?;
+    notify(&ctx, t, status);
+    Ok((t.id, status, st.error, files))
+}
+
+fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
+    if let Some(o) = &ctx.observer {
+        o.task(t, status);
+    }
+}
+
+/// Marks every step of `t` finished, so tasks after it do not wait for it.
+fn finish_all(ctx: &RunCtx, t: &Task) {
+    for s in &t.steps {
+        ctx.finish(&t.step_id(&s.name));
+    }
+}
+
+/// Whether an `always` script step runs, by its `when` and the task's outcome so far.
+fn script_wanted(t: &Task, s: &crate::compile::TaskStep, st: &TaskState) -> bool {
+    if s.call.action != Action::Run {
+        return true;
+    }
+    let when = actions::script_arg(t, &s.call).map(|sc| sc.when);
+    match when {
+        Some(ScriptWhen::Failed) => st.failed_any,
+        Some(ScriptWhen::Succeeded) => !st.failed_any,
+        _ => true,
+    }
+}
+
+/// Runs one step with its retries; `Some` is the failure and the policy that now applies.
+async fn attempt_step(
+    ctx: &RunCtx,
+    t: &Task,
+    i: usize,
+    st: &mut TaskState,
+) -> Result<Option<(StepError, Policy)>, StoreError> {
+    let s = &t.steps[i];
+    let mut policy = s.policy.clone();
+    let mut used = 0u32;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        // The intent is durable before the side effect starts: resume must know it may
+        // have happened.
+        ctx.record(vec![Record::StepIntent {
+            task: t.id,
+            step: s.name.clone(),
+            attempt,
+            at: ctx.clock.now(),
+        }])
+        .await?;
+        if let Some(o) = &ctx.observer {
+            o.step(t, &s.name);
+        }
+        let fut = actions::execute(ctx, t, &s.call, &s.name, st, attempt);
+        let result = match s.timeout_ms {
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
+                Ok(r) => r,
+                Err(_) => Err(StepError::transient(format!(
+                    "step timed out after {}",
+                    human(Duration::from_millis(ms))
+                ))),
+            },
+            None => fut.await,
+        };
+        let err = match result {
+            Ok(()) => {
+                ctx.record(vec![Record::StepResult {
+                    task: t.id,
+                    step: s.name.clone(),
+                    attempt,
+                    outcome: StepOutcome::Succeeded,
+                    error: None,
+                    at: ctx.clock.now(),
+                }])
+                .await?;
+                return Ok(None);
+            }
+            Err(e) => e,
+        };
+        let mut records = vec![Record::StepResult {
+            task: t.id,
+            step: s.name.clone(),
+            attempt,
+            outcome: StepOutcome::Failed,
+            error: Some(err.message.clone()),
+            at: ctx.clock.now(),
+        }];
+        // Unwrap retry layers until one still has attempts for this error, or a final policy.
+        loop {
+            match policy {
+                Policy::Retry {
+                    times,
+                    backoff_ms,
+                    max_backoff_ms,
+                    ref then,
+                } => {
+                    if err.transient && used < times {
+                        let exp = backoff_ms.saturating_mul(1u64 << used.min(30));
+                        let wait = max_backoff_ms.map_or(exp, |m| exp.min(m));
+                        used += 1;
+                        records.push(Record::Log {
+                            task: Some(t.id),
+                            step: Some(s.name.clone()),
+                            at: ctx.clock.now(),
+                            message: format!(
+                                "attempt {attempt} failed ({}); retry {used} of {times} in {}",
+                                err.message,
+                                human(Duration::from_millis(wait))
+                            ),
+                        });
+                        ctx.record(records).await?;
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        break;
+                    }
+                    if !err.transient && times > 0 {
+                        records.push(Record::Log {
+                            task: Some(t.id),
+                            step: Some(s.name.clone()),
+                            at: ctx.clock.now(),
+                            message: format!(
+                                "not retried: the error is permanent ({})",
+                                err.message
+                            ),
+                        });
+                    }
+                    let next = (**then).clone();
+                    policy = next;
+                    used = 0;
+                }
+                other => {
+                    ctx.record(records).await?;
+                    return Ok(Some((err, other)));
+                }
+            }
+        }
+    }
+}
+
+/// Undoes the completed steps of `t`, newest first (those that have an `undo`).
+async fn rollback(
+    ctx: &RunCtx,
+    t: &Task,
+    completed: &[usize],
+    st: &mut TaskState,
+) -> Result<(), StoreError> {
+    for &i in completed.iter().rev() {
+        let s = &t.steps[i];
+        let Some(undo) = &s.undo else { continue };
+        let name = format!("{}.undo", s.name);
+        ctx.record(vec![Record::StepIntent {
+            task: t.id,
+            step: name.clone(),
+            attempt: 1,
+            at: ctx.clock.now(),
+        }])
+        .await?;
+        let r = actions::execute(ctx, t, undo, &name, st, 1).await;
+        ctx.record(vec![
+            Record::StepResult {
+                task: t.id,
+                step: name.clone(),
+                attempt: 1,
+                outcome: if r.is_ok() {
+                    StepOutcome::Succeeded
+                } else {
+                    StepOutcome::Failed
+                },
+                error: r.as_ref().err().map(|e| e.message.clone()),
+                at: ctx.clock.now(),
+            },
+            Record::StepResult {
+                task: t.id,
+                step: s.name.clone(),
+                attempt: 0,
+                outcome: StepOutcome::Undone,
+                error: None,
+                at: ctx.clock.now(),
+            },
+        ])
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs a plan or task script; `Err` says why it failed. Its output goes to the activity log.
+pub(crate) async fn run_script(
+    ctx: &RunCtx,
+    script: &Script,
+    env: BTreeMap<String, String>,
+    task: Option<u32>,
+    step: Option<&str>,
+) -> Result<(), String> {
+    let hook = env.get("DPPLAN_HOOK").cloned().unwrap_or_default();
+    let r = super::scripts::run(script, &env, &ctx.secret_vars, ctx.options.script_timeout).await;
+    let run = match r {
+        Ok(run) => run,
+        Err(e) => {
+            let msg = format!("cannot start {}: {e}", script.path.display());
+            let _ = ctx.log(task, step, format!("{hook}: {msg}")).await;
+            return Err(msg);
+        }
+    };
+    for (name, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        if !text.trim().is_empty() {
+            let _ = ctx
+                .log(task, step, format!("{hook} {name}:\n{}", text.trim_end()))
+                .await;
+        }
+    }
+    if run.ok() {
+        let _ = ctx
+            .log(
+                task,
+                step,
+                format!("{hook}: {} exited 0", script.path.display()),
+            )
+            .await;
+        return Ok(());
+    }
+    let msg = if run.timed_out {
+        format!("{} killed at its timeout", script.path.display())
+    } else {
+        match run.code {
+            Some(c) => format!("{} exited {c}", script.path.display()),
+            None => format!("{} was killed by a signal", script.path.display()),
+        }
+    };
+    let _ = ctx.log(task, step, format!("{hook}: {msg}")).await;
+    Err(msg)
+}
+
+/// The environment of a task script.
+pub(crate) fn task_env(
+    ctx: &RunCtx,
+    t: &Task,
+    hook: &str,
+    attempt: u32,
+    st: &TaskState,
+) -> BTreeMap<String, String> {
+    let mut env = plan_env(ctx, hook, Some(t), Some(attempt));
+    if hook == "post_task" {
+        let status = if st.rolled_back {
+            "ROLLED_BACK"
+        } else if st.stopped {
+            "FAILED"
+        } else if st.warned {
+            "WARNING"
+        } else {
+            "SUCCEEDED"
+        };
+        env.insert("DPPLAN_STATUS".into(), status.into());
+        let out: Vec<String> = st
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        env.insert("DPPLAN_OUTPUT".into(), out.join("\n"));
+    }
+    env
+}
+
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
