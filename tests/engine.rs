@@ -3,8 +3,8 @@
 //! and names that try to leave the store.
 
 use dpplan::check::{self, Root};
-use dpplan::engine::clock::SystemClock;
-use dpplan::engine::{Engine, RunOptions, RunReport, SomaConnector};
+use dpplan::engine::clock::{Clock, SystemClock};
+use dpplan::engine::{Engine, Observer, RunOptions, RunReport, SomaConnector};
 use dpplan::sim::{self, Fleet, RunningFleet, SimState};
 use dpplan::store::memory::MemoryJournal;
 use dpplan::store::{Record, RunStatus, TaskStatus};
@@ -90,7 +90,23 @@ impl World {
         &self,
         plan: &str,
         name: &str,
+        options: RunOptions,
+    ) -> (RunReport, Arc<MemoryJournal>) {
+        let mut options = options;
+        // Real time: poll often, so tests are quick.
+        options.poll_interval = Duration::from_millis(20);
+        self.run_full(plan, name, options, Arc::new(SystemClock), None)
+            .await
+    }
+
+    /// Runs with a chosen clock and observer (and the poll interval of `options`).
+    pub async fn run_full(
+        &self,
+        plan: &str,
+        name: &str,
         mut options: RunOptions,
+        clock: Arc<dyn Clock>,
+        observer: Option<Arc<dyn Observer>>,
     ) -> (RunReport, Arc<MemoryJournal>) {
         let text = format!(
             "import \"std/datapower\"\nstore \"store\" {{}}\n{}\n{plan}",
@@ -100,17 +116,19 @@ impl World {
         std::fs::write(&path, &text).unwrap();
         let checked = check::check(&Root::Path(path));
         assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
-        options.poll_interval = Duration::from_millis(20);
         options.probe_timeout = Duration::from_secs(5);
         let journal = Arc::new(MemoryJournal::new());
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             Arc::new(checked.program),
             name,
             journal.clone(),
             Arc::new(SomaConnector),
-            Arc::new(SystemClock),
+            clock,
             options,
         );
+        if let Some(o) = observer {
+            engine = engine.observe(o);
+        }
         let report = engine.run(&text).await.unwrap();
         (report, journal)
     }

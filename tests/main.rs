@@ -12,6 +12,7 @@ mod engine;
 mod examples;
 mod fuzz;
 mod language;
+mod policies;
 mod sim_client;
 mod soma_fixtures;
 mod ui;

@@ -264,15 +264,16 @@ async fn wait_state(
     want: QuiesceState,
     limit: Duration,
 ) -> Result<bool, StepError> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline =
+        ctx.clock.now() + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
     loop {
         if app.quiesce_state(target).await? == want {
             return Ok(true);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if ctx.clock.now() >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(ctx.options.poll_interval).await;
+        ctx.clock.sleep(ctx.options.poll_interval).await;
     }
 }
 
@@ -394,20 +395,21 @@ async fn secure_backup(
         app.remove_directory(&remote).await?;
     }
     app.secure_backup(&cert, &remote).await?;
-    let deadline = tokio::time::Instant::now() + ctx.options.backup_timeout;
+    let deadline = ctx.clock.now()
+        + chrono::Duration::from_std(ctx.options.backup_timeout).unwrap_or(chrono::Duration::MAX);
     let listing = loop {
         let l = app.list_directory(&remote).await?;
         if l.iter().any(|f| f.name == "backupmanifest.xml") {
             break l;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if ctx.clock.now() >= deadline {
             return Err(StepError::transient(format!(
                 "{}: the secure backup did not complete within {}s",
                 t.device,
                 ctx.options.backup_timeout.as_secs()
             )));
         }
-        tokio::time::sleep(ctx.options.poll_interval).await;
+        ctx.clock.sleep(ctx.options.poll_interval).await;
     };
     let root = store_dir(ctx)?;
     let ts = output::timestamp(ctx.started);

@@ -5,29 +5,39 @@ use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Where the engine reads the wall-clock time.
+/// Where the engine reads the wall-clock time, and how it waits.
+#[async_trait::async_trait]
 pub trait Clock: Send + Sync {
     /// Now, in UTC.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Waits `d` (backoffs, polling). The manual clock only moves its own time forward.
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
 }
 
 /// The system's clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+#[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
 }
 
-/// A clock that starts at a fixed time and moves with tokio's clock (so pausing and
-/// advancing tokio time in a test moves it too).
+/// A clock for tests: it starts at a fixed time, moves with real time, and jumps forward on
+/// [`ManualClock::advance`] and on every [`Clock::sleep`], which waits at most a few real
+/// milliseconds (so a simulated appliance still gets real time to change state). Every
+/// sleep is recorded.
 #[derive(Debug)]
 pub struct ManualClock {
     start: DateTime<Utc>,
     base: Mutex<Option<tokio::time::Instant>>,
     offset: Mutex<Duration>,
+    sleeps: Mutex<Vec<Duration>>,
 }
 
 impl ManualClock {
@@ -37,7 +47,13 @@ impl ManualClock {
             start,
             base: Mutex::new(None),
             offset: Mutex::new(Duration::ZERO),
+            sleeps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every sleep asked of this clock, in order.
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.sleeps.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Moves the clock forward by `d` (in addition to tokio's time).
@@ -48,7 +64,16 @@ impl ManualClock {
     }
 }
 
+#[async_trait::async_trait]
 impl Clock for ManualClock {
+    async fn sleep(&self, d: Duration) {
+        if let Ok(mut s) = self.sleeps.lock() {
+            s.push(d);
+        }
+        self.advance(d);
+        tokio::time::sleep(d.min(Duration::from_millis(5))).await;
+    }
+
     fn now(&self) -> DateTime<Utc> {
         let elapsed = match self.base.lock() {
             Ok(mut b) => {

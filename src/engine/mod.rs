@@ -461,13 +461,15 @@ impl Engine {
         if store.require_remote {
             match fsinfo::remote_kind(&store.path) {
                 Ok(Some(_)) => {}
-                Ok(None) => return Some((
-                    RunStatus::StoreNotMounted,
-                    format!(
+                Ok(None) => {
+                    return Some((
+                        RunStatus::StoreNotMounted,
+                        format!(
                         "the store {} is not a mounted remote filesystem (require_remote = true)",
                         store.path.display()
                     ),
-                )),
+                    ))
+                }
                 Err(e) => {
                     return Some((
                         RunStatus::StoreNotMounted,

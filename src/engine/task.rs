@@ -164,7 +164,6 @@ pub(crate) async fn run_task(
         }
         ctx.finish(&sid);
     }
-    drop(permit);
     let status = if st.rolled_back {
         TaskStatus::RolledBack
     } else if st.stopped {
@@ -183,6 +182,8 @@ pub(crate) async fn run_task(
     }])
     .await?;
     notify(&ctx, t, status);
+    // Released only now: the next task on this permit sees everything this one did.
+    drop(permit);
     Ok((t.id, status, st.error, files))
 }
 
@@ -295,7 +296,7 @@ async fn attempt_step(
                             ),
                         });
                         ctx.record(records).await?;
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        ctx.clock.sleep(Duration::from_millis(wait)).await;
                         break;
                     }
                     if !err.transient && times > 0 {

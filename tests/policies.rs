@@ -1,0 +1,373 @@
+//! Recovery policies driven by injected faults (DESIGN.md 2.3): continue, retry (transient
+//! only, with exponential backoff on a manual clock), stop, rollback, halt; and quiesce
+//! timeouts.
+
+use crate::engine::{files_below, World};
+use dpplan::engine::clock::ManualClock;
+use dpplan::engine::RunOptions;
+use dpplan::store::{Record, RunStatus, StepOutcome, TaskStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn fleet(extra: &str) -> String {
+    format!(
+        r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "100ms"
+unquiesce_delay = "50ms"
+backup_file_size = "16KiB"
+domains = ["default", "DOMAIN1"]
+{extra}
+"#
+    )
+}
+
+fn attempts(records: &[Record], task: u32, step: &str) -> Vec<(u32, StepOutcome)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::StepResult {
+                task: t,
+                step: s,
+                attempt,
+                outcome,
+                ..
+            } if *t == task && s == step => Some((*attempt, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_records_the_failure_and_goes_on() {
+    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    std::fs::write(
+        w.dir.path().join("fail.sh"),
+        "#!/bin/sh\necho nope >&2\nexit 3\n",
+    )
+    .unwrap();
+    chmod_x(&w.dir.path().join("fail.sh"));
+    let plan = r#"
+plan "p" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+    pre     = script("fail.sh")
+    on_failure { pre_script = continue }
+  }
+}"#;
+    let (report, journal) = w.run(plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Warning, "{report:#?}");
+    assert_eq!(report.status, RunStatus::Warning);
+    let records = journal.records(report.run);
+    assert_eq!(
+        attempts(&records, 1, "pre_script"),
+        [(1, StepOutcome::Failed)]
+    );
+    assert_eq!(
+        attempts(&records, 1, "backup"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    assert!(!report.tasks[0].files.is_empty());
+    // The script's output went to the activity log.
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Log { message, .. } if message.contains("nope"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_succeeds_on_the_third_attempt_with_exponential_backoff() {
+    let w = World::new(&fleet(
+        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 2\nkind = \"http500\"\n",
+    ))
+    .await;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let plan = r#"
+plan "p" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+    on_failure { backup = retry(3, backoff = 10s, max_backoff = 15s) then stop }
+  }
+}"#;
+    let (report, journal) = w
+        .run_full(plan, "p", RunOptions::default(), clock.clone(), None)
+        .await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let records = journal.records(report.run);
+    assert_eq!(
+        attempts(&records, 1, "backup"),
+        [
+            (1, StepOutcome::Failed),
+            (2, StepOutcome::Failed),
+            (3, StepOutcome::Succeeded)
+        ]
+    );
+    // Backoff 10s, then 20s capped at 15s: the clock was asked for exactly those waits
+    // (polls of the secure backup's completion use the poll interval, not these).
+    let backoffs: Vec<Duration> = clock
+        .sleeps()
+        .into_iter()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .collect();
+    assert_eq!(backoffs, [Duration::from_secs(10), Duration::from_secs(15)]);
+    // The journal's times show the waits.
+    let intents: Vec<chrono::DateTime<chrono::Utc>> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::StepIntent { step, at, .. } if step == "backup" => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert!(intents[1] - intents[0] >= chrono::Duration::seconds(10));
+    assert!(intents[2] - intents[1] >= chrono::Duration::seconds(15));
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_is_not_retried() {
+    let w = World::new(&fleet(
+        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 5\nkind = \"error-text\"\ntext = \"Error creating secure backup.\"\n",
+    ))
+    .await;
+    let plan = r#"
+plan "p" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+    on_failure { backup = retry(3, backoff = 1s) then stop }
+  }
+}"#;
+    let (report, journal) = w.run(plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed);
+    assert!(report.tasks[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("Error creating secure backup."));
+    assert_eq!(
+        attempts(&journal.records(report.run), 1, "backup"),
+        [(1, StepOutcome::Failed)]
+    );
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_still_unquiesces_and_runs_the_post_script() {
+    let w = World::new(&fleet(
+        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\nkind = \"error-text\"\ntext = \"Error creating secure backup.\"\n",
+    ))
+    .await;
+    std::fs::write(
+        w.dir.path().join("post.sh"),
+        "#!/bin/sh\necho \"$DPPLAN_STATUS\" > post-ran\n",
+    )
+    .unwrap();
+    chmod_x(&w.dir.path().join("post.sh"));
+    let plan = r#"
+plan "p" {
+  on_failure = stop
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+    quiesce = 60s
+    post    = script("post.sh")
+  }
+}"#;
+    let (report, journal) = w.run(plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed);
+    assert_eq!(report.status, RunStatus::Failed);
+    let records = journal.records(report.run);
+    assert_eq!(
+        attempts(&records, 1, "unquiesce"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    assert_eq!(
+        attempts(&records, 1, "post_script"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.dir.path().join("post-ran"))
+            .unwrap()
+            .trim(),
+        "FAILED"
+    );
+    w.assert_clean();
+    assert!(files_below(&w.store()).is_empty());
+}
+
+const CHECKED_KIND: &str = r#"
+kind backup_then_check per device {
+  action = "SECURE_BACKUP"
+  param quiesce : duration = 60s
+  param check   : script
+  step validate  = dp.validate(device, quiesce = quiesce, cert = "backup-cert")
+  step quiesce   = dp.quiesce(device, timeout = quiesce)
+  step backup    = dp.secure_backup(device, cert = "backup-cert") undo store.discard()
+  step check     = run(check)
+  step unquiesce = dp.unquiesce(device, timeout = quiesce) always
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_removes_the_files_then_runs_the_always_steps() {
+    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    std::fs::write(w.dir.path().join("check.sh"), "#!/bin/sh\nexit 1\n").unwrap();
+    chmod_x(&w.dir.path().join("check.sh"));
+    let plan = format!(
+        r#"{CHECKED_KIND}
+plan "p" {{
+  activity backup_then_check {{
+    devices = "QA1"
+    check   = script("check.sh")
+    on_failure {{ check = rollback }}
+  }}
+}}"#
+    );
+    let (report, journal) = w.run(&plan, "p").await;
+    assert_eq!(
+        report.tasks[0].status,
+        TaskStatus::RolledBack,
+        "{report:#?}"
+    );
+    assert_eq!(report.status, RunStatus::Failed);
+    let records = journal.records(report.run);
+    assert_eq!(
+        attempts(&records, 1, "backup.undo"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    assert!(attempts(&records, 1, "backup").contains(&(0, StepOutcome::Undone)));
+    assert_eq!(
+        attempts(&records, 1, "unquiesce"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    // The undo ran before the unquiesce.
+    let pos = |step: &str| {
+        records
+            .iter()
+            .position(|r| matches!(r, Record::StepIntent { step: s, .. } if s == step))
+            .unwrap()
+    };
+    assert!(pos("backup.undo") < pos("unquiesce"));
+    assert!(
+        files_below(&w.store()).is_empty(),
+        "{:?}",
+        files_below(&w.store())
+    );
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halt_cancels_tasks_not_started_and_lets_running_ones_finish() {
+    let w = World::new(&fleet(
+        r#"
+[[device]]
+name = "QA1"
+[[device.fault]]
+op = "SecureBackup"
+kind = "error-text"
+text = "Error creating secure backup."
+[[device]]
+name = "QA2"
+[[device.fault]]
+op = "SecureBackup"
+kind = "delay"
+delay = "600ms"
+[[device]]
+name = "QA3"
+"#,
+    ))
+    .await;
+    let plan = r#"
+settings { max_parallel = 2 }
+plan "p" {
+  activity secure_backup {
+    devices = "QA*"
+    cert    = "backup-cert"
+    on_failure { backup = halt }
+  }
+}"#;
+    let (report, _) = w.run(plan, "p").await;
+    let st: Vec<TaskStatus> = report.tasks.iter().map(|t| t.status).collect();
+    assert_eq!(
+        st,
+        [
+            TaskStatus::Failed,
+            TaskStatus::Succeeded,
+            TaskStatus::Cancelled
+        ],
+        "{report:#?}"
+    );
+    assert!(report.tasks[2].error.as_deref().unwrap().contains("halted"));
+    assert_eq!(w.state("QA3").ops.get("SecureBackup"), None);
+    assert_eq!(report.status, RunStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesce_that_never_completes_fails_and_is_released() {
+    let w = World::new(&fleet(
+        r#"
+[[device]]
+name = "QA1"
+[[device.fault]]
+op = "QuiesceDP"
+kind = "never-quiesce"
+[[device]]
+name = "QA2"
+[[device.fault]]
+op = "QuiesceDP"
+kind = "never-quiesce"
+[[device.fault]]
+op = "UnquiesceDP"
+times = 10
+kind = "never-unquiesce"
+"#,
+    ))
+    .await;
+    let start = chrono::Utc::now();
+    let clock = Arc::new(ManualClock::new(start));
+    let plan = r#"
+settings { quiesce_grace = 30s }
+plan "p" {
+  activity secure_backup {
+    devices = "QA*"
+    cert    = "backup-cert"
+    quiesce = 60s
+  }
+}"#;
+    let (report, journal) = w
+        .run_full(plan, "p", RunOptions::default(), clock.clone(), None)
+        .await;
+    let records = journal.records(report.run);
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed, "{report:#?}");
+    assert!(report.tasks[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not quiesced within 90s"));
+    // QA1: the unquiesce was issued, the device is normal again.
+    assert!(w.state("QA1").ops.get("UnquiesceDP").copied().unwrap_or(0) >= 1);
+    assert_eq!(w.state("QA1").device_quiesce_state, "");
+    assert_eq!(
+        attempts(&records, 1, "unquiesce"),
+        [(1, StepOutcome::Succeeded)]
+    );
+    // QA2 never unquiesces either: the unquiesce step gives up after timeout + grace.
+    assert_eq!(report.tasks[1].status, TaskStatus::Failed);
+    assert_eq!(
+        attempts(&records, 2, "unquiesce"),
+        [(1, StepOutcome::Failed)]
+    );
+    // QA2 waited 90s for its quiesce, then 90s for its unquiesce, on the manual clock
+    // (polling every second of it), not in real time.
+    use dpplan::engine::clock::Clock;
+    assert!(clock.now() - start >= chrono::Duration::seconds(180));
+    assert!(clock.sleeps().iter().all(|d| *d == Duration::from_secs(1)));
+}
+
+pub fn chmod_x(p: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
