@@ -129,7 +129,11 @@ impl World {
         if let Some(o) = observer {
             engine = engine.observe(o);
         }
-        let report = engine.run(&text).await.unwrap();
+        // A hang is a failure, not a CI timeout.
+        let report = tokio::time::timeout(Duration::from_secs(120), engine.run(&text))
+            .await
+            .expect("the run finished within 120 s")
+            .unwrap();
         (report, journal)
     }
 

@@ -10,6 +10,7 @@ mod cli;
 mod docs;
 mod engine;
 mod examples;
+mod flows;
 mod fuzz;
 mod language;
 mod policies;

@@ -586,6 +586,18 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(
         ctx.program.settings.max_parallel.max(1) as usize,
     ));
+    // Lockstep barriers finish when everything before them has.
+    let mut barriers = tokio::task::JoinSet::new();
+    for n in ctx.graph.dag.node_weights() {
+        if let compile::NodeKind::Barrier(_) = n.kind {
+            let ctx = ctx.clone();
+            let id = n.id.clone();
+            barriers.spawn(async move {
+                ctx.wait_preds(&id).await;
+                ctx.finish(&id);
+            });
+        }
+    }
     let mut set = tokio::task::JoinSet::new();
     for i in 0..ctx.tasks.len() {
         if ctx.tasks[i].skipped.is_some() {
@@ -605,6 +617,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
             Err(e) => store_error = Some(StoreError::Db(format!("a task runner failed: {e}"))),
         }
     }
+    barriers.abort_all();
     if let Some(e) = store_error {
         return Err(EngineError::Store(e));
     }
