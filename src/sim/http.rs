@@ -3,7 +3,8 @@
 //! delay, HTTP 500, connection reset (RST), a body cut half way, corrupt base64. Payloads are
 //! generated and base64-encoded chunk by chunk while they are sent, never held whole.
 
-use super::device::{parse_request, Answer, Device, Reply, Source};
+use super::device::Device;
+use super::reply::{parse_request, Answer, Reply, Source};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

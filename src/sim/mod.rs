@@ -7,12 +7,14 @@
 //! - [`fleet`]: the fleet file.
 //! - [`device`]: one device's state and answers.
 //! - [`content`]: deterministic file and export content.
+//! - [`reply`]: requests as parsed and responses as devices format them.
 //! - [`http`]: the HTTP(S) server and transport faults.
 
 pub mod content;
 pub mod device;
 pub mod fleet;
 pub mod http;
+pub mod reply;
 
 pub use device::{DomainView, SimState};
 pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};
