@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions panic on purpose when a test's setup fails.
 #![allow(clippy::unwrap_used)]
 
+mod cli_sim;
 mod sim_client;
 mod soma_fixtures;
 mod support;
