@@ -50,8 +50,9 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Settings with the defaults: HTTPS verified against the system's built-in roots, 10 s to
-    /// connect, 60 s per request, 120 s per read during downloads, 32 MiB per plain response.
+    /// Settings with the defaults: HTTPS verified against the built-in (Mozilla) roots plus
+    /// `tls_ca` when set, 10 s to connect, 60 s per request, 120 s per read during downloads,
+    /// 32 MiB per response without payload. No proxy is ever used.
     pub fn new(
         device: impl Into<String>,
         host: impl Into<String>,
@@ -220,7 +221,8 @@ pub trait Appliance: Send + Sync {
     async fn certificate_exists(&self, name: &str) -> Result<bool, ApplianceError>;
 
     /// Requests a quiesce (`QuiesceDP` or `DomainQuiesce`) with this timeout (the appliance
-    /// requires at least 60 s). `Ok` means accepted; poll [`Appliance::quiesce_state`].
+    /// requires at least 60 s: shorter values are sent as 60). `Ok` means accepted; poll
+    /// [`Appliance::quiesce_state`].
     async fn quiesce(
         &self,
         target: &QuiesceTarget,
