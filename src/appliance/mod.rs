@@ -439,23 +439,31 @@ impl ApplianceError {
 
 /// A failure found while reading a response, before it is attributed to a device and an
 /// operation (see [`ProtocolError::at`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// Authentication failure (text as sent).
+    #[error("{0}")]
     Auth(String),
     /// SOAP Fault: code and string.
+    #[error("SOAP fault {code}: {text}")]
     Fault { code: String, text: String },
     /// `dp:result` error text.
+    #[error("{0}")]
     Result(String),
     /// Invalid base64 in `dp:file`.
+    #[error("invalid base64 payload: {0}")]
     InvalidBase64(String),
     /// The document ended early.
+    #[error("truncated response: {0}")]
     Truncated(String),
     /// Not the expected document.
+    #[error("unexpected response: {0}")]
     Malformed(String),
     /// Over the size cap.
+    #[error("{0}")]
     TooLarge(String),
     /// Local file error.
+    #[error("{0}")]
     Io(String),
 }
 

@@ -610,3 +610,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/soma")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Damaged responses (bytes overwritten, cut short) never panic the decoder or the
+        /// parser: they come back as typed errors, and no file is left on failure.
+        #[test]
+        fn damaged_responses_are_errors_not_panics(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            chunk in 1usize..300,
+        ) {
+            let name = ["export.soap", "get_file_gatewayscript_example_context.xml",
+                "domain_status_list.xml", "ExecConfig_error.xml"][which];
+            let mut bytes = fixture(name);
+            for (at, b) in &edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out");
+            if decode_document(&bytes, &dest, chunk, false).is_err() {
+                prop_assert!(!dest.exists());
+            }
+            let _ = crate::appliance::parse::document(&bytes);
+        }
+    }
+}
