@@ -188,7 +188,7 @@ impl PayloadSink {
                     if b == b'=' {
                         // Padding ends the data; decode what is complete so a later '=' or
                         // character is caught by the decoder or the check above.
-                        self.padded |= self.pending.len().is_multiple_of(4);
+                        self.padded |= self.pending.len() % 4 == 0;
                     }
                 }
                 SPACE => self.inline_space = self.line_has_b64,

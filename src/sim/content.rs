@@ -45,7 +45,7 @@ fn word(key: u64, j: u64) -> u64 {
 pub fn fill(key: u64, offset: u64, buf: &mut [u8]) {
     let mut i = 0usize;
     // Leading bytes up to a word boundary.
-    while i < buf.len() && !(offset + i as u64).is_multiple_of(8) {
+    while i < buf.len() && (offset + i as u64) % 8 != 0 {
         let pos = offset + i as u64;
         buf[i] = word(key, pos / 8).to_le_bytes()[(pos % 8) as usize];
         i += 1;
