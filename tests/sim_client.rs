@@ -10,6 +10,7 @@ use dpplan::sim::{self, content, Fleet, RunningFleet, SimState};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -183,7 +184,9 @@ fn manifest_checksum(manifest: &str, file: &str) -> String {
 async fn secure_backup_sequence_downloads_the_deterministic_content() {
     use sha1::Digest as _;
     let fleet = start(QA1).await;
-    let qa1 = client(&fleet, "QA1");
+    // As the engine holds it.
+    let qa1: Arc<dyn Appliance> = Arc::new(client(&fleet, "QA1"));
+    assert_eq!(qa1.device(), "QA1");
     let dir = "temporary:///dpplan-7-3/";
     qa1.secure_backup("backup-cert", dir).await.unwrap();
     let mut files = Vec::new();

@@ -107,7 +107,7 @@ impl PayloadSink {
         match self.phase {
             Phase::Head { next_scan } => {
                 self.head.extend_from_slice(chunk);
-                if self.head.len() < next_scan || self.try_start()? {
+                if self.head.len() < next_scan.min(self.head_cap) || self.try_start()? {
                     return Ok(());
                 }
                 if self.head.len() > self.head_cap {
