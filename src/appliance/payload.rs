@@ -53,8 +53,9 @@ enum Phase {
 }
 
 /// The decoder's state for one response. Feed chunks with [`PayloadSink::push`], then call
-/// [`PayloadSink::finish`]. On error the partial file is left for the caller to remove
-/// ([`remove_partial`]).
+/// [`PayloadSink::finish`]. The sink writes into a file the caller created; on error the
+/// caller removes it (the sink never touches the path: after a cancelled download the path
+/// may already belong to the next attempt).
 pub struct PayloadSink {
     dest: PathBuf,
     head_cap: usize,
@@ -63,7 +64,7 @@ pub struct PayloadSink {
     tail: Vec<u8>,
     /// Whether the `file` element was empty (`<dp:file/>`): the tail has no `</file>`.
     self_closed: bool,
-    out: Option<BufWriter<File>>,
+    out: BufWriter<File>,
     hasher: Sha256,
     size: u64,
     /// Base64 characters not yet decoded (fewer than four after each push).
@@ -80,9 +81,10 @@ pub struct PayloadSink {
 }
 
 impl PayloadSink {
-    /// A sink writing to `dest` (created when the payload starts); `head_cap` bounds the bytes
-    /// kept before the payload (the whole document when it carries none).
-    pub fn new(dest: &Path, head_cap: usize) -> Self {
+    /// A sink writing the payload into `file` (empty, just created at `dest`, which is named
+    /// in error messages only); `head_cap` bounds the bytes kept before the payload (the whole
+    /// document when it carries none).
+    pub fn new(file: File, dest: &Path, head_cap: usize) -> Self {
         PayloadSink {
             dest: dest.to_path_buf(),
             head_cap,
@@ -90,7 +92,7 @@ impl PayloadSink {
             head: Vec::new(),
             tail: Vec::new(),
             self_closed: false,
-            out: None,
+            out: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
             size: 0,
             pending: Vec::with_capacity(64 * 1024),
@@ -136,7 +138,6 @@ impl PayloadSink {
         let rest = self.head.split_off(content_at);
         self.head = Vec::new();
         self.self_closed = self_closed;
-        self.start_payload()?;
         if self_closed {
             self.phase = Phase::Tail;
             self.push_tail(&rest)?;
@@ -145,12 +146,6 @@ impl PayloadSink {
             self.push_payload(&rest)?;
         }
         Ok(true)
-    }
-
-    fn start_payload(&mut self) -> Result<(), ProtocolError> {
-        let file = File::create(&self.dest).map_err(|e| io_error(&self.dest, &e))?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, file));
-        Ok(())
     }
 
     fn push_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
@@ -259,9 +254,9 @@ impl PayloadSink {
         let bytes = &self.decoded[..n];
         self.hasher.update(bytes);
         self.size += n as u64;
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(bytes).map_err(|e| io_error(&self.dest, &e))?;
-        }
+        self.out
+            .write_all(bytes)
+            .map_err(|e| io_error(&self.dest, &e))?;
         Ok(())
     }
 
@@ -302,11 +297,8 @@ impl PayloadSink {
                             .into(),
                     ));
                 }
-                let out = self
+                let file = self
                     .out
-                    .take()
-                    .ok_or_else(|| ProtocolError::Malformed("payload without file".into()))?;
-                let file = out
                     .into_inner()
                     .map_err(|e| io_error(&self.dest, e.error()))?;
                 file.sync_all().map_err(|e| io_error(&self.dest, &e))?;
@@ -418,7 +410,8 @@ pub fn decode_document(
     chunk: usize,
     empty_is_error: bool,
 ) -> Result<Downloaded, ProtocolError> {
-    let mut sink = PayloadSink::new(dest, 32 * 1024 * 1024);
+    let file = File::create(dest).map_err(|e| io_error(dest, &e))?;
+    let mut sink = PayloadSink::new(file, dest, 32 * 1024 * 1024);
     let result = xml
         .chunks(chunk.max(1))
         .try_for_each(|c| sink.push(c))
@@ -583,7 +576,8 @@ mod tests {
             "<x>y</x>".repeat(10_000)
         );
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = PayloadSink::new(&dir.path().join("o"), 1000);
+        let dest = dir.path().join("o");
+        let mut sink = PayloadSink::new(File::create(&dest).unwrap(), &dest, 1000);
         let e = big
             .as_bytes()
             .chunks(512)
