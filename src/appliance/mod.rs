@@ -248,15 +248,18 @@ pub trait Appliance: Send + Sync {
     /// The files directly in appliance directory `dir`; empty when it does not exist.
     async fn list_directory(&self, dir: &str) -> Result<Vec<RemoteFile>, ApplianceError>;
 
-    /// Downloads appliance file `path` (`get-file`) into the local file `dest` (created or
-    /// truncated; removed again on any error).
+    /// Downloads appliance file `path` (`get-file`) into the local file `dest`: created or
+    /// truncated at once, written, fsynced, not renamed. On any error, and when the future is
+    /// dropped before it completes, `dest` is removed again. Memory stays bounded whatever
+    /// the size.
     async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
 
     /// Removes appliance directory `dir` and its content (`RemoveDir`).
     async fn remove_directory(&self, dir: &str) -> Result<(), ApplianceError>;
 
-    /// Exports `domain` as a ZIP (`do-export`): the saved configuration when `persisted`, the
-    /// running one otherwise. `comment` becomes the export's user comment.
+    /// Exports `domain` as a ZIP (`do-export`) into `dest`, as [`Appliance::download`] does:
+    /// the saved configuration when `persisted`, the running one otherwise. `comment` becomes
+    /// the export's user comment. An empty `dp:file` (no temporary: space) is an error.
     async fn export_domain(
         &self,
         domain: &str,
