@@ -8,6 +8,25 @@
 //! - [`parse`]: response parsing by local name, tolerant of the quirks of real devices.
 //! - [`payload`]: the streaming `dp:file` decoder (base64 to a file, SHA-256 on the way).
 //! - [`client`]: [`SomaClient`], the reqwest implementation of [`Appliance`].
+//!
+//! The sequences the stdlib steps map to (SOMA.md), each call one request unless noted:
+//!
+//! ```text
+//! validate       probe; firmware; domains (QuiesceState, SaveNeeded);
+//!                secure backup: free_temporary >= appliance_min_free, certificate_exists(cert)
+//! quiesce        quiesce(target, timeout); poll quiesce_state(target) until Quiesced
+//!                (past timeout + grace: unquiesce(target) and fail)
+//! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
+//!                poll list_directory(dir) until it lists backupmanifest.xml;
+//!                download(file.path, tmp) for each listed file; remove_directory(dir)
+//! export         export_domain(domain, true, comment, tmp);
+//!                when SaveNeeded: export_domain(domain, false, comment, tmp2)
+//!                all domains: export_all(comment, tmp)
+//! unquiesce      unquiesce(target); poll quiesce_state(target) until Normal
+//! ```
+//!
+//! Retry decisions belong to the caller: [`ApplianceError::is_transient`] says which
+//! failures may succeed when repeated.
 
 pub mod client;
 pub mod parse;
