@@ -66,7 +66,7 @@ pub fn parse_request(body: &[u8]) -> Result<SomaRequest, String> {
 /// Where payload bytes come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// [`content`]'s function: generated while streaming.
+    /// The [`super::content`] function: generated while streaming.
     Content { key: u64, size: u64 },
     /// Bytes held in memory (manifests, exports).
     Bytes(bytes::Bytes),
