@@ -372,13 +372,15 @@ impl Device {
     }
 
     fn free_temporary(&self, state: &State) -> u64 {
-        let used: u64 = state
+        let used = state
             .files
             .iter()
             .filter(|(name, _)| name.starts_with("temporary:"))
-            .map(|(_, f)| f.source.size())
-            .sum();
-        (self.spec.free_temporary_mb << 20).saturating_sub(used)
+            .fold(0u64, |sum, (_, f)| sum.saturating_add(f.source.size()));
+        self.spec
+            .free_temporary_mb
+            .saturating_mul(1 << 20)
+            .saturating_sub(used)
     }
 
     fn get_filestore(&self, state: &State, location: &str) -> Reply {
@@ -580,7 +582,9 @@ impl Device {
         let destination = normalise(action.child_text("destination"));
         let size = spec.backup_file_size;
         let archives = &SECURE_BACKUP_FILES[1..];
-        let needed = size.saturating_mul(archives.len() as u64) + 4096;
+        let needed = size
+            .saturating_mul(archives.len() as u64)
+            .saturating_add(4096);
         if !spec.secure_backup_mode
             || !spec.certs.iter().any(|c| c == cert)
             || !destination.starts_with("temporary:/")

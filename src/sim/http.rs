@@ -65,8 +65,8 @@ impl SimBody {
     }
 
     fn payload(prefix: String, source: Source, suffix: String, corrupt: bool) -> Self {
-        let encoded = source.size().div_ceil(3) * 4;
-        let total = prefix.len() as u64 + encoded + suffix.len() as u64;
+        let encoded = source.size().div_ceil(3).saturating_mul(4);
+        let total = encoded.saturating_add((prefix.len() + suffix.len()) as u64);
         let parts = VecDeque::from([
             Part::Bytes(Bytes::from(prefix)),
             Part::Base64 {
