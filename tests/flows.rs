@@ -60,8 +60,10 @@ plan "p" {
   }
 }"#;
     let observer: Arc<dyn Observer> = Arc::new(CloseWindowAfterFirst(clock.clone()));
-    let mut options = RunOptions::default();
-    options.poll_interval = Duration::from_millis(20);
+    let options = RunOptions {
+        poll_interval: Duration::from_millis(20),
+        ..RunOptions::default()
+    };
     let (report, _) = w.run_full(plan, "p", options, clock, Some(observer)).await;
     let st: Vec<TaskStatus> = report.tasks.iter().map(|t| t.status).collect();
     assert_eq!(

@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod cli_sim;
 mod docs;
 mod engine;
 mod examples;

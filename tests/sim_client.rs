@@ -10,6 +10,7 @@ use dpplan::sim::{self, content, Fleet, RunningFleet, SimState};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -183,7 +184,9 @@ fn manifest_checksum(manifest: &str, file: &str) -> String {
 async fn secure_backup_sequence_downloads_the_deterministic_content() {
     use sha1::Digest as _;
     let fleet = start(QA1).await;
-    let qa1 = client(&fleet, "QA1");
+    // As the engine holds it.
+    let qa1: Arc<dyn Appliance> = Arc::new(client(&fleet, "QA1"));
+    assert_eq!(qa1.device(), "QA1");
     let dir = "temporary:///dpplan-7-3/";
     qa1.secure_backup("backup-cert", dir).await.unwrap();
     let mut files = Vec::new();
@@ -658,4 +661,49 @@ fn inventory_matches_the_fleet() {
         assert!(text.contains("tls      = false"));
         fleet.shutdown().await;
     });
+}
+
+#[tokio::test]
+async fn a_cancelled_download_leaves_no_file() {
+    let fleet = start(
+        "[[device]]\nname = \"C\"\nbackup_file_size = \"256MiB\"\n\
+         [[device.fault]]\nop = \"get-file\"\nkind = \"delay\"\ndelay = \"2s\"\n",
+    )
+    .await;
+    let c = Arc::new(client(&fleet, "C"));
+    c.secure_backup("backup-cert", "temporary:///c/")
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let dest = local.path().join("root.tgz");
+    // Cancelled while waiting for the answer (the first get-file is delayed).
+    let waited = tokio::time::timeout(
+        Duration::from_millis(100),
+        c.download("temporary:///c/root.tgz", &dest),
+    )
+    .await;
+    assert!(waited.is_err());
+    assert!(!dest.exists());
+    // Cancelled while the payload streams.
+    let task = {
+        let (c, dest) = (Arc::clone(&c), dest.clone());
+        tokio::spawn(async move { c.download("temporary:///c/root.tgz", &dest).await })
+    };
+    for _ in 0..500 {
+        if std::fs::metadata(&dest)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        std::fs::metadata(&dest).unwrap().len() > 0,
+        "the download started"
+    );
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(!dest.exists());
+    fleet.shutdown().await;
 }

@@ -142,7 +142,9 @@ impl SomaClient {
         parse::document(&buf).map_err(|e| self.protocol(op, e))
     }
 
-    /// One request whose answer is a `dp:file`, streamed into `dest`.
+    /// One request whose answer is a `dp:file`, streamed into `dest`. `dest` is created at
+    /// once and removed again on any error, and also when this future is dropped before it
+    /// completes (a cancelled or timed-out download leaves no file behind).
     async fn fetch(
         &self,
         op: &str,
@@ -150,10 +152,17 @@ impl SomaClient {
         dest: &Path,
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
-        let result = self.fetch_inner(op, body, dest, empty_is_error).await;
-        if result.is_err() {
-            remove_partial(dest);
-        }
+        let file = std::fs::File::create(dest).map_err(|e| ApplianceError::Io {
+            device: self.config.device.clone(),
+            op: op.to_string(),
+            text: format!("{}: {e}", dest.display()),
+        })?;
+        let mut guard = RemoveOnDrop {
+            path: dest,
+            armed: true,
+        };
+        let result = self.fetch_inner(op, body, file, dest, empty_is_error).await;
+        guard.armed = result.is_err();
         result
     }
 
@@ -161,6 +170,7 @@ impl SomaClient {
         &self,
         op: &str,
         body: String,
+        file: std::fs::File,
         dest: &Path,
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
@@ -169,7 +179,9 @@ impl SomaClient {
         let head_cap = usize::try_from(self.config.max_response_bytes).unwrap_or(usize::MAX);
         let path = dest.to_path_buf();
         let worker = tokio::task::spawn_blocking(move || {
-            let mut sink = PayloadSink::new(&path, head_cap);
+            // The decoder never removes the path: once this download is dropped, the path
+            // may belong to the next attempt; the unlinked file's writes go nowhere.
+            let mut sink = PayloadSink::new(file, &path, head_cap);
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch {
                     sink.push(&chunk)?;
@@ -273,6 +285,20 @@ impl SomaClient {
             device: self.config.device.clone(),
             op: op.to_string(),
             text,
+        }
+    }
+}
+
+/// Removes a download's file when dropped armed: on error and on cancellation.
+struct RemoveOnDrop<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            remove_partial(self.path);
         }
     }
 }

@@ -8,6 +8,25 @@
 //! - [`parse`]: response parsing by local name, tolerant of the quirks of real devices.
 //! - [`payload`]: the streaming `dp:file` decoder (base64 to a file, SHA-256 on the way).
 //! - [`client`]: [`SomaClient`], the reqwest implementation of [`Appliance`].
+//!
+//! The sequences the stdlib steps map to (SOMA.md), each call one request unless noted:
+//!
+//! ```text
+//! validate       probe; firmware; domains (QuiesceState, SaveNeeded);
+//!                secure backup: free_temporary >= appliance_min_free, certificate_exists(cert)
+//! quiesce        quiesce(target, timeout); poll quiesce_state(target) until Quiesced
+//!                (past timeout + grace: unquiesce(target) and fail)
+//! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
+//!                poll list_directory(dir) until it lists backupmanifest.xml;
+//!                download(file.path, tmp) for each listed file; remove_directory(dir)
+//! export         export_domain(domain, true, comment, tmp);
+//!                when SaveNeeded: export_domain(domain, false, comment, tmp2)
+//!                all domains: export_all(comment, tmp)
+//! unquiesce      unquiesce(target); poll quiesce_state(target) until Normal
+//! ```
+//!
+//! Retry decisions belong to the caller: [`ApplianceError::is_transient`] says which
+//! failures may succeed when repeated.
 
 pub mod client;
 pub mod parse;
@@ -50,8 +69,9 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Settings with the defaults: HTTPS verified against the system's built-in roots, 10 s to
-    /// connect, 60 s per request, 120 s per read during downloads, 32 MiB per plain response.
+    /// Settings with the defaults: HTTPS verified against the built-in (Mozilla) roots plus
+    /// `tls_ca` when set, 10 s to connect, 60 s per request, 120 s per read during downloads,
+    /// 32 MiB per response without payload. No proxy is ever used.
     pub fn new(
         device: impl Into<String>,
         host: impl Into<String>,
@@ -220,7 +240,8 @@ pub trait Appliance: Send + Sync {
     async fn certificate_exists(&self, name: &str) -> Result<bool, ApplianceError>;
 
     /// Requests a quiesce (`QuiesceDP` or `DomainQuiesce`) with this timeout (the appliance
-    /// requires at least 60 s). `Ok` means accepted; poll [`Appliance::quiesce_state`].
+    /// requires at least 60 s: shorter values are sent as 60). `Ok` means accepted; poll
+    /// [`Appliance::quiesce_state`].
     async fn quiesce(
         &self,
         target: &QuiesceTarget,
@@ -246,15 +267,18 @@ pub trait Appliance: Send + Sync {
     /// The files directly in appliance directory `dir`; empty when it does not exist.
     async fn list_directory(&self, dir: &str) -> Result<Vec<RemoteFile>, ApplianceError>;
 
-    /// Downloads appliance file `path` (`get-file`) into the local file `dest` (created or
-    /// truncated; removed again on any error).
+    /// Downloads appliance file `path` (`get-file`) into the local file `dest`: created or
+    /// truncated at once, written, fsynced, not renamed. On any error, and when the future is
+    /// dropped before it completes, `dest` is removed again. Memory stays bounded whatever
+    /// the size.
     async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
 
     /// Removes appliance directory `dir` and its content (`RemoveDir`).
     async fn remove_directory(&self, dir: &str) -> Result<(), ApplianceError>;
 
-    /// Exports `domain` as a ZIP (`do-export`): the saved configuration when `persisted`, the
-    /// running one otherwise. `comment` becomes the export's user comment.
+    /// Exports `domain` as a ZIP (`do-export`) into `dest`, as [`Appliance::download`] does:
+    /// the saved configuration when `persisted`, the running one otherwise. `comment` becomes
+    /// the export's user comment. An empty `dp:file` (no temporary: space) is an error.
     async fn export_domain(
         &self,
         domain: &str,
@@ -437,23 +461,31 @@ impl ApplianceError {
 
 /// A failure found while reading a response, before it is attributed to a device and an
 /// operation (see [`ProtocolError::at`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// Authentication failure (text as sent).
+    #[error("{0}")]
     Auth(String),
     /// SOAP Fault: code and string.
+    #[error("SOAP fault {code}: {text}")]
     Fault { code: String, text: String },
     /// `dp:result` error text.
+    #[error("{0}")]
     Result(String),
     /// Invalid base64 in `dp:file`.
+    #[error("invalid base64 payload: {0}")]
     InvalidBase64(String),
     /// The document ended early.
+    #[error("truncated response: {0}")]
     Truncated(String),
     /// Not the expected document.
+    #[error("unexpected response: {0}")]
     Malformed(String),
     /// Over the size cap.
+    #[error("{0}")]
     TooLarge(String),
     /// Local file error.
+    #[error("{0}")]
     Io(String),
 }
 

@@ -53,8 +53,9 @@ enum Phase {
 }
 
 /// The decoder's state for one response. Feed chunks with [`PayloadSink::push`], then call
-/// [`PayloadSink::finish`]. On error the partial file is left for the caller to remove
-/// ([`remove_partial`]).
+/// [`PayloadSink::finish`]. The sink writes into a file the caller created; on error the
+/// caller removes it (the sink never touches the path: after a cancelled download the path
+/// may already belong to the next attempt).
 pub struct PayloadSink {
     dest: PathBuf,
     head_cap: usize,
@@ -63,7 +64,7 @@ pub struct PayloadSink {
     tail: Vec<u8>,
     /// Whether the `file` element was empty (`<dp:file/>`): the tail has no `</file>`.
     self_closed: bool,
-    out: Option<BufWriter<File>>,
+    out: BufWriter<File>,
     hasher: Sha256,
     size: u64,
     /// Base64 characters not yet decoded (fewer than four after each push).
@@ -80,9 +81,10 @@ pub struct PayloadSink {
 }
 
 impl PayloadSink {
-    /// A sink writing to `dest` (created when the payload starts); `head_cap` bounds the bytes
-    /// kept before the payload (the whole document when it carries none).
-    pub fn new(dest: &Path, head_cap: usize) -> Self {
+    /// A sink writing the payload into `file` (empty, just created at `dest`, which is named
+    /// in error messages only); `head_cap` bounds the bytes kept before the payload (the whole
+    /// document when it carries none).
+    pub fn new(file: File, dest: &Path, head_cap: usize) -> Self {
         PayloadSink {
             dest: dest.to_path_buf(),
             head_cap,
@@ -90,7 +92,7 @@ impl PayloadSink {
             head: Vec::new(),
             tail: Vec::new(),
             self_closed: false,
-            out: None,
+            out: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
             size: 0,
             pending: Vec::with_capacity(64 * 1024),
@@ -107,7 +109,7 @@ impl PayloadSink {
         match self.phase {
             Phase::Head { next_scan } => {
                 self.head.extend_from_slice(chunk);
-                if self.head.len() < next_scan || self.try_start()? {
+                if self.head.len() < next_scan.min(self.head_cap) || self.try_start()? {
                     return Ok(());
                 }
                 if self.head.len() > self.head_cap {
@@ -136,7 +138,6 @@ impl PayloadSink {
         let rest = self.head.split_off(content_at);
         self.head = Vec::new();
         self.self_closed = self_closed;
-        self.start_payload()?;
         if self_closed {
             self.phase = Phase::Tail;
             self.push_tail(&rest)?;
@@ -145,12 +146,6 @@ impl PayloadSink {
             self.push_payload(&rest)?;
         }
         Ok(true)
-    }
-
-    fn start_payload(&mut self) -> Result<(), ProtocolError> {
-        let file = File::create(&self.dest).map_err(|e| io_error(&self.dest, &e))?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, file));
-        Ok(())
     }
 
     fn push_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
@@ -259,9 +254,9 @@ impl PayloadSink {
         let bytes = &self.decoded[..n];
         self.hasher.update(bytes);
         self.size += n as u64;
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(bytes).map_err(|e| io_error(&self.dest, &e))?;
-        }
+        self.out
+            .write_all(bytes)
+            .map_err(|e| io_error(&self.dest, &e))?;
         Ok(())
     }
 
@@ -302,11 +297,8 @@ impl PayloadSink {
                             .into(),
                     ));
                 }
-                let out = self
+                let file = self
                     .out
-                    .take()
-                    .ok_or_else(|| ProtocolError::Malformed("payload without file".into()))?;
-                let file = out
                     .into_inner()
                     .map_err(|e| io_error(&self.dest, e.error()))?;
                 file.sync_all().map_err(|e| io_error(&self.dest, &e))?;
@@ -418,7 +410,8 @@ pub fn decode_document(
     chunk: usize,
     empty_is_error: bool,
 ) -> Result<Downloaded, ProtocolError> {
-    let mut sink = PayloadSink::new(dest, 32 * 1024 * 1024);
+    let file = File::create(dest).map_err(|e| io_error(dest, &e))?;
+    let mut sink = PayloadSink::new(file, dest, 32 * 1024 * 1024);
     let result = xml
         .chunks(chunk.max(1))
         .try_for_each(|c| sink.push(c))
@@ -427,4 +420,228 @@ pub fn decode_document(
         remove_partial(dest);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    const HEAD: &str = "<env:Envelope xmlns:env=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+        <env:Body><dp:response xmlns:dp=\"http://www.datapower.com/schemas/management\">\
+        <dp:timestamp>2020-02-10T05:03:35-05:00</dp:timestamp>";
+    const TAIL: &str = "</dp:response></env:Body></env:Envelope>";
+
+    fn file_doc(content: &str) -> String {
+        format!("{HEAD}<dp:file name=\"x\">{content}</dp:file>{TAIL}")
+    }
+
+    fn decode(doc: &str, chunk: usize) -> Result<Vec<u8>, ProtocolError> {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let got = decode_document(doc.as_bytes(), &dest, chunk, false);
+        match got {
+            Ok(d) => {
+                let bytes = std::fs::read(&dest).unwrap();
+                assert_eq!(d.size, bytes.len() as u64);
+                assert_eq!(d.sha256, hex::encode(Sha256::digest(&bytes)));
+                Ok(bytes)
+            }
+            Err(e) => {
+                assert!(!dest.exists(), "a failed decode leaves no file");
+                Err(e)
+            }
+        }
+    }
+
+    fn is_invalid(r: Result<Vec<u8>, ProtocolError>) -> bool {
+        matches!(r, Err(ProtocolError::InvalidBase64(_)))
+    }
+
+    #[test]
+    fn wrapped_and_indented_lines_decode() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for (sep, lead, trail) in [
+            ("\n", "", ""),
+            ("\r\n", "\n   ", "\n  "),
+            ("\n      ", "\n      ", "\n   "),
+        ] {
+            let doc = file_doc(&format!("{lead}{}{trail}", lines.join(sep)));
+            for chunk in [1, 5, 77, 4096] {
+                assert_eq!(decode(&doc, chunk).unwrap(), data);
+            }
+        }
+    }
+
+    #[test]
+    fn padding_rules() {
+        assert_eq!(decode(&file_doc("QQ=="), 1).unwrap(), b"A");
+        assert_eq!(decode(&file_doc("QUI="), 2).unwrap(), b"AB");
+        assert_eq!(decode(&file_doc("QQ"), 1).unwrap(), b"A", "unpadded tail");
+        assert_eq!(decode(&file_doc("QUI"), 1).unwrap(), b"AB");
+        assert!(
+            is_invalid(decode(&file_doc("QUJDR"), 3)),
+            "one character left over"
+        );
+        for chunk in [1, 2, 4, 100] {
+            assert!(
+                is_invalid(decode(&file_doc("QQ==QQ=="), chunk)),
+                "data after padding"
+            );
+            assert!(is_invalid(decode(&file_doc("QQ==\nQQ=="), chunk)));
+        }
+        assert!(
+            is_invalid(decode(&file_doc("QU I="), 1)),
+            "space inside a line"
+        );
+        assert!(is_invalid(decode(&file_doc("QU*="), 1)));
+        assert!(
+            is_invalid(decode(&file_doc("QUI=&#13;"), 1)),
+            "references are not base64"
+        );
+    }
+
+    #[test]
+    fn empty_payloads() {
+        for doc in [
+            file_doc(""),
+            format!("{HEAD}<dp:file/>{TAIL}"),
+            file_doc("\n  "),
+        ] {
+            assert_eq!(decode(&doc, 3).unwrap(), b"");
+            let dir = tempfile::tempdir().unwrap();
+            let e = decode_document(doc.as_bytes(), &dir.path().join("o"), 3, true).unwrap_err();
+            assert!(matches!(e, ProtocolError::Result(_)), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn answers_without_payload_are_their_errors() {
+        let result = format!("{HEAD}<dp:result>Cannot read the specified file</dp:result>{TAIL}");
+        assert_eq!(
+            decode(&result, 7),
+            Err(ProtocolError::Result(
+                "Cannot read the specified file".into()
+            ))
+        );
+        let fault = "<env:Envelope xmlns:env=\"http://schemas.xmlsoap.org/soap/envelope/\"><env:Body>\
+            <env:Fault><faultcode>env:Client</faultcode><faultstring>Internal Error (from client)</faultstring>\
+            </env:Fault></env:Body></env:Envelope>";
+        assert_eq!(
+            decode(fault, 7),
+            Err(ProtocolError::Fault {
+                code: "env:Client".into(),
+                text: "Internal Error (from client)".into()
+            })
+        );
+        let ok = format!("{HEAD}<dp:result>OK</dp:result>{TAIL}");
+        assert!(matches!(decode(&ok, 7), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn truncation_anywhere_is_truncated() {
+        let doc = file_doc("QUJDREVGR0g=");
+        for cut in [
+            0,
+            10,
+            HEAD.len() + 5,
+            HEAD.len() + 20,
+            doc.len() - 30,
+            doc.len() - 1,
+        ] {
+            let e = decode(&doc[..cut], 4).unwrap_err();
+            assert!(
+                matches!(e, ProtocolError::Truncated(_)),
+                "cut at {cut}: {e:?}"
+            );
+        }
+        let extra = format!("{HEAD}<dp:file>QQ==</dp:file><dp:more/>{TAIL}");
+        assert!(matches!(
+            decode(&extra, 4),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn head_is_capped() {
+        let big = format!(
+            "{HEAD}<dp:status>{}</dp:status>{TAIL}",
+            "<x>y</x>".repeat(10_000)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("o");
+        let mut sink = PayloadSink::new(File::create(&dest).unwrap(), &dest, 1000);
+        let e = big
+            .as_bytes()
+            .chunks(512)
+            .try_for_each(|c| sink.push(c))
+            .unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge(_)), "{e:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_bytes_any_wrapping_any_chunking(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            wrap in 0usize..100,
+            chunk in 1usize..700,
+        ) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+            let text = if wrap == 0 {
+                b64
+            } else {
+                b64.as_bytes().chunks(wrap).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
+            };
+            prop_assert_eq!(decode(&file_doc(&text), chunk).unwrap(), data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/soma")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Damaged responses (bytes overwritten, cut short) never panic the decoder or the
+        /// parser: they come back as typed errors, and no file is left on failure.
+        #[test]
+        fn damaged_responses_are_errors_not_panics(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            chunk in 1usize..300,
+        ) {
+            let name = ["export.soap", "get_file_gatewayscript_example_context.xml",
+                "domain_status_list.xml", "ExecConfig_error.xml"][which];
+            let mut bytes = fixture(name);
+            for (at, b) in &edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out");
+            if decode_document(&bytes, &dest, chunk, false).is_err() {
+                prop_assert!(!dest.exists());
+            }
+            let _ = crate::appliance::parse::document(&bytes);
+        }
+    }
 }

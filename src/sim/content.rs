@@ -85,10 +85,18 @@ pub fn expected_sha256(device: &str, file: &str, size: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The hex SHA-1 of the content (the checksum written into `backupmanifest.xml`).
+/// The hex SHA-1 of the content (the checksum written into `backupmanifest.xml`). Computed
+/// once per key and size in a process (secure backups repeat the same files).
 pub fn sha1_hex(device: &str, file: &str, size: u64) -> String {
     use sha1::Sha1;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<(u64, u64), String>>> = OnceLock::new();
     let k = key(device, file);
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&(k, size)).cloned()) {
+        return hit;
+    }
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
@@ -98,7 +106,11 @@ pub fn sha1_hex(device: &str, file: &str, size: u64) -> String {
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    hex::encode(hasher.finalize())
+    let hex = hex::encode(hasher.finalize());
+    if let Ok(mut c) = cache.lock() {
+        c.insert((k, size), hex.clone());
+    }
+    hex
 }
 
 /// What an export names.

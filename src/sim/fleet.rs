@@ -296,14 +296,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
+        let too_long = || format!("{text:?} is too long");
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
+            "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(too_long)?),
+            "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(too_long)?),
             _ => return Err(format!("{text:?} is not a duration such as 500ms, 2s, 1m")),
         };
-        total += part;
+        total = total.checked_add(part).ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -398,6 +399,18 @@ down = true
         assert!(e.to_string().contains("colour"), "{e}");
         let e = Fleet::parse("[[device]]\nname = \"A\"\nunsaved = [\"X\"]\n").unwrap_err();
         assert!(e.to_string().contains("unsaved"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_values_never_panic(text in "\\PC{0,40}", digits in "[0-9]{1,25}[a-zA-Z]{0,3}") {
+            let _ = parse_duration(&text);
+            let _ = parse_size(&text);
+            let _ = parse_duration(&digits);
+            let _ = parse_size(&digits);
+            let _ = Fleet::parse(&text);
+            let _ = Fleet::parse(&format!("[[device]]\nname = \"A\"\nquiesce_delay = \"{digits}\"\nbackup_file_size = \"{digits}\"\n"));
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! delay, HTTP 500, connection reset (RST), a body cut half way, corrupt base64. Payloads are
 //! generated and base64-encoded chunk by chunk while they are sent, never held whole.
 
-use super::device::{parse_request, Answer, Device, Reply, Source};
+use super::device::Device;
+use super::reply::{parse_request, Answer, Reply, Source};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -64,8 +65,8 @@ impl SimBody {
     }
 
     fn payload(prefix: String, source: Source, suffix: String, corrupt: bool) -> Self {
-        let encoded = source.size().div_ceil(3) * 4;
-        let total = prefix.len() as u64 + encoded + suffix.len() as u64;
+        let encoded = source.size().div_ceil(3).saturating_mul(4);
+        let total = encoded.saturating_add((prefix.len() + suffix.len()) as u64);
         let parts = VecDeque::from([
             Part::Bytes(Bytes::from(prefix)),
             Part::Base64 {

@@ -7,12 +7,14 @@
 //! - [`fleet`]: the fleet file.
 //! - [`device`]: one device's state and answers.
 //! - [`content`]: deterministic file and export content.
+//! - [`reply`]: requests as parsed and responses as devices format them.
 //! - [`http`]: the HTTP(S) server and transport faults.
 
 pub mod content;
 pub mod device;
 pub mod fleet;
 pub mod http;
+pub mod reply;
 
 pub use device::{DomainView, SimState};
 pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};
@@ -60,7 +62,18 @@ impl RunningDevice {
     /// The SOMA endpoint, e.g. `http://127.0.0.1:18101/service/mgmt/current`.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}/service/mgmt/current", self.addr)
+        format!("{scheme}://{}/service/mgmt/current", self.connect_addr())
+    }
+
+    /// The address to connect to: [`RunningDevice::addr`], with loopback in place of an
+    /// unspecified address (`--host 0.0.0.0`).
+    pub fn connect_addr(&self) -> SocketAddr {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SocketAddr::new(ip, self.addr.port())
     }
 
     /// The device's state, as `GET /sim/state` reports it (`None` when down).
@@ -132,7 +145,7 @@ impl RunningFleet {
         for d in &self.devices {
             let mut attrs = format!(
                 "host = {}  port = {}",
-                quote(&d.addr.ip().to_string()),
+                quote(&d.connect_addr().ip().to_string()),
                 d.addr.port()
             );
             if d.user != base_user {
