@@ -13,4 +13,5 @@ mod fuzz;
 mod language;
 mod sim_client;
 mod soma_fixtures;
+mod store;
 mod ui;

@@ -286,7 +286,9 @@ pub enum StoreError {
         path: String,
     },
     /// The file was written by a newer dpplan.
-    #[error("the state file {path} has schema version {found}; this dpplan reads up to {supported}")]
+    #[error(
+        "the state file {path} has schema version {found}; this dpplan reads up to {supported}"
+    )]
     Version {
         /// The state file.
         path: String,
@@ -426,3 +428,11 @@ pub trait History {
     /// The newest run whose status is not final, if any.
     fn latest_unfinished(&self) -> Result<Option<RunId>, StoreError>;
 }
+
+mod fold;
+mod redb;
+mod schema;
+mod writer;
+
+pub use self::redb::RedbStore;
+pub use self::schema::SCHEMA_VERSION;

@@ -1,0 +1,178 @@
+//! Benchmark: the journal's durable step throughput, with group commit and without.
+//!
+//! 256 concurrent tokio tasks share 10,000 tasks x 6 steps; each step appends its intent and
+//! its result, durable (fsynced) when the append returns. Two shapes: one append holding the
+//! pair (60,000 appends), and the engine's real shape, an append for the intent and another
+//! for the result (120,000 appends). Each is run with group commit and with one commit per
+//! append. The state file lives under the target directory (a real disk, real fsyncs).
+//!
+//! Run: `cargo bench --bench journal` (`-- --tasks N --steps S --inflight W` for other sizes).
+//! Figures go in docs/performance.md.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dpplan::store::{Journal, NewRun, Record, RedbStore, StepOutcome, TaskRecord, TaskStatus};
+
+struct Args {
+    tasks: u32,
+    steps: u32,
+    inflight: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        tasks: 10_000,
+        steps: 6,
+        inflight: 256,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let value = argv.get(i + 1).and_then(|v| v.parse().ok());
+        match (argv[i].as_str(), value) {
+            ("--tasks", Some(v)) => a.tasks = v,
+            ("--steps", Some(v)) => a.steps = v,
+            ("--inflight", Some(v)) => a.inflight = v,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+const STEPS: [&str; 6] = [
+    "validate",
+    "pre_script",
+    "quiesce",
+    "backup",
+    "unquiesce",
+    "post_script",
+];
+
+struct Outcome {
+    elapsed: Duration,
+    commits: u64,
+    appends: u64,
+}
+
+async fn run(a: &Args, group: bool, split: bool) -> Outcome {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    store.set_group_commit(group);
+    let tasks = (1..=a.tasks)
+        .map(|id| TaskRecord {
+            id,
+            activity: 1,
+            action: "SECURE_BACKUP".into(),
+            device: format!("GW{id:05}"),
+            domain: "all-domains".into(),
+            status: TaskStatus::Pending,
+            reason: None,
+        })
+        .collect();
+    let id = store
+        .create_run(NewRun {
+            plan: "bench".into(),
+            started: Utc::now(),
+            plan_text: String::new(),
+            plan_hash: String::new(),
+            graph: String::new(),
+            activities: Vec::new(),
+            tasks,
+        })
+        .await
+        .unwrap();
+    let store = Arc::new(store);
+    let before = store.commits();
+    let next = Arc::new(AtomicU32::new(1));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..a.inflight {
+        let store = Arc::clone(&store);
+        let next = Arc::clone(&next);
+        let (total, steps) = (a.tasks, a.steps);
+        workers.push(tokio::spawn(async move {
+            let mut appends = 0u64;
+            loop {
+                let task = next.fetch_add(1, Ordering::Relaxed);
+                if task > total {
+                    return appends;
+                }
+                for s in 0..steps {
+                    let step = STEPS[s as usize % STEPS.len()].to_string();
+                    let intent = Record::StepIntent {
+                        task,
+                        step: step.clone(),
+                        attempt: 1,
+                        at: Utc::now(),
+                    };
+                    let result = Record::StepResult {
+                        task,
+                        step,
+                        attempt: 1,
+                        outcome: StepOutcome::Succeeded,
+                        error: None,
+                        at: Utc::now(),
+                    };
+                    if split {
+                        store.append(id, vec![intent]).await.unwrap();
+                        store.append(id, vec![result]).await.unwrap();
+                        appends += 2;
+                    } else {
+                        store.append(id, vec![intent, result]).await.unwrap();
+                        appends += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let mut appends = 0;
+    for w in workers {
+        appends += w.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        elapsed,
+        commits: store.commits() - before,
+        appends,
+    }
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let steps = f64::from(a.tasks) * f64::from(a.steps);
+    println!(
+        "journal: {} tasks x {} steps, {} in flight; intent + result durable per step",
+        a.tasks, a.steps, a.inflight
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>14} {:>12}",
+        "mode", "time", "appends", "commits", "appends/commit", "steps/s"
+    );
+    for (split, shape) in [(false, "pair in one append"), (true, "intent, then result")] {
+        for (group, label) in [(true, "group commit"), (false, "commit per append")] {
+            let o = rt.block_on(run(&a, group, split));
+            println!(
+                "{:<34} {:>9.2}s {:>10} {:>10} {:>14.1} {:>12.0}",
+                format!("{shape}, {label}"),
+                o.elapsed.as_secs_f64(),
+                o.appends,
+                o.commits,
+                o.appends as f64 / o.commits.max(1) as f64,
+                steps / o.elapsed.as_secs_f64()
+            );
+        }
+    }
+}
