@@ -11,12 +11,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use dpplan::store::{Journal, NewRun, Record, RedbStore, StepOutcome, TaskRecord, TaskStatus};
+use dpplan::store::{
+    History, Journal, NewRun, Record, RedbStore, RunId, StepOutcome, TaskRecord, TaskStatus,
+};
 
 struct Args {
     tasks: u32,
@@ -61,11 +65,11 @@ struct Outcome {
     elapsed: Duration,
     commits: u64,
     appends: u64,
+    run: RunId,
 }
 
-async fn run(a: &Args, group: bool, split: bool) -> Outcome {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+async fn run(a: &Args, path: &Path, group: bool, split: bool) -> Outcome {
+    let store = RedbStore::open(path).unwrap();
     store.set_group_commit(group);
     let tasks = (1..=a.tasks)
         .map(|id| TaskRecord {
@@ -143,7 +147,27 @@ async fn run(a: &Args, group: bool, split: bool) -> Outcome {
         elapsed,
         commits: store.commits() - before,
         appends,
+        run: id,
     }
+}
+
+/// Times what `resume` does first: open the state file, find the run, fold its journal.
+fn reopen(path: &Path, what: &str) {
+    let start = Instant::now();
+    let store = RedbStore::open(path).unwrap();
+    let opened = start.elapsed();
+    let id = store.runs(None, 1).unwrap()[0].id;
+    let detail = store.run(id).unwrap();
+    let total = start.elapsed();
+    let steps: usize = detail.tasks.iter().map(|t| t.steps.len()).sum();
+    let size = std::fs::metadata(path).unwrap().len();
+    println!(
+        "{what}: open {:.1} ms, open + run() folding {} steps {:.1} ms (file {:.1} MiB)",
+        opened.as_secs_f64() * 1e3,
+        steps,
+        total.as_secs_f64() * 1e3,
+        size as f64 / (1024.0 * 1024.0)
+    );
 }
 
 fn main() {
@@ -152,20 +176,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The child of the crash measurement: write the whole workload, then die without
+    // closing the file, as kill -9 would leave it.
+    if let Some(path) = crash_path() {
+        rt.block_on(run(&a, &path, true, true));
+        std::process::abort();
+    }
     let steps = f64::from(a.tasks) * f64::from(a.steps);
     println!(
         "journal: {} tasks x {} steps, {} in flight; intent + result durable per step",
         a.tasks, a.steps, a.inflight
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>14} {:>12}",
+        "{:<40} {:>10} {:>10} {:>10} {:>14} {:>12}",
         "mode", "time", "appends", "commits", "appends/commit", "steps/s"
     );
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     for (split, shape) in [(false, "pair in one append"), (true, "intent, then result")] {
         for (group, label) in [(true, "group commit"), (false, "commit per append")] {
-            let o = rt.block_on(run(&a, group, split));
+            let path = dir.path().join(format!("state-{split}-{group}.redb"));
+            let o = rt.block_on(run(&a, &path, group, split));
+            assert!(o.run >= 1);
             println!(
-                "{:<34} {:>9.2}s {:>10} {:>10} {:>14.1} {:>12.0}",
+                "{:<40} {:>9.2}s {:>10} {:>10} {:>14.1} {:>12.0}",
                 format!("{shape}, {label}"),
                 o.elapsed.as_secs_f64(),
                 o.appends,
@@ -175,4 +208,30 @@ fn main() {
             );
         }
     }
+    reopen(
+        &dir.path().join("state-true-true.redb"),
+        "after a clean close",
+    );
+
+    let crashed = dir.path().join("crashed.redb");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .arg("--crash")
+        .arg(&crashed)
+        .args([
+            "--tasks",
+            &a.tasks.to_string(),
+            "--steps",
+            &a.steps.to_string(),
+        ])
+        .args(["--inflight", &a.inflight.to_string()])
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the crash child exited cleanly");
+    reopen(&crashed, "after an abort (redb repairs)");
+}
+
+fn crash_path() -> Option<PathBuf> {
+    let argv: Vec<String> = std::env::args().collect();
+    let i = argv.iter().position(|a| a == "--crash")?;
+    argv.get(i + 1).map(PathBuf::from)
 }

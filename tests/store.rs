@@ -521,3 +521,68 @@ async fn group_commit_batches_concurrent_appends() {
     let alone = round(Arc::clone(&store)).await;
     assert_eq!(alone, 64);
 }
+
+/// What the version 1 fixture holds: one run of two tasks, part way through.
+async fn write_v1_fixture(store: &RedbStore) {
+    let mut skipped = task(2, "EXPORT_DOMAIN", "TEST9", "DOMAIN*");
+    skipped.status = TaskStatus::Skipped;
+    skipped.reason = Some("device not available".into());
+    let tasks = vec![task(1, "SECURE_BACKUP", "QA1", "all-domains"), skipped];
+    let id = store.create_run(new_run("nightly", tasks)).await.unwrap();
+    store
+        .append(
+            id,
+            vec![
+                run_status(RunStatus::Running, 1),
+                task_status(1, TaskStatus::Running, 2),
+                intent(1, "validate", 1, 3),
+                result(1, "validate", StepOutcome::Succeeded, None, 4),
+                intent(1, "quiesce", 1, 5),
+                Record::Log {
+                    task: Some(1),
+                    step: Some("quiesce".into()),
+                    at: at(6),
+                    message: "QuiesceDP sent".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// A state file written by schema version 1 (tests/fixtures/store/v1.redb, rewritten with
+/// DPPLAN_BLESS=1) still opens and reads the same. When the schema changes, keep this file
+/// and this test: they are what guards the migration.
+#[tokio::test]
+async fn a_version_1_file_still_opens() {
+    let fixture = crate::support::root().join("tests/fixtures/store/v1.redb");
+    if std::env::var_os("DPPLAN_BLESS").is_some() {
+        let _ = std::fs::remove_file(&fixture);
+        let store = RedbStore::open(&fixture).unwrap();
+        write_v1_fixture(&store).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::copy(&fixture, &path).expect("tests/fixtures/store/v1.redb (DPPLAN_BLESS=1)");
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.latest_unfinished().unwrap(), Some(1));
+    let detail = store.run(1).unwrap();
+    assert_eq!(detail.summary.plan, "nightly");
+    assert_eq!(detail.summary.status, RunStatus::Running);
+    assert_eq!((detail.summary.devices, detail.summary.domains), (2, 1));
+    assert_eq!(detail.summary.skipped, 1);
+    let t1 = &detail.tasks[0];
+    assert_eq!(t1.status, TaskStatus::Running);
+    assert_eq!(t1.steps.len(), 2);
+    assert!(t1.steps[1].in_flight);
+    assert_eq!(store.log(1, Some(1)).unwrap()[0].message, "QuiesceDP sent");
+    // It takes new records after the old ones.
+    store
+        .append(
+            1,
+            vec![result(1, "quiesce", StepOutcome::Succeeded, None, 7)],
+        )
+        .await
+        .unwrap();
+    assert!(!store.run(1).unwrap().tasks[0].steps[1].in_flight);
+}
