@@ -27,6 +27,10 @@ use super::{
     StoreError, TaskRecord,
 };
 
+/// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
+/// open for weeks; a 10,000-task run's journal is about 32 MiB.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// The state file: a redb database holding every run, its tasks and its journal.
 ///
 /// Open one per process with [`RedbStore::open`]; a second open of the same file, from this
@@ -64,14 +68,17 @@ impl RedbStore {
                     .map_err(|e| StoreError::Db(format!("creating {}: {e}", parent.display())))?;
             }
         }
-        let db = Database::create(path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                StoreError::Locked {
-                    path: shown.clone(),
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+                    StoreError::Locked {
+                        path: shown.clone(),
+                    }
                 }
-            }
-            e => StoreError::Db(format!("{shown}: {e}")),
-        })?;
+                e => StoreError::Db(format!("{shown}: {e}")),
+            })?;
         check_version(&db, &shown)?;
         init(&db)?;
 
