@@ -650,7 +650,7 @@ fn a_killed_writer_keeps_what_it_acknowledged() {
             .spawn()
             .unwrap();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut acked = vec![None::<u32>; 9];
+        let mut acked = [None::<u32>; 9];
         let mut seen = 0;
         let mut killed = false;
         for line in stdout.lines() {
