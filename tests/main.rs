@@ -17,4 +17,5 @@ mod language;
 mod policies;
 mod sim_client;
 mod soma_fixtures;
+mod store;
 mod ui;

@@ -4,6 +4,9 @@
 //! commands and `resume` read them back through [`History`]. Nothing else touches the file.
 //! Record kinds, keys and the schema version are documented in docs/checkpoint-format.md.
 //!
+//! [`RedbStore`] implements both on a redb file: one writer thread commits everything queued
+//! in one fsynced transaction (group commit); reads run on the caller's thread.
+//!
 //! This layer knows nothing of plans, appliances or the engine's scheduling: it stores the
 //! values it is given. It depends on nothing else in the crate.
 
@@ -430,3 +433,11 @@ pub trait History {
     /// The newest run whose status is not final, if any.
     fn latest_unfinished(&self) -> Result<Option<RunId>, StoreError>;
 }
+
+mod fold;
+mod redb;
+mod schema;
+mod writer;
+
+pub use self::redb::RedbStore;
+pub use self::schema::SCHEMA_VERSION;

@@ -1,0 +1,307 @@
+//! The one thread that writes the state file, with group commit.
+//!
+//! Callers send requests over a channel and wait on a oneshot. The writer takes every request
+//! queued, applies them all in one write transaction with `Durability::Immediate`, commits
+//! (one fsync for the lot), and only then answers each waiter. So concurrent appends share
+//! fsyncs, and no append is answered before its own records are durable.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::schema::{
+    db, decode, encode, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, PLAN_RUNS, RUNS,
+    RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
+};
+use super::{NewRun, Record, RunId, StoreError, TaskStatus};
+
+/// How many requests one commit takes at most, so one commit's latency stays bounded.
+const MAX_BATCH: usize = 8192;
+
+/// A request to the writer.
+pub(super) enum Request {
+    /// Create a run; answered with its id.
+    Create {
+        run: Box<NewRun>,
+        reply: oneshot::Sender<Result<RunId, StoreError>>,
+    },
+    /// Append records to a run's journal.
+    Append {
+        run: RunId,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub db: Arc<Database>,
+    pub rx: Receiver<Request>,
+    pub group_commit: Arc<AtomicBool>,
+    pub commits: Arc<AtomicU64>,
+    /// The last journal seq of each run written since the thread started.
+    pub last_seq: HashMap<RunId, u64>,
+}
+
+/// What one request got, before the commit decides whether it stands.
+enum Applied {
+    Created(RunId),
+    Appended,
+    Refused(StoreError),
+}
+
+/// The tables one write transaction touches.
+struct Tables<'t> {
+    runs: Table<'t, u64, &'static [u8]>,
+    run_text: Table<'t, u64, &'static [u8]>,
+    activities: Table<'t, (u64, u32), &'static [u8]>,
+    tasks: Table<'t, (u64, u32), &'static [u8]>,
+    task_state: Table<'t, (u64, u32), &'static [u8]>,
+    journal: Table<'t, (u64, u64), &'static [u8]>,
+    unfinished: Table<'t, u64, ()>,
+    plan_runs: Table<'t, (&'static str, u64), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            runs: txn.open_table(RUNS).map_err(db)?,
+            run_text: txn.open_table(RUN_TEXT).map_err(db)?,
+            activities: txn.open_table(ACTIVITIES).map_err(db)?,
+            tasks: txn.open_table(TASKS).map_err(db)?,
+            task_state: txn.open_table(TASK_STATE).map_err(db)?,
+            journal: txn.open_table(JOURNAL).map_err(db)?,
+            unfinished: txn.open_table(UNFINISHED).map_err(db)?,
+            plan_runs: txn.open_table(PLAN_RUNS).map_err(db)?,
+        })
+    }
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone.
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            if self.group_commit.load(Ordering::Relaxed) {
+                while batch.len() < MAX_BATCH {
+                    match self.rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    /// Writes a batch in one transaction, commits, then answers every request.
+    fn commit(&mut self, batch: Vec<Request>) {
+        let outcome = self.write(&batch);
+        if outcome.is_err() {
+            // The transaction did not commit: the cached seqs may be ahead of the file.
+            self.last_seq.clear();
+        }
+        match outcome {
+            Ok(applied) => {
+                for (request, applied) in batch.into_iter().zip(applied) {
+                    answer(request, Ok(applied));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for request in batch {
+                    answer(request, Err(StoreError::Db(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Request]) -> Result<Vec<Applied>, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let mut applied = Vec::with_capacity(batch.len());
+        {
+            let mut tables = Tables::open(&txn)?;
+            // Headers changed by this batch, written once at the end.
+            let mut headers: HashMap<RunId, RunHeader> = HashMap::new();
+            for request in batch {
+                applied.push(match request {
+                    Request::Create { run, .. } => {
+                        let (id, header) = create(&mut tables, run)?;
+                        headers.insert(id, header);
+                        Applied::Created(id)
+                    }
+                    Request::Append { run, records, .. } => {
+                        self.append_one(&mut tables, &mut headers, *run, records)?
+                    }
+                });
+            }
+            for (id, header) in &headers {
+                tables
+                    .runs
+                    .insert(*id, encode(header)?.as_slice())
+                    .map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(applied)
+    }
+
+    /// Appends one request's records, or refuses it whole (no such run).
+    fn append_one(
+        &mut self,
+        tables: &mut Tables<'_>,
+        headers: &mut HashMap<RunId, RunHeader>,
+        run: RunId,
+        records: &[Record],
+    ) -> Result<Applied, StoreError> {
+        let header = match headers.entry(run) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let stored = tables.runs.get(run).map_err(db)?;
+                match stored {
+                    Some(bytes) => e.insert(decode(bytes.value(), "run header")?),
+                    None => return Ok(Applied::Refused(StoreError::NoRun(run))),
+                }
+            }
+        };
+        let last = match self.last_seq.get(&run) {
+            Some(&last) => last,
+            None => last_seq(tables, run)?,
+        };
+        let last = append(tables, header, run, last, records)?;
+        self.last_seq.insert(run, last);
+        Ok(Applied::Appended)
+    }
+}
+
+fn answer(request: Request, applied: Result<Applied, StoreError>) {
+    // A waiter that went away (its future dropped) needs no answer.
+    match request {
+        Request::Create { reply, .. } => {
+            let _ = reply.send(match applied {
+                Ok(Applied::Created(id)) => Ok(id),
+                Ok(Applied::Refused(e)) | Err(e) => Err(e),
+                Ok(Applied::Appended) => Err(StoreError::Db("internal: mismatched reply".into())),
+            });
+        }
+        Request::Append { reply, .. } => {
+            let _ = reply.send(match applied {
+                Ok(Applied::Appended) => Ok(()),
+                Ok(Applied::Refused(e)) | Err(e) => Err(e),
+                Ok(Applied::Created(_)) => Err(StoreError::Db("internal: mismatched reply".into())),
+            });
+        }
+    }
+}
+
+/// The last seq in a run's journal, 0 if it has none.
+fn last_seq(tables: &Tables<'_>, run: RunId) -> Result<u64, StoreError> {
+    let mut range = tables.journal.range(run_range_u64(run)).map_err(db)?;
+    match range.next_back() {
+        Some(entry) => {
+            let (key, _) = entry.map_err(db)?;
+            Ok(key.value().1)
+        }
+        None => Ok(0),
+    }
+}
+
+/// Creates a run: header, text, activities, tasks and their initial states, indexes.
+fn create(tables: &mut Tables<'_>, run: &NewRun) -> Result<(RunId, RunHeader), StoreError> {
+    let id = match tables.runs.last().map_err(db)? {
+        Some((key, _)) => key.value().saturating_add(1),
+        None => 1,
+    };
+    let header = RunHeader::new(
+        run.plan.clone(),
+        run.started,
+        run.plan_hash.clone(),
+        &run.tasks,
+    );
+    tables
+        .runs
+        .insert(id, encode(&header)?.as_slice())
+        .map_err(db)?;
+    let text = RunText {
+        plan_text: run.plan_text.clone(),
+        graph: run.graph.clone(),
+    };
+    tables
+        .run_text
+        .insert(id, encode(&text)?.as_slice())
+        .map_err(db)?;
+    for activity in &run.activities {
+        tables
+            .activities
+            .insert((id, activity.id), encode(activity)?.as_slice())
+            .map_err(db)?;
+    }
+    for task in &run.tasks {
+        tables
+            .tasks
+            .insert((id, task.id), encode(task)?.as_slice())
+            .map_err(db)?;
+        tables
+            .task_state
+            .insert((id, task.id), encode(&task.status)?.as_slice())
+            .map_err(db)?;
+    }
+    tables.unfinished.insert(id, ()).map_err(db)?;
+    tables
+        .plan_runs
+        .insert((run.plan.as_str(), id), ())
+        .map_err(db)?;
+    Ok((id, header))
+}
+
+/// Appends records after seq `last`; keeps task states, counts and the unfinished index
+/// current. Returns the new last seq.
+fn append(
+    tables: &mut Tables<'_>,
+    header: &mut RunHeader,
+    run: RunId,
+    mut last: u64,
+    records: &[Record],
+) -> Result<u64, StoreError> {
+    for record in records {
+        last = last.saturating_add(1);
+        tables
+            .journal
+            .insert((run, last), encode(record)?.as_slice())
+            .map_err(db)?;
+        match record {
+            Record::Task { task, status, .. } => {
+                let encoded = encode(status)?;
+                let old = tables
+                    .task_state
+                    .insert((run, *task), encoded.as_slice())
+                    .map_err(db)?;
+                let old: Option<TaskStatus> = match old {
+                    Some(bytes) => Some(decode(bytes.value(), "task state")?),
+                    None => None,
+                };
+                header.recount(old, *status);
+            }
+            Record::Run { status, error, at } => {
+                header.status = *status;
+                header.error.clone_from(error);
+                if status.is_final() {
+                    header.finished = Some(*at);
+                    tables.unfinished.remove(run).map_err(db)?;
+                } else {
+                    header.finished = None;
+                    tables.unfinished.insert(run, ()).map_err(db)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(last)
+}
