@@ -5,6 +5,7 @@
 
 mod lint;
 mod render;
+mod run;
 mod sim;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -68,6 +69,12 @@ enum Command {
         /// A code such as DP0007; without it, the list of codes.
         code: Option<String>,
     },
+    /// Expand a plan against the live fleet and list its tasks, changing nothing.
+    Plan(run::DryRunArgs),
+    /// Print the step graph: the kinds' templates, or the run graph with --expanded.
+    Graph(run::GraphArgs),
+    /// Run a plan: back up what it says, durably, against the live fleet.
+    Run(run::RunArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
     Sim(sim::SimArgs),
     /// Download one appliance file through the client (benchmark helper).
@@ -110,6 +117,9 @@ fn dispatch(cli: Cli) -> ExitCode {
         } => ExitCode::from(lint::check(&files, format, deny_warnings)),
         Command::Fmt { files, check } => ExitCode::from(lint::fmt(&files, check)),
         Command::Explain { code } => ExitCode::from(lint::explain(code.as_deref())),
+        Command::Plan(args) => ExitCode::from(run::dry_run(args)),
+        Command::Graph(args) => ExitCode::from(run::graph(args)),
+        Command::Run(args) => ExitCode::from(run::run(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
     }

@@ -1,0 +1,528 @@
+//! `dpplan plan`, `dpplan graph` and `dpplan run`.
+
+use super::render::Human;
+use super::{color_stderr, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use crate::check::{self, Checked, Program};
+use crate::compile::{PlanGraph, Task};
+use crate::engine::clock::SystemClock;
+use crate::engine::{Engine, Observer, RunOptions, RunReport, SomaConnector};
+use crate::store::RedbStore;
+use crate::store::{RunStatus, TaskStatus};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Exit code of `run`/`resume`: the run was interrupted and can be resumed.
+pub const EXIT_INTERRUPTED: u8 = 4;
+/// Exit code of `run`/`resume`: the run ended WARNING.
+pub const EXIT_WARNING: u8 = 5;
+
+/// Which plan of a file, and the file.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The plan file.
+    pub file: PathBuf,
+    /// The plan to use, when the file has several.
+    #[arg(long = "plan")]
+    pub plan: Option<String>,
+}
+
+/// `dpplan plan`.
+#[derive(Debug, Args)]
+pub struct DryRunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Graph formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// `dpplan graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    /// The run graph expanded against the live fleet, instead of the kinds' templates.
+    #[arg(long)]
+    pub expanded: bool,
+}
+
+/// `dpplan run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Run even outside the plan's maintenance window.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines (for cron).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The state file to use.
+pub fn state_path(arg: Option<&Path>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("DPPLAN_STATE") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(".dpplan").join("state.redb"),
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Checks the file; on errors prints them and returns the exit code.
+fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
+    let checked = check::check_file(&args.file);
+    if checked.has_errors() {
+        let h = Human::new(&checked.sources, color_stderr());
+        for d in &checked.diagnostics {
+            eprint!("{}", h.render(d));
+        }
+        eprintln!(
+            "error: {} has errors; `dpplan check` lists them",
+            args.file.display()
+        );
+        return Err(EXIT_FAILED);
+    }
+    let plan = match (&args.plan, checked.program.plans.as_slice()) {
+        (Some(p), _) if checked.program.plan(p).is_some() => p.clone(),
+        (Some(p), plans) => {
+            let names: Vec<&str> = plans.iter().map(|x| x.name.as_str()).collect();
+            eprintln!(
+                "error: {} has no plan `{p}` (plans: {})",
+                args.file.display(),
+                names.join(", ")
+            );
+            return Err(EXIT_USAGE);
+        }
+        (None, [one]) => one.name.clone(),
+        (None, []) => {
+            eprintln!("error: {} defines no plan", args.file.display());
+            return Err(EXIT_USAGE);
+        }
+        (None, plans) => {
+            let names: Vec<&str> = plans.iter().map(|x| x.name.as_str()).collect();
+            eprintln!(
+                "error: {} defines several plans; choose one with --plan ({})",
+                args.file.display(),
+                names.join(", ")
+            );
+            return Err(EXIT_USAGE);
+        }
+    };
+    Ok((checked, plan))
+}
+
+/// The text stored with a run: every source file, each behind a header line.
+fn plan_text(checked: &Checked) -> String {
+    let mut out = String::new();
+    for (_, f) in checked.sources.iter() {
+        out.push_str(&format!("# ==== {} ====\n", f.name));
+        out.push_str(&f.text);
+        if !f.text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn engine(
+    program: Program,
+    plan: &str,
+    journal: Arc<dyn crate::store::Journal>,
+    options: RunOptions,
+) -> Engine {
+    Engine::new(
+        Arc::new(program),
+        plan,
+        journal,
+        Arc::new(SomaConnector),
+        Arc::new(SystemClock),
+        options,
+    )
+}
+
+/// `dpplan plan`: expansion against the live fleet, changing nothing.
+pub fn dry_run(args: DryRunArgs) -> u8 {
+    let (checked, plan) = match load(&args.plan) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_INTERNAL;
+    };
+    let journal = Arc::new(crate::store::memory::MemoryJournal::new());
+    let e = engine(
+        checked.program.clone(),
+        &plan,
+        journal,
+        RunOptions::default(),
+    );
+    let tasks = match rt.block_on(e.expand()) {
+        Ok((tasks, _)) => tasks,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILED;
+        }
+    };
+    let activity = |t: &Task| -> String {
+        checked
+            .program
+            .plan(&plan)
+            .and_then(|p| p.activities.get(t.activity as usize - 1))
+            .map(|a| a.label.clone().unwrap_or_else(|| a.kind.clone()))
+            .unwrap_or_default()
+    };
+    if args.json {
+        let rows: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "activity": activity(t),
+                    "action": t.action,
+                    "device": t.device,
+                    "domain": t.target.domain_label(),
+                    "status": if t.skipped.is_some() { "SKIPPED" } else { "PENDING" },
+                    "reason": t.skipped,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "plan": plan, "tasks": rows });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return EXIT_OK;
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                activity(t),
+                t.action.clone(),
+                t.device.clone(),
+                t.target.domain_label().to_string(),
+                match &t.skipped {
+                    Some(r) => format!("SKIPPED: {r}"),
+                    None => "PENDING".into(),
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ID", "ACTIVITY", "ACTION", "DEVICE", "DOMAIN", "STATUS"],
+            &rows
+        )
+    );
+    EXIT_OK
+}
+
+/// A plain text table, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `dpplan graph`.
+pub fn graph(args: GraphArgs) -> u8 {
+    let (checked, plan) = match load(&args.plan) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let g = if args.expanded {
+        let Some(rt) = runtime() else {
+            return EXIT_INTERNAL;
+        };
+        let journal = Arc::new(crate::store::memory::MemoryJournal::new());
+        let e = engine(
+            checked.program.clone(),
+            &plan,
+            journal,
+            RunOptions::default(),
+        );
+        match rt.block_on(e.expand()) {
+            Ok((_, g)) => g,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        templates(&checked.program, &plan)
+    };
+    print!(
+        "{}",
+        match args.format {
+            GraphFormat::Dot => g.to_dot(),
+            GraphFormat::Mermaid => g.to_mermaid(),
+        }
+    );
+    EXIT_OK
+}
+
+/// The step templates of the kinds a plan uses, as one graph (one chain per kind).
+fn templates(program: &Program, plan: &str) -> PlanGraph {
+    use crate::compile::{Target, TaskStep};
+    let mut tasks = Vec::new();
+    let Some(p) = program.plan(plan) else {
+        return crate::compile::graph(&dummy_plan(), &[]);
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, a) in p.activities.iter().enumerate() {
+        let Some(k) = program.kinds.get(&a.kind) else {
+            continue;
+        };
+        if !seen.insert(k.name.clone()) {
+            continue;
+        }
+        let steps: Vec<TaskStep> = k
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(j, s)| TaskStep {
+                name: s.name.clone(),
+                call: s.call.clone(),
+                always: s.always,
+                undo: s.undo.clone(),
+                policy: p.on_failure.clone(),
+                timeout_ms: s.timeout_ms,
+                after: if s.after.is_empty() {
+                    if j == 0 {
+                        vec![]
+                    } else {
+                        vec![j - 1]
+                    }
+                } else {
+                    s.after
+                        .iter()
+                        .filter_map(|n| k.steps.iter().position(|x| &x.name == n))
+                        .collect()
+                },
+                phase: 0,
+            })
+            .collect();
+        tasks.push(Task {
+            id: tasks.len() as u32 + 1,
+            activity: i as u32 + 1,
+            kind: k.name.clone(),
+            action: k.action.clone(),
+            device: format!("<{}>", k.name),
+            target: Target::Device,
+            skipped: None,
+            params: Default::default(),
+            steps,
+        });
+    }
+    crate::compile::graph(p, &tasks)
+}
+
+fn dummy_plan() -> crate::check::Plan {
+    crate::check::Plan {
+        name: String::new(),
+        window: None,
+        on_failure: crate::check::Policy::Stop,
+        stages: crate::check::Stages::Pipelined,
+        on_window_close: crate::check::OnWindowClose::Cancel,
+        pre_plan: None,
+        post_plan: None,
+        activities: Vec::new(),
+    }
+}
+
+/// Progress as plain lines on stderr.
+struct Lines;
+
+impl Observer for Lines {
+    fn task(&self, t: &Task, status: TaskStatus) {
+        eprintln!(
+            "task {} {} {} {}: {}",
+            t.id,
+            t.action,
+            t.device,
+            t.target.domain_label(),
+            status.as_str()
+        );
+    }
+}
+
+/// The exit code for a run's final status (DESIGN.md 7).
+pub fn exit_code(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Completed => EXIT_OK,
+        RunStatus::Warning => EXIT_WARNING,
+        RunStatus::Interrupted => EXIT_INTERRUPTED,
+        _ => EXIT_FAILED,
+    }
+}
+
+/// Prints a run's outcome (table on stderr, or JSON on stdout) and returns the exit code.
+pub fn report(r: &RunReport, json: bool) -> u8 {
+    if json {
+        let v = serde_json::json!({
+            "run": r.run,
+            "status": r.status.as_str(),
+            "error": r.error,
+            "tasks": r.tasks.iter().map(|t| serde_json::json!({
+                "id": t.id,
+                "action": t.action,
+                "device": t.device,
+                "domain": t.domain,
+                "status": t.status.as_str(),
+                "error": t.error,
+                "files": t.files,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .tasks
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.to_string(),
+                    t.action.clone(),
+                    t.device.clone(),
+                    t.domain.clone(),
+                    t.files.len().to_string(),
+                    t.status.as_str().to_string(),
+                    t.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        eprint!(
+            "{}",
+            table(
+                &["ID", "ACTION", "DEVICE", "DOMAIN", "FILES", "STATUS", "ERROR"],
+                &rows
+            )
+        );
+        match &r.error {
+            Some(e) => eprintln!("run {}: {} ({e})", r.run, r.status.as_str()),
+            None => eprintln!("run {}: {}", r.run, r.status.as_str()),
+        }
+    }
+    exit_code(r.status)
+}
+
+/// `dpplan run`.
+pub fn run(args: RunArgs) -> u8 {
+    let (checked, plan) = match load(&args.plan) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let path = state_path(args.state.as_deref());
+    let store: Arc<dyn crate::store::Journal> = match RedbStore::open(&path) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_INTERNAL;
+    };
+    let options = RunOptions {
+        ignore_window: args.ignore_window,
+        ..RunOptions::default()
+    };
+    let text = plan_text(&checked);
+    let mut e = engine(checked.program, &plan, store, options);
+    if !args.quiet {
+        e = e.observe(Arc::new(Lines));
+    }
+    let flag = e.interrupt_flag();
+    let outcome = rt.block_on(async {
+        tokio::spawn(interrupts(flag));
+        e.run(&text).await
+    });
+    match outcome {
+        Ok(r) => report(&r, args.json),
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: no new step starts, running steps and owed `always` steps finish.
+/// Second: exit at once; `dpplan resume` puts things right.
+async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            flag.store(true, Ordering::SeqCst);
+            eprintln!("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
+        } else {
+            eprintln!("interrupt: exiting now; `dpplan resume` completes the run");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    }
+}
