@@ -75,6 +75,8 @@ enum Command {
     Graph(run::GraphArgs),
     /// Run a plan: back up what it says, durably, against the live fleet.
     Run(run::RunArgs),
+    /// Continue an interrupted or crashed run from its journal.
+    Resume(run::ResumeArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
     Sim(sim::SimArgs),
     /// Download one appliance file through the client (benchmark helper).
@@ -120,6 +122,7 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Plan(args) => ExitCode::from(run::dry_run(args)),
         Command::Graph(args) => ExitCode::from(run::graph(args)),
         Command::Run(args) => ExitCode::from(run::run(args)),
+        Command::Resume(args) => ExitCode::from(run::resume(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
     }

@@ -526,3 +526,88 @@ async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>) {
         }
     }
 }
+
+/// `dpplan resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to resume; default: the newest unfinished run.
+    pub run: Option<u64>,
+    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines (for cron).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `dpplan resume`: continues an interrupted or crashed run from its journal.
+pub fn resume(args: ResumeArgs) -> u8 {
+    use crate::store::History;
+    let path = state_path(args.state.as_deref());
+    if !path.exists() {
+        eprintln!("error: no state file at {}", path.display());
+        return EXIT_FAILED;
+    }
+    let store = match RedbStore::open(&path) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let run = match args.run {
+        Some(r) => r,
+        None => match store.latest_unfinished() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                eprintln!(
+                    "nothing to resume: every run in {} has finished",
+                    path.display()
+                );
+                return EXIT_OK;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        },
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_INTERNAL;
+    };
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let observer: Option<Arc<dyn Observer>> = if args.quiet {
+        None
+    } else {
+        Some(Arc::new(Lines))
+    };
+    let journal: Arc<dyn crate::store::Journal> = store.clone();
+    let outcome = rt.block_on(async {
+        tokio::spawn(interrupts(flag.clone()));
+        Engine::resume(
+            journal,
+            store.as_ref(),
+            run,
+            Arc::new(SomaConnector),
+            Arc::new(SystemClock),
+            RunOptions::default(),
+            observer,
+            flag,
+        )
+        .await
+    });
+    match outcome {
+        Ok(r) => report(&r, args.json),
+        Err(e @ crate::engine::EngineError::NotResumable { .. }) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}

@@ -248,6 +248,10 @@ async fn validate(
             ("machine_type".into(), fw.machine_type.clone()),
             ("model".into(), fw.model_type.clone()),
             ("serial".into(), fw.serial.clone()),
+            (
+                "save_needed".into(),
+                if st.save_needed { "on" } else { "off" }.into(),
+            ),
         ],
     }])
     .await

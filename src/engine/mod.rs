@@ -142,6 +142,22 @@ pub struct RunReport {
     pub tasks: Vec<TaskReport>,
 }
 
+/// Everything `resume` needs, stored with the run: the checked program, the plan, and the
+/// tasks exactly as compiled. Resume never reads the plan file again.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StoredRun {
+    /// Format of this record (1).
+    pub version: u32,
+    /// The checked program the run executes.
+    pub program: Program,
+    /// The plan's name.
+    pub plan: String,
+    /// The tasks, as expanded and compiled.
+    pub tasks: Vec<Task>,
+    /// The step graph (nodes and edges by stable id).
+    pub graph: String,
+}
+
 /// Errors that stop the engine itself (as opposed to a task or run failing).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -151,6 +167,14 @@ pub enum EngineError {
     /// The journal failed: nothing more can be recorded, so nothing more is done.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The run cannot be resumed (already finished, or stored by an incompatible version).
+    #[error("run {run} cannot be resumed: {why}")]
+    NotResumable {
+        /// The run.
+        run: RunId,
+        /// Why.
+        why: String,
+    },
 }
 
 /// The run-wide state shared by the task runners.
@@ -174,6 +198,10 @@ pub(crate) struct RunCtx {
     pub secret_vars: Vec<String>,
     /// One "finished" flag per graph node, by node id.
     pub done: HashMap<String, tokio::sync::watch::Sender<bool>>,
+    /// For a resumed run: what the journal says each task did before.
+    pub prior: HashMap<u32, crate::store::TaskState>,
+    /// Whether this is a resumed run (scripts get `DPPLAN_RESUMED=1`).
+    pub resumed: bool,
 }
 
 impl RunCtx {
@@ -394,10 +422,15 @@ impl Engine {
         let tasks = compile::expand(&self.program, &plan, &facts);
         let graph = compile::graph(&plan, &tasks);
         let records = tasks.iter().map(task_record).collect();
-        let run = self
-            .journal
-            .create_run(new_run(records, graph.to_json()))
-            .await?;
+        let stored = StoredRun {
+            version: 1,
+            program: (*self.program).clone(),
+            plan: plan.name.clone(),
+            tasks: tasks.clone(),
+            graph: graph.to_json(),
+        };
+        let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
+        let run = self.journal.create_run(new_run(records, stored)).await?;
         let done = graph
             .dag
             .node_weights()
@@ -428,7 +461,94 @@ impl Engine {
             interrupted: self.interrupted.clone(),
             secret_vars,
             done,
+            prior: HashMap::new(),
+            resumed: false,
         });
+        execute(ctx).await
+    }
+
+    /// Continues run `run` from its journal: finished steps are not run again, a step with an
+    /// intent and no result is redone idempotently, owed `always` steps run (DESIGN.md 5).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn resume(
+        journal: Arc<dyn Journal>,
+        history: &dyn crate::store::History,
+        run: RunId,
+        connector: Arc<dyn Connector>,
+        clock: Arc<dyn Clock>,
+        options: RunOptions,
+        observer: Option<Arc<dyn Observer>>,
+        interrupted: Arc<AtomicBool>,
+    ) -> Result<RunReport, EngineError> {
+        let detail = history.run(run)?;
+        if detail.summary.status.is_final() {
+            return Err(EngineError::NotResumable {
+                run,
+                why: format!("it ended {}", detail.summary.status.as_str()),
+            });
+        }
+        let stored: StoredRun =
+            serde_json::from_str(&detail.graph).map_err(|e| EngineError::NotResumable {
+                run,
+                why: format!("its stored graph cannot be read: {e}"),
+            })?;
+        let graph = PlanGraph::from_json(&stored.graph)
+            .map_err(|why| EngineError::NotResumable { run, why })?;
+        let program = Arc::new(stored.program);
+        let plan = program
+            .plan(&stored.plan)
+            .ok_or_else(|| EngineError::NoPlan(stored.plan.clone()))?
+            .clone();
+        let mut prior = HashMap::new();
+        for t in &detail.tasks {
+            prior.insert(t.task.id, t.clone());
+        }
+        // Connect to the devices of tasks that still have work.
+        let mut appliances = HashMap::new();
+        for t in &stored.tasks {
+            let finished = prior.get(&t.id).is_some_and(|p| p.status.is_final());
+            if finished || t.skipped.is_some() || appliances.contains_key(&t.device) {
+                continue;
+            }
+            if let Some(d) = program.device(&t.device) {
+                if let Ok(a) = connector.connect(d) {
+                    appliances.insert(t.device.clone(), a);
+                }
+            }
+        }
+        let done = graph
+            .dag
+            .node_weights()
+            .map(|n| (n.id.clone(), tokio::sync::watch::channel(false).0))
+            .collect();
+        let secret_vars = program
+            .devices
+            .iter()
+            .filter_map(|d| match &d.password {
+                Some(Secret::Env(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let ctx = Arc::new(RunCtx {
+            run,
+            program,
+            plan,
+            tasks: stored.tasks,
+            graph,
+            journal,
+            clock,
+            options,
+            started: detail.summary.started,
+            appliances,
+            observer,
+            halted: AtomicBool::new(false),
+            interrupted,
+            secret_vars,
+            done,
+            prior,
+            resumed: true,
+        });
+        ctx.log(None, None, "resumed".into()).await?;
         execute(ctx).await
     }
 
@@ -531,8 +651,19 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     for t in &ctx.tasks {
         if let Some(r) = &t.skipped {
             outcome.insert(t.id, (TaskStatus::Skipped, Some(r.clone()), Vec::new()));
+        } else if let Some(p) = ctx.prior.get(&t.id).filter(|p| p.status.is_final()) {
+            // Finished before the resume: nothing of it runs again.
+            let files = p.files.iter().map(|f| f.path.clone()).collect();
+            outcome.insert(t.id, (p.status, p.error.clone(), files));
+            for s in &t.steps {
+                ctx.finish(&t.step_id(&s.name));
+            }
         }
     }
+    let started_before = ctx
+        .prior
+        .values()
+        .any(|p| p.status != TaskStatus::Pending && p.status != TaskStatus::Skipped);
     // 6: every task SKIPPED: the run stops, no pre-plan script.
     if ctx.tasks.iter().all(|t| t.skipped.is_some()) {
         return finish(
@@ -550,8 +681,8 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     }])
     .await?;
     ctx.finish("plan.validate");
-    // 7: the pre-plan script.
-    if let Some(script) = &ctx.plan.pre_plan {
+    // 7: the pre-plan script (once: not again when a resumed run had started its tasks).
+    if let Some(script) = ctx.plan.pre_plan.as_ref().filter(|_| !started_before) {
         let env = plan_env(&ctx, "pre_plan", None, None);
         let r = task::run_script(&ctx, script, env, None, None).await;
         if let Err(e) = r {
@@ -600,7 +731,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     }
     let mut set = tokio::task::JoinSet::new();
     for i in 0..ctx.tasks.len() {
-        if ctx.tasks[i].skipped.is_some() {
+        if ctx.tasks[i].skipped.is_some() || outcome.contains_key(&ctx.tasks[i].id) {
             continue;
         }
         let ctx = ctx.clone();
@@ -621,7 +752,8 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     if let Some(e) = store_error {
         return Err(EngineError::Store(e));
     }
-    if ctx.interrupted.load(Ordering::SeqCst) {
+    sweep_temporaries(&ctx);
+    if ctx.interrupted.load(Ordering::SeqCst) || outcome.values().any(|(s, _, _)| !s.is_final()) {
         return finish(
             &ctx,
             outcome,
@@ -641,6 +773,57 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
         }
     }
     finish(&ctx, outcome, status, None).await
+}
+
+/// Removes temporary names left in the store folders of the run's tasks (by a crash before
+/// a resume, or an attempt that failed): after a run or resume, only complete files remain.
+fn sweep_temporaries(ctx: &RunCtx) {
+    let Some(root) = store_root(&ctx.program) else {
+        return;
+    };
+    let ts = output::timestamp(ctx.started);
+    let mut dirs = std::collections::BTreeSet::new();
+    for t in &ctx.tasks {
+        match &t.target {
+            compile::Target::Device => {
+                if let output::Layout::SecureBackup { dir } =
+                    output::Layout::secure_backup(&t.device, &ts)
+                {
+                    if let Some(p) = dir.parent() {
+                        dirs.insert(root.join(p));
+                    }
+                }
+            }
+            other => {
+                if let output::Layout::Export { dir, .. } =
+                    output::Layout::export(&t.device, other.domain_label(), &ts)
+                {
+                    dirs.insert(root.join(dir));
+                }
+            }
+        }
+    }
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut removed = false;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if output::is_tmp_name(&name) {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                removed = true;
+            }
+        }
+        if removed {
+            let _ = output::sync_dir(&d);
+        }
+    }
 }
 
 /// The run's status from its tasks' (DESIGN.md 7).
@@ -707,6 +890,9 @@ pub(crate) fn plan_env(
     }
     if let Some(a) = attempt {
         env.insert("DPPLAN_ATTEMPT".into(), a.to_string());
+    }
+    if ctx.resumed {
+        env.insert("DPPLAN_RESUMED".into(), "1".into());
     }
     env
 }

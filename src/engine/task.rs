@@ -6,7 +6,7 @@ use super::{plan_env, RunCtx};
 use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
 use crate::compile::Task;
 use crate::store::{Record, StepOutcome, StoreError, TaskStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub(crate) async fn run_task(
     let t = &ctx.tasks[index];
     let order = topo_order(t);
     let lockstep = ctx.plan.stages == Stages::Lockstep;
+    let prior = ctx.prior.get(&t.id);
+    let had_started = prior.is_some_and(|p| p.status == TaskStatus::Running);
     // Wait for what comes before the task (the pre-plan script, the device's previous task)
     // before taking a permit, so no permit is held by a task that cannot start.
     for &i in &order {
@@ -56,21 +58,23 @@ pub(crate) async fn run_task(
     } else {
         limit.clone().acquire_owned().await.ok()
     };
-    let not_started = if ctx.halted.load(Ordering::SeqCst) {
-        Some("cancelled: the run was halted")
-    } else if ctx.interrupted.load(Ordering::SeqCst) {
-        None
-    } else if !ctx.window_open() {
-        Some("cancelled: the maintenance window closed")
-    } else {
-        None
-    };
-    if ctx.interrupted.load(Ordering::SeqCst) {
+    if ctx.interrupted.load(Ordering::SeqCst) && !had_started {
         // Not started: it stays PENDING and `resume` runs it.
         finish_all(&ctx, t);
         drop(permit);
         return Ok((t.id, TaskStatus::Pending, None, Vec::new()));
     }
+    // A task that had started before a crash is finished, whatever the window says now: it
+    // may owe an unquiesce.
+    let not_started = if had_started {
+        None
+    } else if ctx.halted.load(Ordering::SeqCst) {
+        Some("cancelled: the run was halted")
+    } else if !ctx.window_open() {
+        Some("cancelled: the maintenance window closed")
+    } else {
+        None
+    };
     if let Some(reason) = not_started {
         ctx.record(vec![Record::Task {
             task: t.id,
@@ -88,22 +92,39 @@ pub(crate) async fn run_task(
             Vec::new(),
         ));
     }
-    ctx.record(vec![Record::Task {
-        task: t.id,
-        status: TaskStatus::Running,
-        error: None,
-        at: ctx.clock.now(),
-    }])
-    .await?;
+    if !had_started {
+        ctx.record(vec![Record::Task {
+            task: t.id,
+            status: TaskStatus::Running,
+            error: None,
+            at: ctx.clock.now(),
+        }])
+        .await?;
+    }
     notify(&ctx, t, TaskStatus::Running);
     let mut st = TaskState::default();
     let mut completed: Vec<usize> = Vec::new();
+    let (done, attempts_before) = match prior {
+        Some(p) => restore(&ctx, t, &order, p, &mut st, &mut completed),
+        None => (HashSet::new(), HashMap::new()),
+    };
+    // Interrupted: steps left for `resume`, so the task does not end.
+    let mut cut = false;
     for &i in &order {
         let s = &t.steps[i];
         let sid = t.step_id(&s.name);
         ctx.wait_preds(&sid).await;
+        if done.contains(&i) {
+            ctx.finish(&sid);
+            continue;
+        }
         let interrupted = ctx.interrupted.load(Ordering::SeqCst);
-        let skip = if (st.stopped || interrupted) && !s.always {
+        if interrupted && !s.always {
+            cut = true;
+            ctx.finish(&sid);
+            continue;
+        }
+        let skip = if st.stopped && !s.always {
             Some("skipped: an earlier step failed")
         } else if s.call.action == Action::Unquiesce && !st.quiesced {
             Some("skipped: this task quiesced nothing")
@@ -113,17 +134,15 @@ pub(crate) async fn run_task(
             None
         };
         if let Some(why) = skip {
-            if !interrupted || s.always {
-                ctx.record(vec![Record::StepResult {
-                    task: t.id,
-                    step: s.name.clone(),
-                    attempt: 0,
-                    outcome: StepOutcome::Skipped,
-                    error: Some(why.to_string()),
-                    at: ctx.clock.now(),
-                }])
-                .await?;
-            }
+            ctx.record(vec![Record::StepResult {
+                task: t.id,
+                step: s.name.clone(),
+                attempt: 0,
+                outcome: StepOutcome::Skipped,
+                error: Some(why.to_string()),
+                at: ctx.clock.now(),
+            }])
+            .await?;
             ctx.finish(&sid);
             continue;
         }
@@ -132,7 +151,8 @@ pub(crate) async fn run_task(
         } else {
             None
         };
-        let failure = attempt_step(&ctx, t, i, &mut st).await?;
+        let first_attempt = attempts_before.get(&i).copied().unwrap_or(0) + 1;
+        let failure = attempt_step(&ctx, t, i, &mut st, first_attempt).await?;
         drop(step_permit);
         match failure {
             None => completed.push(i),
@@ -141,28 +161,16 @@ pub(crate) async fn run_task(
                 if st.error.is_none() {
                     st.error = Some(format!("{}: {}", s.name, err.message));
                 }
-                match policy {
-                    Policy::Continue => st.warned = true,
-                    Policy::Stop | Policy::Retry { .. } => st.stopped = true,
-                    Policy::Halt => {
-                        st.stopped = true;
-                        ctx.halted.store(true, Ordering::SeqCst);
-                        ctx.log(
-                            Some(t.id),
-                            Some(&s.name),
-                            "halt: tasks not started are cancelled".into(),
-                        )
-                        .await?;
-                    }
-                    Policy::Rollback => {
-                        st.stopped = true;
-                        st.rolled_back = true;
-                        rollback(&ctx, t, &completed, &mut st).await?;
-                    }
-                }
+                apply_policy(&ctx, t, &s.name, &policy, &completed, &mut st).await?;
             }
         }
         ctx.finish(&sid);
+    }
+    let files: Vec<String> = st.files.iter().map(|(_, f)| f.path.clone()).collect();
+    if cut {
+        notify(&ctx, t, TaskStatus::Running);
+        drop(permit);
+        return Ok((t.id, TaskStatus::Running, st.error, files));
     }
     let status = if st.rolled_back {
         TaskStatus::RolledBack
@@ -173,7 +181,6 @@ pub(crate) async fn run_task(
     } else {
         TaskStatus::Succeeded
     };
-    let files: Vec<String> = st.files.iter().map(|(_, f)| f.path.clone()).collect();
     ctx.record(vec![Record::Task {
         task: t.id,
         status,
@@ -185,6 +192,166 @@ pub(crate) async fn run_task(
     // Released only now: the next task on this permit sees everything this one did.
     drop(permit);
     Ok((t.id, status, st.error, files))
+}
+
+/// What a failed step's final policy does to the task.
+async fn apply_policy(
+    ctx: &RunCtx,
+    t: &Task,
+    step: &str,
+    policy: &Policy,
+    completed: &[usize],
+    st: &mut TaskState,
+) -> Result<(), StoreError> {
+    match policy {
+        Policy::Continue => st.warned = true,
+        Policy::Stop | Policy::Retry { .. } => st.stopped = true,
+        Policy::Halt => {
+            st.stopped = true;
+            ctx.halted.store(true, Ordering::SeqCst);
+            ctx.log(
+                Some(t.id),
+                Some(step),
+                "halt: tasks not started are cancelled".into(),
+            )
+            .await?;
+        }
+        Policy::Rollback => {
+            st.stopped = true;
+            st.rolled_back = true;
+            rollback(ctx, t, completed, st).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The policy a failed step ends in once its retries are spent.
+fn final_policy(p: &Policy) -> &Policy {
+    match p {
+        Policy::Retry { then, .. } => final_policy(then),
+        other => other,
+    }
+}
+
+/// Rebuilds a resumed task's state from its journal: which steps are done, how many attempts
+/// each had, its files and facts, whether it owes an unquiesce, what failed. An `always` step
+/// after a step that must run again runs again too (so is a quiesce it released), so the
+/// appliance is released after the work, not before.
+fn restore(
+    ctx: &RunCtx,
+    t: &Task,
+    order: &[usize],
+    p: &crate::store::TaskState,
+    st: &mut TaskState,
+    completed: &mut Vec<usize>,
+) -> (HashSet<usize>, HashMap<usize, u32>) {
+    let by_name = |name: &str| p.steps.iter().find(|s| s.name == name);
+    let mut done = HashSet::new();
+    let mut attempts = HashMap::new();
+    for &i in order {
+        let s = &t.steps[i];
+        let Some(j) = by_name(&s.name) else { continue };
+        attempts.insert(i, j.attempts);
+        if j.in_flight {
+            continue;
+        }
+        match j.outcome {
+            Some(StepOutcome::Succeeded) => {
+                done.insert(i);
+                completed.push(i);
+            }
+            Some(StepOutcome::Skipped) | Some(StepOutcome::Undone) => {
+                done.insert(i);
+            }
+            Some(StepOutcome::Failed) => {
+                // Its policy was applied before the crash; apply it to the state again.
+                done.insert(i);
+                st.failed_any = true;
+                if st.error.is_none() {
+                    st.error = Some(format!(
+                        "{}: {}",
+                        s.name,
+                        j.error.clone().unwrap_or_default()
+                    ));
+                }
+                match final_policy(&s.policy) {
+                    Policy::Continue => st.warned = true,
+                    Policy::Rollback => {
+                        st.stopped = true;
+                        st.rolled_back = true;
+                    }
+                    _ => st.stopped = true,
+                }
+            }
+            None => {}
+        }
+    }
+    // Always steps after a step that runs again, and the quiesce an always step released.
+    if !st.stopped {
+        if let Some(first) = order
+            .iter()
+            .position(|i| !done.contains(i) && !t.steps[*i].always)
+        {
+            for &i in &order[first..] {
+                if t.steps[i].always && done.remove(&i) {
+                    completed.retain(|c| *c != i);
+                }
+            }
+            for &i in &order[..first] {
+                let q = &t.steps[i];
+                if q.call.action == Action::Quiesce
+                    && order[first..]
+                        .iter()
+                        .any(|u| t.steps[*u].call.action == Action::Unquiesce && !done.contains(u))
+                {
+                    done.remove(&i);
+                    completed.retain(|c| *c != i);
+                }
+            }
+        }
+    }
+    // An unquiesce is owed when a quiesce may have been issued and no unquiesce finished.
+    let quiesce_tried = order.iter().any(|i| {
+        t.steps[*i].call.action == Action::Quiesce && attempts.get(i).copied().unwrap_or(0) > 0
+    });
+    let released = order.iter().any(|i| {
+        t.steps[*i].call.action == Action::Unquiesce && done.contains(i) && completed.contains(i)
+    });
+    st.quiesced = quiesce_tried && !released;
+    // Files and facts recorded before.
+    if let Some(root) = super::store_root(&ctx.program) {
+        for f in &p.files {
+            st.files.push((root.join(&f.path), f.clone()));
+        }
+        let ts = super::output::timestamp(ctx.started);
+        let layout = match &t.target {
+            crate::compile::Target::Device => super::output::Layout::secure_backup(&t.device, &ts),
+            other => super::output::Layout::export(&t.device, other.domain_label(), &ts),
+        };
+        let m = root.join(layout.manifest());
+        if m.exists() {
+            st.manifests.push(m);
+        }
+    }
+    let fact = |k: &str| {
+        p.facts
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if !p.facts.is_empty() {
+        st.firmware = Some(crate::appliance::Firmware {
+            version: fact("version"),
+            build: fact("build"),
+            machine_type: fact("machine_type"),
+            model_type: fact("model"),
+            serial: fact("serial"),
+            ..Default::default()
+        });
+        st.save_needed = fact("save_needed") == "on";
+    }
+    (done, attempts)
 }
 
 fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
@@ -219,11 +386,12 @@ async fn attempt_step(
     t: &Task,
     i: usize,
     st: &mut TaskState,
+    first_attempt: u32,
 ) -> Result<Option<(StepError, Policy)>, StoreError> {
     let s = &t.steps[i];
     let mut policy = s.policy.clone();
     let mut used = 0u32;
-    let mut attempt = 0u32;
+    let mut attempt = first_attempt - 1;
     loop {
         attempt += 1;
         // The intent is durable before the side effect starts: resume must know it may
