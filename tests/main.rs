@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod cli_sim;
+mod crash;
 mod docs;
 mod engine;
 mod examples;

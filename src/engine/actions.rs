@@ -260,6 +260,16 @@ async fn validate(
     Ok(())
 }
 
+/// The wait before the next poll: 50 ms, doubling up to the poll interval, so quick
+/// transitions are seen quickly and slow ones cost few requests.
+fn poll_delay(ctx: &RunCtx, polls: &mut u32) -> Duration {
+    let d = Duration::from_millis(50)
+        .saturating_mul(1 << (*polls).min(16))
+        .min(ctx.options.poll_interval);
+    *polls += 1;
+    d
+}
+
 /// Polls the quiesce state of `target` until `want`, at most until `deadline`.
 async fn wait_state(
     ctx: &RunCtx,
@@ -270,6 +280,7 @@ async fn wait_state(
 ) -> Result<bool, StepError> {
     let deadline =
         ctx.clock.now() + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+    let mut polls = 0;
     loop {
         if app.quiesce_state(target).await? == want {
             return Ok(true);
@@ -277,7 +288,7 @@ async fn wait_state(
         if ctx.clock.now() >= deadline {
             return Ok(false);
         }
-        ctx.clock.sleep(ctx.options.poll_interval).await;
+        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
     }
 }
 
@@ -401,6 +412,7 @@ async fn secure_backup(
     app.secure_backup(&cert, &remote).await?;
     let deadline = ctx.clock.now()
         + chrono::Duration::from_std(ctx.options.backup_timeout).unwrap_or(chrono::Duration::MAX);
+    let mut polls = 0;
     let listing = loop {
         let l = app.list_directory(&remote).await?;
         if l.iter().any(|f| f.name == "backupmanifest.xml") {
@@ -413,7 +425,7 @@ async fn secure_backup(
                 ctx.options.backup_timeout.as_secs()
             )));
         }
-        ctx.clock.sleep(ctx.options.poll_interval).await;
+        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
     };
     let root = store_dir(ctx)?;
     let ts = output::timestamp(ctx.started);

@@ -1,0 +1,296 @@
+//! Crash and interrupt tests (DESIGN.md 5).
+//!
+//! What they guard: a run killed at any instant (SIGKILL, so nothing is flushed or cleaned)
+//! and resumed, perhaps killed again during the resume, ends exactly as an uninterrupted run
+//! of the same plan ends; no appliance stays quiesced; no temporary file is left in the store
+//! or on the appliances; every backup file is complete and matches its manifest; every task
+//! ends in exactly one terminal state; no device saw an operation the journal has no intent
+//! for. The harness kills at random instants (seeded, so a failure can be replayed) and at
+//! chosen moments; `DPPLAN_CRASH_KILLS` sets how many kills (default 100), and
+//! `scripts/crash-harness.sh` runs it by hand.
+
+use crate::engine::{files_below, World};
+use dpplan::store::{History, RedbStore, RunStatus, StepOutcome, TaskStatus};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FLEET: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "100ms"
+unquiesce_delay = "80ms"
+backup_file_size = "1MiB"
+domains = ["default", "DOMAIN1", "DOMAIN2"]
+[[device]]
+name = "QA1"
+[[device]]
+name = "QA2"
+[[device]]
+name = "QA3"
+[[device]]
+name = "TEST8"
+unsaved = ["DOMAIN2"]
+[[device]]
+name = "TEST9"
+down = true
+"#;
+
+const PLAN: &str = r#"
+settings {
+  max_parallel  = 2
+  quiesce_grace = 5s
+}
+plan "nightly" {
+  activity secure_backup {
+    devices = "QA*"
+    cert    = "backup-cert"
+    quiesce = 60s
+  }
+  activity export_domain "test-domains" {
+    devices    = ["TEST8", "TEST9"]
+    domains    = "DOMAIN*"
+    quiesce    = 60s
+    on_failure = continue
+  }
+}
+"#;
+
+fn plan_text(w: &World) -> String {
+    format!(
+        "import \"std/datapower\"\nstore \"store\" {{}}\n{}\n{PLAN}",
+        w.inventory()
+    )
+}
+
+fn dpplan(w: &World, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(args)
+        .arg("--state")
+        .arg(w.dir.path().join("state.redb"))
+        .arg("--quiet")
+        .current_dir(w.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A small deterministic random source (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Waits for `child` at most `limit`; `None` if it is still running.
+fn wait_for(child: &mut Child, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s.code().unwrap_or(-1));
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Checks every invariant of DESIGN.md 5 after a run has ended; returns its task statuses.
+fn check_invariants(w: &World) -> Vec<TaskStatus> {
+    // No quiesced device or domain; nothing left in temporary:.
+    w.assert_clean();
+    // No temporary file in the store; exactly the expected files, each matching its manifest.
+    let files = files_below(&w.store());
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.split('/').any(|c| c.starts_with('.'))),
+        "temporary files left: {files:?}"
+    );
+    let manifests: Vec<&String> = files
+        .iter()
+        .filter(|f| f.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), 5, "{files:?}");
+    let mut listed = 0;
+    for m in &manifests {
+        let path = w.store().join(m);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for f in v["files"].as_array().unwrap() {
+            let p = path.parent().unwrap().join(f["path"].as_str().unwrap());
+            let (size, sha) = dpplan::engine::output::hash_file(&p).unwrap();
+            assert_eq!(
+                (f["size"].as_u64().unwrap(), f["sha256"].as_str().unwrap()),
+                (size, sha.as_str())
+            );
+            listed += 1;
+        }
+    }
+    assert_eq!(
+        listed + manifests.len(),
+        files.len(),
+        "files not in any manifest: {files:?}"
+    );
+    // One terminal state per task; no operation reached a device without an intent.
+    let store = RedbStore::open(&w.dir.path().join("state.redb")).unwrap();
+    let run = store.run(1).unwrap();
+    assert!(
+        run.summary.status.is_final(),
+        "run ended {:?}",
+        run.summary.status
+    );
+    assert_eq!(run.summary.status, RunStatus::Warning);
+    for t in &run.tasks {
+        assert!(t.status.is_final(), "task {} is {:?}", t.task.id, t.status);
+        let attempts = |name: &str| {
+            t.steps
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.attempts)
+                .unwrap_or(0)
+        };
+        for s in &t.steps {
+            assert!(
+                !s.in_flight,
+                "task {} step {} still in flight",
+                t.task.id, s.name
+            );
+            assert_ne!(
+                s.outcome,
+                Some(StepOutcome::Failed),
+                "task {} step {}",
+                t.task.id,
+                s.name
+            );
+        }
+        if t.task.action == "SECURE_BACKUP" {
+            let ops = w.state(&t.task.device).ops;
+            let sb = ops.get("SecureBackup").copied().unwrap_or(0);
+            assert!(
+                sb >= 1 && sb <= u64::from(attempts("backup")),
+                "{}: {sb} SecureBackup, {} intents",
+                t.task.device,
+                attempts("backup")
+            );
+            let q = ops.get("QuiesceDP").copied().unwrap_or(0);
+            assert!(
+                q <= u64::from(attempts("quiesce")),
+                "{}: {q} QuiesceDP, {} intents",
+                t.task.device,
+                attempts("quiesce")
+            );
+        }
+    }
+    run.tasks.iter().map(|t| t.status).collect()
+}
+
+fn kills_wanted() -> usize {
+    std::env::var("DPPLAN_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() {
+    // The uninterrupted run: its outcome and how long it takes.
+    let clean = World::new(FLEET).await;
+    std::fs::write(clean.dir.path().join("plan.dpplan"), plan_text(&clean)).unwrap();
+    let t0 = Instant::now();
+    let mut c = dpplan(&clean, &["run", "plan.dpplan"]);
+    let code = tokio::task::block_in_place(|| wait_for(&mut c, Duration::from_secs(120)));
+    assert_eq!(code, Some(5));
+    let span = t0.elapsed();
+    let want = tokio::task::block_in_place(|| check_invariants(&clean));
+
+    let total = kills_wanted();
+    let mut kills = 0;
+    let mut rounds = 0;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    while kills < total {
+        rounds += 1;
+        let w = World::new(FLEET).await;
+        std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
+        let mut first = true;
+        // Kill up to 12 times per round, at random instants within a run's duration, then let
+        // the last resume finish.
+        let mut round_kills = 0;
+        loop {
+            let args: &[&str] = if first {
+                &["run", "plan.dpplan"]
+            } else {
+                &["resume"]
+            };
+            first = false;
+            let mut child = dpplan(&w, args);
+            if round_kills < 12 && kills < total {
+                // The first process is killed anywhere in a run's span; resumes have less
+                // left to do, so they are killed earlier.
+                let window = if round_kills == 0 { span } else { span / 2 };
+                let at = Duration::from_micros(rng.below(window.as_micros() as u64 + 1));
+                let exited = tokio::task::block_in_place(|| wait_for(&mut child, at));
+                if exited.is_none() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    kills += 1;
+                    round_kills += 1;
+                    continue;
+                }
+                if exited == Some(5) {
+                    break;
+                }
+                // The process ended early (run finished, or nothing to resume): go on.
+                if exited == Some(0) {
+                    break;
+                }
+                continue;
+            }
+            let code =
+                tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(120)));
+            assert!(
+                matches!(code, Some(5) | Some(0)),
+                "final resume exited {code:?}"
+            );
+            break;
+        }
+        let got = tokio::task::block_in_place(|| check_invariants(&w));
+        assert_eq!(got, want, "round {rounds}");
+    }
+    eprintln!(
+        "crash harness: {kills} kills over {rounds} rounds (an uninterrupted run takes {span:?}), every invariant held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_interrupts_gracefully_and_resume_completes() {
+    let w = World::new(FLEET).await;
+    std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
+    let mut child = dpplan(&w, &["run", "plan.dpplan"]);
+    // Interrupt once the first backups are under way.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let code = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(120)));
+    assert_eq!(code, Some(4), "an interrupted run exits 4");
+    w.assert_clean();
+    {
+        let store = RedbStore::open(&w.dir.path().join("state.redb")).unwrap();
+        assert_eq!(store.run(1).unwrap().summary.status, RunStatus::Interrupted);
+        assert_eq!(store.latest_unfinished().unwrap(), Some(1));
+    }
+    let mut child = dpplan(&w, &["resume"]);
+    let code = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(120)));
+    assert_eq!(code, Some(5));
+    check_invariants(&w);
+}
