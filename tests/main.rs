@@ -15,6 +15,7 @@ mod flows;
 mod fuzz;
 mod language;
 mod policies;
+mod reports;
 mod sim_client;
 mod soma_fixtures;
 mod store;

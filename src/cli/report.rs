@@ -207,10 +207,12 @@ pub fn log(args: LogArgs) -> u8 {
             return EXIT_USAGE;
         }
     }
-    let lines = match store.log(args.run, args.task) {
+    let mut lines = match store.log(args.run, args.task) {
         Ok(l) => l,
         Err(e) => return store_error(&e),
     };
+    // Concurrent tasks append in commit order; people read the log in time order.
+    lines.sort_by_key(|l| l.at);
     let views = report::log_views(detail.summary.started, &lines);
     if args.json {
         return json_out(&views);

@@ -29,6 +29,18 @@ pub fn table_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// A time in a run's tables, as time since the run started (its heading has the start):
+/// `+42.1s`.
+pub fn since_start(started: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    format!("+{}", duration(t - started))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// A duration for people: `0.4s`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
 pub fn duration(d: chrono::Duration) -> String {
     let ms = d.num_milliseconds().max(0);
@@ -124,11 +136,11 @@ impl RunView {
 pub fn runs_table(runs: &[RunSummary], color: bool) -> String {
     let mut t = Table::new(vec![
         Column::right("ID"),
-        Column::left("STARTED (UTC)", 19),
-        Column::left("PLAN", 16),
+        Column::whole("STARTED (UTC)"),
+        Column::left("PLAN", 24),
         Column::right("DEV"),
         Column::right("DOM"),
-        Column::left("STATUS", 26),
+        Column::whole("STATUS"),
         Column::right("OK"),
         Column::right("FAIL"),
         Column::right("SKIP"),
@@ -137,7 +149,7 @@ pub fn runs_table(runs: &[RunSummary], color: bool) -> String {
     for r in runs {
         t.toned_row(vec![
             plain(r.id),
-            plain(table_time(r.started)),
+            plain(r.started.format("%Y-%m-%d %H:%M").to_string()),
             plain(&r.plan),
             plain(r.devices),
             plain(r.domains),
@@ -309,11 +321,11 @@ fn run_heading(s: &RunSummary) -> String {
 pub fn run_page(detail: &RunDetail, color: bool) -> String {
     let mut t = Table::new(vec![
         Column::right("ID"),
-        Column::left("STATUS TIME", 19),
-        Column::left("DEVICES", 14),
-        Column::left("DOMAINS", 14),
-        Column::left("ACTION", 13),
-        Column::left("STATUS", 9),
+        Column::whole("TIME"),
+        Column::left("DEVICES", 24),
+        Column::left("DOMAINS", 24),
+        Column::whole("ACTION"),
+        Column::whole("STATUS"),
         Column::right("OK"),
         Column::right("FAIL"),
         Column::right("SKIP"),
@@ -322,7 +334,10 @@ pub fn run_page(detail: &RunDetail, color: bool) -> String {
         let (v, time) = activity_view(a, detail);
         t.toned_row(vec![
             plain(v.id),
-            plain(time.map(table_time).unwrap_or_else(|| "-".into())),
+            plain(
+                time.map(|t| since_start(detail.summary.started, t))
+                    .unwrap_or_else(|| "-".into()),
+            ),
             plain(v.device_pattern),
             plain(v.domain_pattern),
             plain(v.action),
@@ -453,21 +468,21 @@ impl ActivityPage {
         ));
         let mut t = Table::new(vec![
             Column::right("ID"),
-            Column::left("STATUS TIME", 19),
-            Column::left("DEVICE", 12),
-            Column::left("DOMAIN", 14),
+            Column::whole("TIME"),
+            Column::left("DEVICE", 24),
+            Column::left("DOMAIN", 24),
             Column::right("FILES"),
             Column::right("ERRS"),
-            Column::left("STATUS", 11),
+            Column::whole("STATUS"),
             Column::left("ERROR", WIDTH),
         ]);
         for task in &self.tasks {
-            let time = task
-                .status_time
-                .as_deref()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| table_time(t.with_timezone(&Utc)))
-                .unwrap_or_else(|| "-".into());
+            let time = match (parse_time(&self.run.started), task.status_time.as_deref()) {
+                (Some(start), Some(t)) => parse_time(t)
+                    .map(|t| since_start(start, t))
+                    .unwrap_or_else(|| "-".into()),
+                _ => "-".into(),
+            };
             t.toned_row(vec![
                 plain(task.id),
                 plain(time),
@@ -647,9 +662,9 @@ impl TaskPage {
         if let Some(s) = state.filter(|s| !s.steps.is_empty()) {
             out.push('\n');
             let mut t = Table::new(vec![
-                Column::left("STEP", 20),
+                Column::left("STEP", 24),
                 Column::right("TRIES"),
-                Column::left("OUTCOME", 9),
+                Column::whole("OUTCOME"),
                 Column::right("TOOK"),
                 Column::left("ERROR", WIDTH),
             ]);

@@ -48,24 +48,39 @@ pub struct Column {
     pub right: bool,
     /// At most this many characters (longer cells are cut with `…`).
     pub max: usize,
+    /// Never cut below this many characters to fit the width.
+    pub min: usize,
 }
 
 impl Column {
-    /// A left-aligned column of at most `max` characters.
+    /// A left-aligned column of at most `max` characters, cut (down to 8, or its header)
+    /// when the table would not fit.
     pub fn left(header: &'static str, max: usize) -> Column {
         Column {
             header,
             right: false,
             max,
+            min: header.chars().count().max(8).min(max),
         }
     }
 
-    /// A right-aligned column (numbers).
+    /// A left-aligned column that is never cut (times, statuses).
+    pub fn whole(header: &'static str) -> Column {
+        Column {
+            header,
+            right: false,
+            max: usize::MAX,
+            min: usize::MAX,
+        }
+    }
+
+    /// A right-aligned column (numbers), never cut.
     pub fn right(header: &'static str) -> Column {
         Column {
             header,
             right: true,
-            max: 12,
+            max: usize::MAX,
+            min: usize::MAX,
         }
     }
 }
@@ -78,7 +93,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table with these columns; the last one takes what is left of [`WIDTH`].
+    /// A table with these columns. When the rows are wider than [`WIDTH`], the last column
+    /// is cut first, then the widest other one that may be cut, each down to its minimum.
     pub fn new(columns: Vec<Column>) -> Table {
         Table {
             columns,
@@ -111,10 +127,17 @@ impl Table {
                 widths[i] = widths[i].max(w);
             }
         }
-        if n > 0 {
-            let used: usize = widths[..n - 1].iter().map(|w| w + 2).sum();
-            let left = WIDTH.saturating_sub(used).max(self.columns[n - 1].header.len());
-            widths[n - 1] = widths[n - 1].min(left);
+        let mut total: usize = widths.iter().sum::<usize>() + 2 * n.saturating_sub(1);
+        while total > WIDTH {
+            let can = |i: usize| widths[i] > self.columns[i].min;
+            let pick = if n > 0 && can(n - 1) {
+                Some(n - 1)
+            } else {
+                (0..n).filter(|&i| can(i)).max_by_key(|&i| (widths[i], i))
+            };
+            let Some(i) = pick else { break };
+            widths[i] -= 1;
+            total -= 1;
         }
         let mut out = String::new();
         let header: Vec<(String, Tone)> = self
@@ -178,6 +201,7 @@ mod tests {
             Column::left("NAME", 10),
             Column::left("MESSAGE", WIDTH),
         ]);
+        t.row(vec!["8".into(), "short".into(), "ok".into()]);
         t.row(vec!["7".into(), "a very long name".into(), "x".repeat(200)]);
         let text = t.render(false);
         for line in text.lines() {
@@ -189,7 +213,7 @@ mod tests {
 
     #[test]
     fn colour_does_not_move_text() {
-        let mut t = Table::new(vec![Column::left("S", 20), Column::right("N")]);
+        let mut t = Table::new(vec![Column::whole("S"), Column::right("N")]);
         t.toned_row(vec![("FAILED".into(), Tone::Bad), ("1".into(), Tone::Plain)]);
         let plain = t.render(false);
         let coloured = t.render(true);
