@@ -217,7 +217,10 @@ fn export(store: &Path, run: u64, t: &TaskRecord, started: DateTime<Utc>) -> Vec
     let bytes = zip_bytes(&format!("<export domain=\"{}\" run=\"{run}\"/>", t.domain));
     let (m, r) = put(store, &rel, &bytes);
     manifest(store, &layout.manifest(), run, t, started, vec![m]);
-    vec![Record::File { task: t.id, file: r }]
+    vec![Record::File {
+        task: t.id,
+        file: r,
+    }]
 }
 
 /// The recorded history, in `dir`: `state.redb` and `store/`.
@@ -257,7 +260,12 @@ fn fixture(dir: &Path) {
             log(None, None, at(s, 0), "run 1 of plan nightly started"),
             status(1, TaskStatus::Running, None, at(s, 100)),
             facts(1),
-            log(Some(1), Some("validate"), at(s, 150), "firmware IDG.10.6.0.0"),
+            log(
+                Some(1),
+                Some("validate"),
+                at(s, 150),
+                "firmware IDG.10.6.0.0",
+            ),
         ];
         r.extend(step(1, "validate", 1, at(s, 120), 400));
         r.extend(step(1, "backup", 1, at(s, 600), 41_300));
@@ -374,11 +382,17 @@ fn every_page_matches_its_golden_file() {
     let cases: &[(&str, &[&str])] = &[
         ("runs.txt", &["runs"]),
         ("runs.json", &["runs", "--json"]),
-        ("runs-nightly-limit-1.txt", &["runs", "--plan", "nightly", "--limit", "1"]),
+        (
+            "runs-nightly-limit-1.txt",
+            &["runs", "--plan", "nightly", "--limit", "1"],
+        ),
         ("show.txt", &["show", "1"]),
         ("show.json", &["show", "1", "--json"]),
         ("show-activity.txt", &["show", "1", "--activity", "2"]),
-        ("show-activity.json", &["show", "1", "--activity", "2", "--json"]),
+        (
+            "show-activity.json",
+            &["show", "1", "--activity", "2", "--json"],
+        ),
         ("show-task.txt", &["show", "1", "--task", "1"]),
         ("show-task.json", &["show", "1", "--task", "1", "--json"]),
         ("show-task-failed.txt", &["show", "1", "--task", "3"]),
@@ -460,7 +474,10 @@ fn missing_state_and_unknown_ids_are_clear_errors() {
         .run()
         .status(1)
         .stderr_has("no state file at");
-    assert!(!Path::new(&missing).exists(), "a report must not create the state file");
+    assert!(
+        !Path::new(&missing).exists(),
+        "a report must not create the state file"
+    );
     let (dir, _) = recorded();
     dpplan(dir.path(), &["show", "9"])
         .status(1)
@@ -520,19 +537,25 @@ fn verify_catches_a_flipped_byte_and_a_truncated_file() {
     let ran = dpplan(dir.path(), &["verify", "1", "--store", "store"]).status(1);
     let ts = timestamp(t0());
     assert!(
-        ran.stdout.contains(&format!(
-            "QA1/secure-backup/{ts}/config.tgz: SHA-256 is"
-        )),
+        ran.stdout
+            .contains(&format!("QA1/secure-backup/{ts}/config.tgz: SHA-256 is")),
         "{}",
         ran.stdout
     );
     assert!(
-        ran.stdout.contains(&format!("-persisted.zip: is {} bytes, recorded {len}", len - 10)),
+        ran.stdout.contains(&format!(
+            "-persisted.zip: is {} bytes, recorded {len}",
+            len - 10
+        )),
         "{}",
         ran.stdout
     );
     // The appliance's own manifest catches the flipped byte too.
-    assert!(ran.stdout.contains("backupmanifest.xml lists"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("backupmanifest.xml lists"),
+        "{}",
+        ran.stdout
+    );
     ran.stderr_has("problems");
     // By path as well.
     Test::new()
@@ -552,18 +575,14 @@ fn verify_reads_archives_and_the_backup_manifest() {
         .join("store/TEST8/domain/DOMAIN1")
         .join(format!("DOMAIN1-export-{}-persisted.zip", timestamp(t0())));
     let mut bytes = std::fs::read(&zip).unwrap();
-    let at = bytes
-        .windows(7)
-        .position(|w| w == b"<export")
-        .unwrap();
+    let at = bytes.windows(7).position(|w| w == b"<export").unwrap();
     bytes[at + 1] = b'E';
     std::fs::write(&zip, &bytes).unwrap();
     let mpath = zip
         .parent()
         .unwrap()
         .join(format!("DOMAIN1-export-{}.manifest.json", timestamp(t0())));
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
     let (size, sha) = hash_file(&zip).unwrap();
     m["files"][0]["size"] = size.into();
     m["files"][0]["sha256"] = sha.into();
@@ -579,7 +598,10 @@ fn verify_reads_archives_and_the_backup_manifest() {
     let d = qa1_dir(dir.path(), 1);
     let mut m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-    m["files"].as_array_mut().unwrap().retain(|f| f["path"] != "config.tgz");
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["path"] != "config.tgz");
     std::fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     std::fs::remove_file(d.join("config.tgz")).unwrap();
     Test::new()
@@ -627,7 +649,12 @@ fn prune_keeps_what_it_must() {
                 .await
                 .unwrap();
             let mut r = secure_backup(&d.join("store"), id, &t, s);
-            r.push(status(1, TaskStatus::Failed, Some("verify failed"), at(s, 10)));
+            r.push(status(
+                1,
+                TaskStatus::Failed,
+                Some("verify failed"),
+                at(s, 10),
+            ));
             r.push(Record::Run {
                 status: RunStatus::Failed,
                 error: None,
@@ -650,7 +677,10 @@ fn prune_keeps_what_it_must() {
     );
     assert!(qa1_dir(d, 0).exists(), "a dry run removes nothing");
     let ran = dpplan(d, &["prune", &file, "--now", &now]).status(0);
-    assert_eq!(ran.stdout, before.stdout.replacen("would remove", "removed", 1));
+    assert_eq!(
+        ran.stdout,
+        before.stdout.replacen("would remove", "removed", 1)
+    );
     assert!(!qa1_dir(d, 0).exists(), "the emptied folder goes too");
     for day in 1..=3 {
         assert!(qa1_dir(d, day).join("manifest.json").exists(), "day {day}");
@@ -683,7 +713,10 @@ fn prune_by_age() {
     let old = (t0() + Duration::hours(60)).to_rfc3339();
     let ran = dpplan(d, &["prune", &file, "--now", &old]).status(0);
     assert_eq!(ran.stdout.lines().count(), 1, "{}", ran.stdout);
-    ran.stdout_has(&format!("QA1/secure-backup/{}/manifest.json", timestamp(t0())));
+    ran.stdout_has(&format!(
+        "QA1/secure-backup/{}/manifest.json",
+        timestamp(t0())
+    ));
     assert!(d
         .join("store/TEST8/domain/DOMAIN1")
         .join(format!("DOMAIN1-export-{}.manifest.json", timestamp(t0())))

@@ -77,9 +77,7 @@ pub fn verify(args: VerifyArgs) -> u8 {
     let root = match args.store.clone().or_else(|| store_of_run(&detail)) {
         Some(r) => r,
         None => {
-            eprintln!(
-                "error: cannot tell where run {id}'s store is; name it with --store DIR"
-            );
+            eprintln!("error: cannot tell where run {id}'s store is; name it with --store DIR");
             return EXIT_USAGE;
         }
     };
@@ -199,7 +197,10 @@ pub fn prune(args: PruneArgs) -> u8 {
         Err(code) => return code,
     };
     let now = args.now.unwrap_or_else(|| SystemClock.now());
-    let (backups, unreadable) = match prune::plan(&root, &store, policy, now) {
+    let prune::Decided {
+        backups,
+        unreadable,
+    } = match prune::plan(&root, &store, policy, now) {
         Ok(p) => p,
         Err(e) => return store_error(&e),
     };
@@ -258,7 +259,11 @@ pub fn prune(args: PruneArgs) -> u8 {
     let written = out(&text);
     eprintln!(
         "{} {removed} backup{} ({}); kept {kept}",
-        if args.dry_run { "would remove" } else { "removed" },
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
         if removed == 1 { "" } else { "s" },
         crate::report::size(bytes)
     );

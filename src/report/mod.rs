@@ -14,8 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::store::{
-    ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState,
-    TaskStatus,
+    ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState, TaskStatus,
 };
 use table::{Column, Table, Tone, WIDTH};
 
@@ -552,8 +551,7 @@ pub struct FileView {
 pub struct TaskPage {
     /// The run.
     pub run: u64,
-    /// The task.
-    #[serde(flatten)]
+    /// The task, as on its activity's page.
     pub task: TaskView,
     /// The device's facts; `null` when none were recorded.
     pub firmware: Option<FirmwareView>,

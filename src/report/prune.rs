@@ -78,14 +78,22 @@ pub struct Backup {
     pub keep: Option<Keep>,
 }
 
-/// The store's backups with the decision for each, grouped per (device, domain, action),
-/// newest first. Manifests that cannot be read are returned as errors and left alone.
+/// What [`plan`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decided {
+    /// Every backup with its decision, grouped per (device, domain, action), newest first.
+    pub backups: Vec<Backup>,
+    /// Manifests that could not be read, with why; they are left alone.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// The store's backups with the decision for each.
 pub fn plan(
     root: &Path,
     history: &dyn History,
     policy: Policy,
     now: DateTime<Utc>,
-) -> Result<(Vec<Backup>, Vec<(PathBuf, String)>), StoreError> {
+) -> Result<Decided, StoreError> {
     let mut unreadable = Vec::new();
     let manifests = match find_manifests(root) {
         Ok(m) => m,
@@ -104,13 +112,12 @@ pub fn plan(
                 continue;
             }
         };
-        if !runs.contains_key(&m.run) {
-            let detail = match history.run(m.run) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = runs.entry(m.run) {
+            slot.insert(match history.run(m.run) {
                 Ok(d) => Some(d),
                 Err(StoreError::NoRun(_)) => None,
                 Err(e) => return Err(e),
-            };
-            runs.insert(m.run, detail);
+            });
         }
         let detail = runs.get(&m.run).and_then(|d| d.as_ref());
         // The run must be this state file's: its start is in the manifest's file names.
@@ -136,9 +143,8 @@ pub fn plan(
             Some(d) if !d.summary.status.is_final() => Some(Keep::Unfinished),
             Some(_) => None,
         };
-        let successful = task.is_some_and(|t| {
-            matches!(t.status, TaskStatus::Succeeded | TaskStatus::Warning)
-        });
+        let successful =
+            task.is_some_and(|t| matches!(t.status, TaskStatus::Succeeded | TaskStatus::Warning));
         let backup = Backup {
             manifest: path,
             run: m.run,
@@ -179,7 +185,10 @@ pub fn plan(
             out.push(b);
         }
     }
-    Ok((out, unreadable))
+    Ok(Decided {
+        backups: out,
+        unreadable,
+    })
 }
 
 /// Removes a backup: its files, then its manifest, then its folder when emptied (a secure

@@ -22,8 +22,9 @@ impl Tone {
     pub fn of_status(status: &str) -> Tone {
         match status {
             "COMPLETED" | "SUCCEEDED" => Tone::Good,
-            "FAILED" | "ROLLED_BACK" | "CANCELLED" | "STORE_NOT_MOUNTED"
-            | "STORE_OUT_OF_SPACE" => Tone::Bad,
+            "FAILED" | "ROLLED_BACK" | "CANCELLED" | "STORE_NOT_MOUNTED" | "STORE_OUT_OF_SPACE" => {
+                Tone::Bad
+            }
             "-" | "" => Tone::Plain,
             _ => Tone::Warn,
         }
@@ -214,7 +215,10 @@ mod tests {
     #[test]
     fn colour_does_not_move_text() {
         let mut t = Table::new(vec![Column::whole("S"), Column::right("N")]);
-        t.toned_row(vec![("FAILED".into(), Tone::Bad), ("1".into(), Tone::Plain)]);
+        t.toned_row(vec![
+            ("FAILED".into(), Tone::Bad),
+            ("1".into(), Tone::Plain),
+        ]);
         let plain = t.render(false);
         let coloured = t.render(true);
         assert_eq!(

@@ -223,10 +223,7 @@ fn check_backup_manifest(path: &Path) -> Vec<(PathBuf, String)> {
         if let Some(size) = l.size.filter(|s| *s != meta.len()) {
             out.push((
                 p.clone(),
-                format!(
-                    "is {} bytes, backupmanifest.xml lists {size}",
-                    meta.len()
-                ),
+                format!("is {} bytes, backupmanifest.xml lists {size}", meta.len()),
             ));
             continue;
         }
@@ -356,7 +353,10 @@ pub fn run(root: &Path, detail: &RunDetail, pruned: &HashSet<u32>) -> Verified {
                 }
             }
         } else if t.status.is_final() {
-            v.problem(&manifest, format!("missing (task {id} {})", t.status.as_str()));
+            v.problem(
+                &manifest,
+                format!("missing (task {id} {})", t.status.as_str()),
+            );
         }
         let mut seen = HashSet::new();
         for f in t.files.iter().rev() {
