@@ -16,6 +16,8 @@
 //!   domains, deterministic content, injected faults.
 //! - [`store`]: the durable journal and history of runs (redb): what the engine writes, what
 //!   reports and `resume` read.
+//! - [`report`]: the result pages (runs, activities, tasks, the activity log) as tables and
+//!   JSON views built from the store's history, and the store's file tools (verify, prune).
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
 
 // The pest-generated parser names `alloc` (pest is built without `std`, see Cargo.toml).
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod compile;
 pub mod diag;
 pub mod engine;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod syntax;

@@ -16,6 +16,7 @@ mod flows;
 mod fuzz;
 mod language;
 mod policies;
+mod reports;
 mod run_cli;
 mod sim_client;
 mod soma_fixtures;

@@ -361,10 +361,10 @@ plan "p" {
         [(1, StepOutcome::Failed)]
     );
     // QA2 waited 90s for its quiesce, then 90s for its unquiesce, on the manual clock
-    // (polling every second of it), not in real time.
+    // (polling at most every second), not in real time.
     use dpplan::engine::clock::Clock;
     assert!(clock.now() - start >= chrono::Duration::seconds(180));
-    assert!(clock.sleeps().iter().all(|d| *d == Duration::from_secs(1)));
+    assert!(clock.sleeps().iter().all(|d| *d <= Duration::from_secs(1)));
 }
 
 pub fn chmod_x(p: &std::path::Path) {

@@ -3,12 +3,14 @@
 //! Data goes to stdout; diagnostics and progress go to stderr. Colour only on a terminal,
 //! and never with `NO_COLOR` set.
 
+mod files;
 mod lint;
 mod render;
+mod report;
 mod run;
 mod sim;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +81,21 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
     Sim(sim::SimArgs),
+    /// The most recent runs, newest first.
+    Runs(report::RunsArgs),
+    /// A run's activities; with --activity its tasks, with --task one task.
+    Show(report::ShowArgs),
+    /// A run's activity log, with the time each line took.
+    Log(report::LogArgs),
+    /// Check backup files against their manifests (size, SHA-256, archives).
+    Verify(files::VerifyArgs),
+    /// Remove old backups per the store block's keep_last and keep_days.
+    Prune(files::PruneArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Download one appliance file through the client (benchmark helper).
     #[command(hide = true)]
     Fetch(sim::FetchArgs),
@@ -125,5 +142,13 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Resume(args) => ExitCode::from(run::resume(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
+        Command::Runs(args) => ExitCode::from(report::runs(args)),
+        Command::Show(args) => ExitCode::from(report::show(args)),
+        Command::Log(args) => ExitCode::from(report::log(args)),
+        Command::Verify(args) => ExitCode::from(files::verify(args)),
+        Command::Prune(args) => ExitCode::from(files::prune(args)),
+        Command::Completions { shell } => {
+            ExitCode::from(report::completions(shell, Cli::command()))
+        }
     }
 }

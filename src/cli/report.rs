@@ -1,0 +1,221 @@
+//! `dpplan runs`, `dpplan show`, `dpplan log` and `dpplan completions`: the result pages, as
+//! tables that fit 80 columns or as `--json` (docs/cli.md names the fields).
+
+use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
+use crate::store::{History, RedbStore, RunId, StoreError};
+use clap::Args;
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+/// The state file option every report command takes.
+#[derive(Debug, Args)]
+pub struct StateArg {
+    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+}
+
+/// `dpplan runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only runs of this plan.
+    #[arg(long, value_name = "P")]
+    pub plan: Option<String>,
+    /// At most this many runs, newest first.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub limit: usize,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// `dpplan show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run's number (`dpplan runs` lists them).
+    pub run: RunId,
+    /// Show this activity's tasks.
+    #[arg(long, value_name = "N", conflicts_with = "task")]
+    pub activity: Option<u32>,
+    /// Show this task: firmware, steps, files with sizes and checksums.
+    #[arg(long, value_name = "N")]
+    pub task: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// `dpplan log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The run's number.
+    pub run: RunId,
+    /// Only this task's lines.
+    #[arg(long, value_name = "N")]
+    pub task: Option<u32>,
+    /// Print a JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// Opens an existing state file; prints why not and returns the exit code otherwise.
+pub(crate) fn open_state(arg: &StateArg) -> Result<RedbStore, u8> {
+    let path = super::run::state_path(arg.state.as_deref());
+    if !path.is_file() {
+        eprintln!(
+            "error: no state file at {} (no run yet here? name one with --state or DPPLAN_STATE)",
+            path.display()
+        );
+        return Err(EXIT_FAILED);
+    }
+    RedbStore::open(&path).map_err(|e| store_error(&e))
+}
+
+/// Prints a store error; returns the exit code for it.
+pub(crate) fn store_error(e: &StoreError) -> u8 {
+    eprintln!("error: {e}");
+    match e {
+        StoreError::Locked { .. } | StoreError::NoRun(_) | StoreError::Version { .. } => {
+            EXIT_FAILED
+        }
+        StoreError::Db(_) => EXIT_INTERNAL,
+    }
+}
+
+/// Whether stdout gets colour: a terminal, and `NO_COLOR` unset or empty.
+pub(crate) fn color_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// Writes `text` to stdout; a closed pipe is not dpplan's failure.
+pub(crate) fn out(text: &str) -> u8 {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// Pretty JSON and a newline on stdout.
+pub(crate) fn json_out<T: Serialize>(value: &T) -> u8 {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => out(&format!("{s}\n")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// `dpplan runs`.
+pub fn runs(args: RunsArgs) -> u8 {
+    let store = match open_state(&args.state) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runs = match store.runs(args.plan.as_deref(), args.limit) {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    if args.json {
+        let views: Vec<RunView> = runs.iter().map(RunView::new).collect();
+        return json_out(&views);
+    }
+    if runs.is_empty() {
+        eprintln!("no runs");
+        return EXIT_OK;
+    }
+    out(&report::runs_table(&runs, color_stdout()))
+}
+
+/// `dpplan show`.
+pub fn show(args: ShowArgs) -> u8 {
+    let store = match open_state(&args.state) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let detail = match store.run(args.run) {
+        Ok(d) => d,
+        Err(e) => return store_error(&e),
+    };
+    let color = color_stdout();
+    if let Some(n) = args.task {
+        let Some(page) = TaskPage::new(&detail, n) else {
+            eprintln!("error: run {} has no task {n}", args.run);
+            return EXIT_USAGE;
+        };
+        return if args.json {
+            json_out(&page)
+        } else {
+            out(&page.render(&detail, color))
+        };
+    }
+    if let Some(n) = args.activity {
+        let Some(page) = ActivityPage::new(&detail, n) else {
+            eprintln!("error: run {} has no activity {n}", args.run);
+            return EXIT_USAGE;
+        };
+        return if args.json {
+            json_out(&page)
+        } else {
+            out(&page.render(color))
+        };
+    }
+    if args.json {
+        json_out(&RunPage::new(&detail))
+    } else {
+        out(&report::run_page(&detail, color))
+    }
+}
+
+/// `dpplan log`.
+pub fn log(args: LogArgs) -> u8 {
+    let store = match open_state(&args.state) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let detail = match store.run(args.run) {
+        Ok(d) => d,
+        Err(e) => return store_error(&e),
+    };
+    if let Some(n) = args.task {
+        if !detail.tasks.iter().any(|t| t.task.id == n) {
+            eprintln!("error: run {} has no task {n}", args.run);
+            return EXIT_USAGE;
+        }
+    }
+    let mut lines = match store.log(args.run, args.task) {
+        Ok(l) => l,
+        Err(e) => return store_error(&e),
+    };
+    // Concurrent tasks append in commit order; people read the log in time order.
+    lines.sort_by_key(|l| l.at);
+    let views = report::log_views(detail.summary.started, &lines);
+    if args.json {
+        return json_out(&views);
+    }
+    if lines.is_empty() {
+        eprintln!("no log lines");
+        return EXIT_OK;
+    }
+    out(&report::log_text(&lines, &views))
+}
+
+/// `dpplan completions SHELL`: the completion script on stdout.
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> u8 {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "dpplan", &mut buf);
+    out(&String::from_utf8_lossy(&buf))
+}

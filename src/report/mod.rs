@@ -1,0 +1,794 @@
+//! The result pages of DESIGN.md section 7 as values: runs, a run's activities, an activity's
+//! tasks, a task, the activity log; each as rows for a table and as a serde view for `--json`
+//! (field names are stable, documented in docs/cli.md). Also the store's file tools:
+//! [`verify`] (files against their manifests) and [`prune`] (retention).
+//!
+//! Reads only through [`History`] and the filesystem; prints nothing (the CLI does). Times are
+//! UTC, so the same history renders the same text everywhere.
+
+pub mod prune;
+pub mod table;
+pub mod verify;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::store::{
+    ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState, TaskStatus,
+};
+use table::{Column, Table, Tone, WIDTH};
+
+/// A time as JSON shows it: RFC 3339, UTC, milliseconds (`2026-09-21T14:13:20.000Z`).
+pub fn json_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A time as tables show it: `2026-09-21 14:13:20` (UTC).
+pub fn table_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A time in a run's tables, as time since the run started (its heading has the start):
+/// `+42.1s`.
+pub fn since_start(started: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    format!("+{}", duration(t - started))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A duration for people: `0.4s`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{}.{}s", s, (ms % 1000) / 100)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(json_time)
+}
+
+fn toned(status: &str) -> (String, Tone) {
+    (status.to_string(), Tone::of_status(status))
+}
+
+fn plain(s: impl ToString) -> (String, Tone) {
+    (s.to_string(), Tone::Plain)
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+
+/// One run, as `dpplan runs --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunView {
+    /// The run's number.
+    pub id: u64,
+    /// Its plan.
+    pub plan: String,
+    /// Start (RFC 3339, UTC).
+    pub started: String,
+    /// When it reached its final status, if it has.
+    pub finished: Option<String>,
+    /// Its status (`COMPLETED`).
+    pub status: String,
+    /// Distinct devices among its tasks.
+    pub devices: u32,
+    /// Distinct (device, domain) pairs among its export tasks.
+    pub domains: u32,
+    /// Tasks SUCCEEDED or WARNING.
+    pub succeeded: u32,
+    /// Tasks FAILED, ROLLED_BACK or CANCELLED.
+    pub failed: u32,
+    /// Tasks SKIPPED.
+    pub skipped: u32,
+    /// The run's error, if any.
+    pub error: Option<String>,
+}
+
+impl RunView {
+    /// The view of a summary.
+    pub fn new(s: &RunSummary) -> RunView {
+        RunView {
+            id: s.id,
+            plan: s.plan.clone(),
+            started: json_time(s.started),
+            finished: opt_time(s.finished),
+            status: s.status.as_str().to_string(),
+            devices: s.devices,
+            domains: s.domains,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            skipped: s.skipped,
+            error: s.error.clone(),
+        }
+    }
+}
+
+/// The `dpplan runs` table.
+pub fn runs_table(runs: &[RunSummary], color: bool) -> String {
+    let mut t = Table::new(vec![
+        Column::right("ID"),
+        Column::whole("STARTED (UTC)"),
+        Column::left("PLAN", 24),
+        Column::right("DEV"),
+        Column::right("DOM"),
+        Column::whole("STATUS"),
+        Column::right("OK"),
+        Column::right("FAIL"),
+        Column::right("SKIP"),
+        Column::left("ERROR", WIDTH),
+    ]);
+    for r in runs {
+        t.toned_row(vec![
+            plain(r.id),
+            plain(r.started.format("%Y-%m-%d %H:%M").to_string()),
+            plain(&r.plan),
+            plain(r.devices),
+            plain(r.domains),
+            toned(r.status.as_str()),
+            plain(r.succeeded),
+            plain(r.failed),
+            plain(r.skipped),
+            plain(r.error.as_deref().unwrap_or("")),
+        ]);
+    }
+    t.render(color)
+}
+
+// ---------------------------------------------------------------------------------------
+// A run and its activities
+
+/// Task counts of a group of tasks, as the summary counts them.
+fn counts<'a>(tasks: impl Iterator<Item = &'a TaskState>) -> (u32, u32, u32) {
+    let (mut ok, mut failed, mut skipped) = (0, 0, 0);
+    for t in tasks {
+        match t.status {
+            TaskStatus::Succeeded | TaskStatus::Warning => ok += 1,
+            TaskStatus::Failed | TaskStatus::RolledBack | TaskStatus::Cancelled => failed += 1,
+            TaskStatus::Skipped => skipped += 1,
+            TaskStatus::Pending | TaskStatus::Running => {}
+        }
+    }
+    (ok, failed, skipped)
+}
+
+/// An activity's status, from its tasks, by the rule for runs (DESIGN.md section 7):
+/// PENDING before any task started, RUNNING while some are not final, then COMPLETED,
+/// STOPPED (all SKIPPED), WARNING or FAILED. `-` when it has no tasks.
+fn activity_status(tasks: &[&TaskState]) -> &'static str {
+    if tasks.is_empty() {
+        return "-";
+    }
+    if tasks.iter().all(|t| t.status == TaskStatus::Pending) {
+        return "PENDING";
+    }
+    if tasks.iter().any(|t| !t.status.is_final()) {
+        return "RUNNING";
+    }
+    if tasks.iter().all(|t| t.status == TaskStatus::Succeeded) {
+        return "COMPLETED";
+    }
+    if tasks.iter().all(|t| t.status == TaskStatus::Skipped) {
+        return "STOPPED";
+    }
+    let bad = tasks.iter().any(|t| {
+        matches!(
+            t.status,
+            TaskStatus::Failed | TaskStatus::RolledBack | TaskStatus::Cancelled
+        )
+    });
+    if bad {
+        "FAILED"
+    } else {
+        "WARNING"
+    }
+}
+
+/// When a task reached its current status: its end, else its start.
+fn task_time(t: &TaskState) -> Option<DateTime<Utc>> {
+    t.finished.or(t.started)
+}
+
+/// One activity of a run, as `dpplan show RUN --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActivityView {
+    /// 1-based, in plan order.
+    pub id: u32,
+    /// The kind (`secure_backup`).
+    pub kind: String,
+    /// The optional label.
+    pub label: Option<String>,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device patterns, as written.
+    pub device_pattern: String,
+    /// The domain patterns, as written.
+    pub domain_pattern: String,
+    /// Derived from its tasks (PENDING, RUNNING, COMPLETED, WARNING, FAILED, STOPPED, `-`).
+    pub status: String,
+    /// When it reached that status (its last task's), if any task has started.
+    pub status_time: Option<String>,
+    /// Tasks SUCCEEDED or WARNING.
+    pub succeeded: u32,
+    /// Tasks FAILED, ROLLED_BACK or CANCELLED.
+    pub failed: u32,
+    /// Tasks SKIPPED.
+    pub skipped: u32,
+}
+
+/// The page of `dpplan show RUN --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunPage {
+    /// The run's summary.
+    pub run: RunView,
+    /// SHA-256 of the plan text it ran.
+    pub plan_hash: String,
+    /// Its activities.
+    pub activities: Vec<ActivityView>,
+}
+
+fn activity_view(a: &ActivityRecord, detail: &RunDetail) -> (ActivityView, Option<DateTime<Utc>>) {
+    let tasks: Vec<&TaskState> = detail
+        .tasks
+        .iter()
+        .filter(|t| t.task.activity == a.id)
+        .collect();
+    let (succeeded, failed, skipped) = counts(tasks.iter().copied());
+    let time = tasks.iter().filter_map(|t| task_time(t)).max();
+    (
+        ActivityView {
+            id: a.id,
+            kind: a.kind.clone(),
+            label: a.label.clone(),
+            action: a.action.clone(),
+            device_pattern: a.device_pattern.clone(),
+            domain_pattern: a.domain_pattern.clone(),
+            status: activity_status(&tasks).to_string(),
+            status_time: opt_time(time),
+            succeeded,
+            failed,
+            skipped,
+        },
+        time,
+    )
+}
+
+impl RunPage {
+    /// The page of a run.
+    pub fn new(detail: &RunDetail) -> RunPage {
+        RunPage {
+            run: RunView::new(&detail.summary),
+            plan_hash: detail.plan_hash.clone(),
+            activities: detail
+                .activities
+                .iter()
+                .map(|a| activity_view(a, detail).0)
+                .collect(),
+        }
+    }
+}
+
+/// The heading of a run's pages: what it is and how it ended.
+fn run_heading(s: &RunSummary) -> String {
+    let mut out = format!("Run {}  plan {}  {}\n", s.id, s.plan, s.status.as_str());
+    out.push_str(&format!("started   {} UTC\n", table_time(s.started)));
+    if let Some(f) = s.finished {
+        out.push_str(&format!(
+            "finished  {} UTC  ({})\n",
+            table_time(f),
+            duration(f - s.started)
+        ));
+    }
+    out.push_str(&format!(
+        "tasks     {} succeeded, {} failed, {} skipped  ({} devices, {} domains)\n",
+        s.succeeded, s.failed, s.skipped, s.devices, s.domains
+    ));
+    if let Some(e) = &s.error {
+        out.push_str(&format!("error     {e}\n"));
+    }
+    out
+}
+
+/// The `dpplan show RUN` page: the run's heading and its activities.
+pub fn run_page(detail: &RunDetail, color: bool) -> String {
+    let mut t = Table::new(vec![
+        Column::right("ID"),
+        Column::whole("TIME"),
+        Column::left("DEVICES", 24),
+        Column::left("DOMAINS", 24),
+        Column::whole("ACTION"),
+        Column::whole("STATUS"),
+        Column::right("OK"),
+        Column::right("FAIL"),
+        Column::right("SKIP"),
+    ]);
+    for a in &detail.activities {
+        let (v, time) = activity_view(a, detail);
+        t.toned_row(vec![
+            plain(v.id),
+            plain(
+                time.map(|t| since_start(detail.summary.started, t))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            plain(v.device_pattern),
+            plain(v.domain_pattern),
+            plain(v.action),
+            toned(&v.status),
+            plain(v.succeeded),
+            plain(v.failed),
+            plain(v.skipped),
+        ]);
+    }
+    format!("{}\n{}", run_heading(&detail.summary), t.render(color))
+}
+
+// ---------------------------------------------------------------------------------------
+// An activity's tasks
+
+/// Failed attempts over a task's steps (retries included): the page's download errors.
+fn failed_attempts(steps: &[StepState]) -> u32 {
+    steps
+        .iter()
+        .map(|s| {
+            let last_ok = s.in_flight
+                || matches!(
+                    s.outcome,
+                    Some(StepOutcome::Succeeded) | Some(StepOutcome::Undone)
+                );
+            s.attempts.saturating_sub(u32::from(last_ok))
+        })
+        .sum()
+}
+
+/// One task, as `dpplan show RUN --activity N --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    /// 1-based, in creation order.
+    pub id: u32,
+    /// Its activity.
+    pub activity: u32,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// The domain; `all-domains` for secure backups and all-domains exports.
+    pub domain: String,
+    /// Its status (`SUCCEEDED`).
+    pub status: String,
+    /// When it reached that status, if it has started.
+    pub status_time: Option<String>,
+    /// When it started running.
+    pub started: Option<String>,
+    /// When it reached a final status.
+    pub finished: Option<String>,
+    /// Files downloaded into the store.
+    pub files: u32,
+    /// Failed step attempts, retries included.
+    pub download_errors: u32,
+    /// Its error or the reason it was skipped.
+    pub error: Option<String>,
+}
+
+impl TaskView {
+    /// The view of a task's state.
+    pub fn new(t: &TaskState) -> TaskView {
+        TaskView {
+            id: t.task.id,
+            activity: t.task.activity,
+            action: t.task.action.clone(),
+            device: t.task.device.clone(),
+            domain: t.task.domain.clone(),
+            status: t.status.as_str().to_string(),
+            status_time: opt_time(task_time(t)),
+            started: opt_time(t.started),
+            finished: opt_time(t.finished),
+            files: u32::try_from(t.files.len()).unwrap_or(u32::MAX),
+            download_errors: failed_attempts(&t.steps),
+            error: t.error.clone(),
+        }
+    }
+}
+
+/// The page of `dpplan show RUN --activity N --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActivityPage {
+    /// The run's summary.
+    pub run: RunView,
+    /// The activity.
+    pub activity: ActivityView,
+    /// Its tasks.
+    pub tasks: Vec<TaskView>,
+}
+
+impl ActivityPage {
+    /// The page of activity `id`, if the run has it.
+    pub fn new(detail: &RunDetail, id: u32) -> Option<ActivityPage> {
+        let a = detail.activities.iter().find(|a| a.id == id)?;
+        Some(ActivityPage {
+            run: RunView::new(&detail.summary),
+            activity: activity_view(a, detail).0,
+            tasks: detail
+                .tasks
+                .iter()
+                .filter(|t| t.task.activity == id)
+                .map(TaskView::new)
+                .collect(),
+        })
+    }
+
+    /// The `dpplan show RUN --activity N` page.
+    pub fn render(&self, color: bool) -> String {
+        let a = &self.activity;
+        let mut out = format!(
+            "Run {}  activity {}  {}{}  {}\n",
+            self.run.id,
+            a.id,
+            a.kind,
+            a.label
+                .as_ref()
+                .map(|l| format!(" \"{l}\""))
+                .unwrap_or_default(),
+            a.status
+        );
+        out.push_str(&format!(
+            "devices {}  domains {}  action {}\n",
+            a.device_pattern, a.domain_pattern, a.action
+        ));
+        out.push_str(&format!(
+            "tasks   {} succeeded, {} failed, {} skipped\n\n",
+            a.succeeded, a.failed, a.skipped
+        ));
+        let mut t = Table::new(vec![
+            Column::right("ID"),
+            Column::whole("TIME"),
+            Column::left("DEVICE", 24),
+            Column::left("DOMAIN", 24),
+            Column::right("FILES"),
+            Column::right("ERRS"),
+            Column::whole("STATUS"),
+            Column::left("ERROR", WIDTH),
+        ]);
+        for task in &self.tasks {
+            let time = match (parse_time(&self.run.started), task.status_time.as_deref()) {
+                (Some(start), Some(t)) => parse_time(t)
+                    .map(|t| since_start(start, t))
+                    .unwrap_or_else(|| "-".into()),
+                _ => "-".into(),
+            };
+            t.toned_row(vec![
+                plain(task.id),
+                plain(time),
+                plain(&task.device),
+                plain(&task.domain),
+                plain(task.files),
+                plain(task.download_errors),
+                toned(&task.status),
+                plain(task.error.as_deref().unwrap_or("")),
+            ]);
+        }
+        out.push_str(&t.render(color));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A task
+
+/// Firmware facts of a task's device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirmwareView {
+    /// Firmware version (`IDG.10.6.0.0`).
+    pub version: Option<String>,
+    /// Build.
+    pub build: Option<String>,
+    /// Machine type (the device type, `8436`).
+    pub machine_type: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+}
+
+/// One step of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepView {
+    /// The step's name.
+    pub name: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// How the last attempt ended (`SUCCEEDED`, `FAILED`, `SKIPPED`, `UNDONE`), if it has.
+    pub outcome: Option<StepOutcome>,
+    /// Started and not ended when the process stopped.
+    pub in_flight: bool,
+    /// First attempt's start.
+    pub started: Option<String>,
+    /// Last attempt's end.
+    pub finished: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// A file downloaded for a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileView {
+    /// Relative to the store root.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// The page of `dpplan show RUN --task N --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskPage {
+    /// The run.
+    pub run: u64,
+    /// The task, as on its activity's page.
+    pub task: TaskView,
+    /// The device's facts; `null` when none were recorded.
+    pub firmware: Option<FirmwareView>,
+    /// Its steps, in the order they first ran.
+    pub steps: Vec<StepView>,
+    /// Files written into the store.
+    pub files: Vec<FileView>,
+}
+
+fn outcome_str(o: Option<StepOutcome>, in_flight: bool) -> &'static str {
+    if in_flight {
+        return "IN_FLIGHT";
+    }
+    match o {
+        None => "-",
+        Some(StepOutcome::Succeeded) => "SUCCEEDED",
+        Some(StepOutcome::Failed) => "FAILED",
+        Some(StepOutcome::Skipped) => "SKIPPED",
+        Some(StepOutcome::Undone) => "UNDONE",
+    }
+}
+
+impl TaskPage {
+    /// The page of task `id`, if the run has it.
+    pub fn new(detail: &RunDetail, id: u32) -> Option<TaskPage> {
+        let t = detail.tasks.iter().find(|t| t.task.id == id)?;
+        let fact = |k: &str| {
+            t.facts
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        Some(TaskPage {
+            run: detail.summary.id,
+            task: TaskView::new(t),
+            firmware: (!t.facts.is_empty()).then(|| FirmwareView {
+                version: fact("version"),
+                build: fact("build"),
+                machine_type: fact("machine_type"),
+                model: fact("model"),
+                serial: fact("serial"),
+            }),
+            steps: t
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    name: s.name.clone(),
+                    attempts: s.attempts,
+                    outcome: s.outcome,
+                    in_flight: s.in_flight,
+                    started: opt_time(s.started),
+                    finished: opt_time(s.finished),
+                    error: s.error.clone(),
+                })
+                .collect(),
+            files: t
+                .files
+                .iter()
+                .map(|f| FileView {
+                    path: f.path.clone(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The `dpplan show RUN --task N` page.
+    pub fn render(&self, detail: &RunDetail, color: bool) -> String {
+        let v = &self.task;
+        let state = detail.tasks.iter().find(|t| t.task.id == v.id);
+        let mut out = format!(
+            "Run {}  task {}  {}  {} / {}  {}\n",
+            self.run, v.id, v.action, v.device, v.domain, v.status
+        );
+        if let Some(s) = state.and_then(|s| s.started) {
+            out.push_str(&format!("started   {} UTC\n", table_time(s)));
+            if let Some(f) = state.and_then(|s| s.finished) {
+                out.push_str(&format!(
+                    "finished  {} UTC  ({})\n",
+                    table_time(f),
+                    duration(f - s)
+                ));
+            }
+        }
+        if let Some(e) = &v.error {
+            out.push_str(&format!("error     {e}\n"));
+        }
+        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        match &self.firmware {
+            Some(fw) => {
+                out.push_str(&format!(
+                    "firmware  {}  build {}\n",
+                    dash(&fw.version),
+                    dash(&fw.build)
+                ));
+                out.push_str(&format!(
+                    "device    type {}  model {}  serial {}\n",
+                    dash(&fw.machine_type),
+                    dash(&fw.model),
+                    dash(&fw.serial)
+                ));
+            }
+            None => out.push_str("firmware  (not recorded)\n"),
+        }
+        if let Some(s) = state.filter(|s| !s.steps.is_empty()) {
+            out.push('\n');
+            let mut t = Table::new(vec![
+                Column::left("STEP", 24),
+                Column::right("TRIES"),
+                Column::whole("OUTCOME"),
+                Column::right("TOOK"),
+                Column::left("ERROR", WIDTH),
+            ]);
+            for step in &s.steps {
+                let took = match (step.started, step.finished) {
+                    (Some(a), Some(b)) if b >= a => duration(b - a),
+                    _ => "-".into(),
+                };
+                let outcome = outcome_str(step.outcome, step.in_flight);
+                t.toned_row(vec![
+                    plain(&step.name),
+                    plain(step.attempts),
+                    (outcome.to_string(), Tone::of_status(outcome)),
+                    plain(took),
+                    plain(step.error.as_deref().unwrap_or("")),
+                ]);
+            }
+            out.push_str(&t.render(color));
+        }
+        let total: u64 = self.files.iter().map(|f| f.size).sum();
+        out.push_str(&format!(
+            "\nfiles     {} ({})\n",
+            self.files.len(),
+            size(total)
+        ));
+        for f in &self.files {
+            out.push_str(&format!("  {}\n", f.path));
+            out.push_str(&format!(
+                "      size    {} bytes ({})\n",
+                f.size,
+                size(f.size)
+            ));
+            out.push_str(&format!("      sha256  {}\n", f.sha256));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The activity log
+
+/// One line of `dpplan log --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogView {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Milliseconds since the previous line of the same task (of the run, for run lines),
+    /// or since the run's start for the first one.
+    pub since_previous_ms: i64,
+    /// The task, or `null` for the run itself.
+    pub task: Option<u32>,
+    /// The step, if any.
+    pub step: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+/// The log with each line's time since the previous line of its task (or the run start).
+pub fn log_views(started: DateTime<Utc>, lines: &[LogLine]) -> Vec<LogView> {
+    let mut last: std::collections::HashMap<Option<u32>, DateTime<Utc>> = Default::default();
+    lines
+        .iter()
+        .map(|l| {
+            let prev = last.insert(l.task, l.at).unwrap_or(started);
+            LogView {
+                at: json_time(l.at),
+                since_previous_ms: (l.at - prev).num_milliseconds(),
+                task: l.task,
+                step: l.step.clone(),
+                message: l.message.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The `dpplan log RUN` text: a date line whenever the (UTC) day changes, then
+/// `TIME  +SINCE  TASK  STEP  MESSAGE`. Messages are never cut.
+pub fn log_text(lines: &[LogLine], views: &[LogView]) -> String {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for (l, v) in lines.iter().zip(views) {
+        rows.push([
+            l.at.format("%H:%M:%S%.3f").to_string(),
+            format!(
+                "+{}",
+                duration(chrono::Duration::milliseconds(v.since_previous_ms))
+            ),
+            l.task
+                .map(|t| format!("task {t}"))
+                .unwrap_or_else(|| "run".into()),
+            l.step.clone().unwrap_or_default(),
+        ]);
+    }
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w1, w2, w3) = (width(1), width(2), width(3));
+    let mut out = String::new();
+    let mut day = None;
+    for (l, r) in lines.iter().zip(&rows) {
+        let d = l.at.date_naive();
+        if day != Some(d) {
+            out.push_str(&format!("{} (UTC)\n", d.format("%Y-%m-%d")));
+            day = Some(d);
+        }
+        let line = format!(
+            "{}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0], r[1], r[2], r[3], l.message
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        let ms = chrono::Duration::milliseconds;
+        assert_eq!(duration(ms(1234)), "1.2s");
+        assert_eq!(duration(ms(0)), "0.0s");
+        assert_eq!(duration(ms(245_000)), "4m05s");
+        assert_eq!(duration(ms(7_380_000)), "2h03m");
+        assert_eq!(duration(ms(-5)), "0.0s");
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(12 * 1024 * 1024), "12.0 MiB");
+    }
+}
