@@ -10,6 +10,7 @@
 mod actions;
 pub mod clock;
 mod fsinfo;
+mod gate;
 pub mod output;
 pub mod scripts;
 mod task;
@@ -714,9 +715,20 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     }
     ctx.finish("plan.pre_plan");
     // 8: tasks, then the post-plan script.
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        ctx.program.settings.max_parallel.max(1) as usize,
-    ));
+    let limit = gate::Gate::new(ctx.program.settings.max_parallel.max(1) as usize);
+    // Tasks that need wait for nothing but the pre-plan script are ready now, all at once:
+    // so the first permits go to the first of them, whichever runner is polled first.
+    for t in &ctx.tasks {
+        let first_preds_plan_only = t.steps.iter().filter(|s| s.after.is_empty()).all(|s| {
+            ctx.graph
+                .preds(&t.step_id(&s.name))
+                .iter()
+                .all(|p| p.starts_with("plan."))
+        });
+        if t.skipped.is_none() && !outcome.contains_key(&t.id) && first_preds_plan_only {
+            limit.ready(t.id);
+        }
+    }
     // Lockstep barriers finish when everything before them has.
     let mut barriers = tokio::task::JoinSet::new();
     for n in ctx.graph.dag.node_weights() {

@@ -39,7 +39,7 @@ fn topo_order(t: &Task) -> Vec<usize> {
 pub(crate) async fn run_task(
     ctx: Arc<RunCtx>,
     index: usize,
-    limit: Arc<tokio::sync::Semaphore>,
+    limit: Arc<super::gate::Gate>,
 ) -> Result<TaskEnd, StoreError> {
     let t = &ctx.tasks[index];
     let order = topo_order(t);
@@ -56,7 +56,7 @@ pub(crate) async fn run_task(
     let permit = if lockstep {
         None
     } else {
-        limit.clone().acquire_owned().await.ok()
+        Some(limit.acquire(t.id).await)
     };
     if ctx.interrupted.load(Ordering::SeqCst) && !had_started {
         // Not started: it stays PENDING and `resume` runs it.
@@ -147,7 +147,7 @@ pub(crate) async fn run_task(
             continue;
         }
         let step_permit = if lockstep {
-            limit.clone().acquire_owned().await.ok()
+            Some(limit.acquire(t.id).await)
         } else {
             None
         };
