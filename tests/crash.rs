@@ -72,9 +72,21 @@ fn dpplan(w: &World, args: &[&str]) -> Child {
         .current_dir(w.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(w.dir.path().join("stderr.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap()
+}
+
+fn stderr_log(w: &World) -> String {
+    let s = std::fs::read_to_string(w.dir.path().join("stderr.log")).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A small deterministic random source (xorshift).
@@ -257,7 +269,8 @@ async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() 
                 tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(120)));
             assert!(
                 matches!(code, Some(5) | Some(0)),
-                "final resume exited {code:?}"
+                "final resume exited {code:?}:\n{}",
+                stderr_log(&w)
             );
             break;
         }

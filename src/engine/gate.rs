@@ -1,25 +1,42 @@
 //! `max_parallel` permits handed out in task creation order: among the tasks that are ready
 //! to start, the one created first gets the next free permit (DESIGN.md 3: tasks start in
-//! creation order).
+//! creation order). A freed permit is handed to exactly one waiter, so thousands of waiting
+//! tasks cost nothing while they wait.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     free: usize,
-    ready: BTreeSet<u32>,
+    /// Ready tasks without a permit, by id, each with the signal that wakes it.
+    ready: BTreeMap<u32, Arc<Notify>>,
+    /// Tasks handed a permit they have not picked up yet.
+    granted: BTreeMap<u32, ()>,
+}
+
+impl State {
+    /// Hands free permits to the first ready tasks.
+    fn grant(&mut self) {
+        while self.free > 0 {
+            let Some((id, wake)) = self.ready.pop_first() else {
+                return;
+            };
+            self.free -= 1;
+            self.granted.insert(id, ());
+            wake.notify_one();
+        }
+    }
 }
 
 /// The gate.
 #[derive(Debug)]
 pub(crate) struct Gate {
     state: Mutex<State>,
-    changed: Notify,
 }
 
-/// A permit; the slot is free again when it is dropped.
+/// A permit; the slot goes to the next ready task when it is dropped.
 #[derive(Debug)]
 pub(crate) struct Permit {
     gate: Arc<Gate>,
@@ -29,8 +46,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut s) = self.gate.state.lock() {
             s.free += 1;
+            s.grant();
         }
-        self.gate.changed.notify_waiters();
     }
 }
 
@@ -40,40 +57,79 @@ impl Gate {
         Arc::new(Gate {
             state: Mutex::new(State {
                 free: permits.max(1),
-                ready: BTreeSet::new(),
+                ..State::default()
             }),
-            changed: Notify::new(),
         })
     }
 
-    /// Marks task `id` ready to start (before it asks for a permit).
-    pub fn ready(&self, id: u32) {
-        if let Ok(mut s) = self.state.lock() {
-            s.ready.insert(id);
-        }
-        self.changed.notify_waiters();
+    /// Marks task `id` ready to start, before it asks for its permit.
+    pub fn ready(&self, id: u32) -> Arc<Notify> {
+        let Ok(mut s) = self.state.lock() else {
+            return Arc::new(Notify::new());
+        };
+        let wake = s
+            .ready
+            .entry(id)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        s.grant();
+        wake
     }
 
-    /// Waits for a permit for task `id`, which must have been marked ready.
+    /// Waits for a permit for task `id`.
     pub async fn acquire(self: &Arc<Self>, id: u32) -> Permit {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Ok(mut s) = self.state.lock() {
-                if !s.ready.contains(&id) {
-                    s.ready.insert(id);
+        let wake = match self.state.lock() {
+            Ok(mut s) => {
+                if s.granted.remove(&id).is_some() {
+                    return Permit { gate: self.clone() };
                 }
-                if s.free > 0 && s.ready.first() == Some(&id) {
-                    s.free -= 1;
-                    s.ready.remove(&id);
-                    drop(s);
-                    // Others may be next in line now.
-                    self.changed.notify_waiters();
+                let wake = s
+                    .ready
+                    .entry(id)
+                    .or_insert_with(|| Arc::new(Notify::new()))
+                    .clone();
+                s.grant();
+                if s.granted.remove(&id).is_some() {
+                    return Permit { gate: self.clone() };
+                }
+                wake
+            }
+            Err(_) => return Permit { gate: self.clone() },
+        };
+        loop {
+            // `notify_one` stores a wake-up if it comes before this wait.
+            wake.notified().await;
+            if let Ok(mut s) = self.state.lock() {
+                if s.granted.remove(&id).is_some() {
                     return Permit { gate: self.clone() };
                 }
             }
-            notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_freed_permit_goes_to_the_first_ready_task() {
+        let g = Gate::new(1);
+        g.ready(1);
+        g.ready(3);
+        g.ready(2);
+        let p1 = g.acquire(1).await;
+        let (g3, g2) = (g.clone(), g.clone());
+        let h3 = tokio::spawn(async move { g3.acquire(3).await });
+        let h2 = tokio::spawn(async move { g2.acquire(2).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!h2.is_finished() && !h3.is_finished());
+        drop(p1);
+        let p2 = h2.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!h3.is_finished(), "3 must wait for 2's permit");
+        drop(p2);
+        drop(h3.await.unwrap());
     }
 }
