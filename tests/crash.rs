@@ -322,3 +322,53 @@ async fn sigint_interrupts_gracefully_and_resume_completes() {
     assert_eq!(code, Some(5));
     check_invariants(&w);
 }
+
+/// Runs `dpplan` with a failpoint armed; the process must die at it (not exit normally).
+fn crash_at(w: &World, args: &[&str], point: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+    cmd.args(args)
+        .arg("--state")
+        .arg(w.dir.path().join("state.redb"))
+        .arg("--quiet")
+        .env("DPPLAN_FAILPOINT", point)
+        .current_dir(w.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let status = cmd.status().unwrap();
+    assert_eq!(
+        status.code(),
+        None,
+        "{point}: the process was to abort there, not exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_chosen_points_and_during_resume_are_repaired() {
+    let points = [
+        "after-intent:1",
+        "after-intent:9",
+        "after-result:4",
+        "mid-download:2",
+        "before-rename:1",
+        "before-rename:3",
+        "after-rename:1",
+        "after-rename:3",
+    ];
+    let mut want = None;
+    for point in points {
+        let w = World::new(FLEET).await;
+        std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
+        tokio::task::block_in_place(|| crash_at(&w, &["run", "plan.dpplan"], point));
+        // The resume itself crashes once, right after loading the journal, then completes.
+        tokio::task::block_in_place(|| crash_at(&w, &["resume"], "resume"));
+        let mut child = dpplan(&w, &["resume"]);
+        let code = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(120)));
+        assert_eq!(code, Some(5), "{point}:\n{}", stderr_log(&w));
+        let got = tokio::task::block_in_place(|| check_invariants(&w));
+        match &want {
+            None => want = Some(got),
+            Some(x) => assert_eq!(&got, x, "{point}"),
+        }
+    }
+}

@@ -457,6 +457,7 @@ async fn secure_backup(
                 size: d.size,
                 sha256: d.sha256,
             });
+            super::failpoint::hit("mid-download");
         }
         let m = manifest(ctx, t, st, started, files.clone());
         let json =
@@ -466,8 +467,10 @@ async fn secure_backup(
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir).map_err(|e| io("replace an earlier attempt", e))?;
         }
+        super::failpoint::hit("before-rename");
         output::commit_rename(&tmp_dir, &final_dir)
             .map_err(|e| io("move the backup into place", e))?;
+        super::failpoint::hit("after-rename");
         Ok::<(), StepError>(())
     }
     .await;
@@ -536,6 +539,7 @@ async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepEr
                 return Err(e.into());
             }
         };
+        super::failpoint::hit("before-rename");
         output::commit_rename(&tmp, &dest).map_err(|e| io("move the export into place", e))?;
         let rec = FileRecord {
             path: dir.join(&name).display().to_string(),

@@ -9,6 +9,7 @@
 
 mod actions;
 pub mod clock;
+pub mod failpoint;
 mod fsinfo;
 mod gate;
 pub mod output;
@@ -550,6 +551,7 @@ impl Engine {
             resumed: true,
         });
         ctx.log(None, None, "resumed".into()).await?;
+        failpoint::hit("resume");
         execute(ctx).await
     }
 

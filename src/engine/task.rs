@@ -403,6 +403,7 @@ async fn attempt_step(
             at: ctx.clock.now(),
         }])
         .await?;
+        super::failpoint::hit("after-intent");
         if let Some(o) = &ctx.observer {
             o.step(t, &s.name);
         }
@@ -428,6 +429,7 @@ async fn attempt_step(
                     at: ctx.clock.now(),
                 }])
                 .await?;
+                super::failpoint::hit("after-result");
                 return Ok(None);
             }
             Err(e) => e,
