@@ -77,6 +77,9 @@ pub(crate) struct TaskState {
     pub rolled_back: bool,
     /// The first error.
     pub error: Option<String>,
+    /// Records not yet written: they go with the task's next intent (or its final status),
+    /// in one commit. Results and facts may wait; an intent never does.
+    pub pending: Vec<Record>,
 }
 
 fn param<'t>(t: &'t Task, call: &'t ActionCall, arg: &str) -> Option<&'t Value> {
@@ -240,7 +243,7 @@ async fn validate(
         }
     }
     let fw = app.firmware().await?;
-    ctx.record(vec![Record::Facts {
+    st.pending.push(Record::Facts {
         task: t.id,
         facts: vec![
             ("version".into(), fw.version.clone()),
@@ -253,9 +256,7 @@ async fn validate(
                 if st.save_needed { "on" } else { "off" }.into(),
             ),
         ],
-    }])
-    .await
-    .map_err(|e| StepError::permanent(e.to_string()))?;
+    });
     st.firmware = Some(fw);
     Ok(())
 }
@@ -494,9 +495,8 @@ async fn secure_backup(
         });
     }
     st.manifests.push(final_dir.join("manifest.json"));
-    ctx.record(records)
-        .await
-        .map_err(|e| StepError::permanent(e.to_string()))
+    st.pending.extend(records);
+    Ok(())
 }
 
 async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepError> {
@@ -552,12 +552,10 @@ async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepEr
             size: d.size,
             sha256: d.sha256,
         });
-        ctx.record(vec![Record::File {
+        st.pending.push(Record::File {
             task: t.id,
             file: rec,
-        }])
-        .await
-        .map_err(|e| StepError::permanent(e.to_string()))?;
+        });
     }
     let m = manifest(ctx, t, st, started, files);
     let json = serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;

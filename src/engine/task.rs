@@ -92,17 +92,17 @@ pub(crate) async fn run_task(
             Vec::new(),
         ));
     }
+    let mut st = TaskState::default();
     if !had_started {
-        ctx.record(vec![Record::Task {
+        // Written with the first intent: nothing has happened before that.
+        st.pending.push(Record::Task {
             task: t.id,
             status: TaskStatus::Running,
             error: None,
             at: ctx.clock.now(),
-        }])
-        .await?;
+        });
     }
     notify(&ctx, t, TaskStatus::Running);
-    let mut st = TaskState::default();
     let mut completed: Vec<usize> = Vec::new();
     let (done, attempts_before) = match prior {
         Some(p) => restore(&ctx, t, &order, p, &mut st, &mut completed),
@@ -110,18 +110,39 @@ pub(crate) async fn run_task(
     };
     // Interrupted: steps left for `resume`, so the task does not end.
     let mut cut = false;
+    // The task's last steps: tasks after it on the device wait for them.
+    let sinks: HashSet<usize> = (0..t.steps.len())
+        .filter(|i| !t.steps.iter().any(|s| s.after.contains(i)))
+        .collect();
+    let mut deferred: Vec<String> = Vec::new();
     for &i in &order {
         let s = &t.steps[i];
         let sid = t.step_id(&s.name);
         ctx.wait_preds(&sid).await;
         if done.contains(&i) {
-            ctx.finish(&sid);
+            release(
+                &ctx,
+                &mut st,
+                &sid,
+                sinks.contains(&i),
+                lockstep,
+                &mut deferred,
+            )
+            .await?;
             continue;
         }
         let interrupted = ctx.interrupted.load(Ordering::SeqCst);
         if interrupted && !s.always {
             cut = true;
-            ctx.finish(&sid);
+            release(
+                &ctx,
+                &mut st,
+                &sid,
+                sinks.contains(&i),
+                lockstep,
+                &mut deferred,
+            )
+            .await?;
             continue;
         }
         let skip = if st.stopped && !s.always {
@@ -134,16 +155,23 @@ pub(crate) async fn run_task(
             None
         };
         if let Some(why) = skip {
-            ctx.record(vec![Record::StepResult {
+            st.pending.push(Record::StepResult {
                 task: t.id,
                 step: s.name.clone(),
                 attempt: 0,
                 outcome: StepOutcome::Skipped,
                 error: Some(why.to_string()),
                 at: ctx.clock.now(),
-            }])
+            });
+            release(
+                &ctx,
+                &mut st,
+                &sid,
+                sinks.contains(&i),
+                lockstep,
+                &mut deferred,
+            )
             .await?;
-            ctx.finish(&sid);
             continue;
         }
         let step_permit = if lockstep {
@@ -164,11 +192,26 @@ pub(crate) async fn run_task(
                 apply_policy(&ctx, t, &s.name, &policy, &completed, &mut st).await?;
             }
         }
-        ctx.finish(&sid);
+        release(
+            &ctx,
+            &mut st,
+            &sid,
+            sinks.contains(&i),
+            lockstep,
+            &mut deferred,
+        )
+        .await?;
     }
     let files: Vec<String> = st.files.iter().map(|(_, f)| f.path.clone()).collect();
     if cut {
+        let rest = std::mem::take(&mut st.pending);
+        if !rest.is_empty() {
+            ctx.record(rest).await?;
+        }
         notify(&ctx, t, TaskStatus::Running);
+        for sid in deferred {
+            ctx.finish(&sid);
+        }
         drop(permit);
         return Ok((t.id, TaskStatus::Running, st.error, files));
     }
@@ -181,17 +224,46 @@ pub(crate) async fn run_task(
     } else {
         TaskStatus::Succeeded
     };
-    ctx.record(vec![Record::Task {
+    let mut last = std::mem::take(&mut st.pending);
+    last.push(Record::Task {
         task: t.id,
         status,
         error: st.error.clone(),
         at: ctx.clock.now(),
-    }])
-    .await?;
+    });
+    ctx.record(last).await?;
     notify(&ctx, t, status);
+    for sid in deferred {
+        ctx.finish(&sid);
+    }
     // Released only now: the next task on this permit sees everything this one did.
     drop(permit);
     Ok((t.id, status, st.error, files))
+}
+
+/// Marks a step finished for the steps that wait for it. A step that other tasks wait for is
+/// released only once what it did is durable: in lockstep now (every phase step has waiters
+/// elsewhere), otherwise when the task's final record is written.
+async fn release(
+    ctx: &RunCtx,
+    st: &mut TaskState,
+    sid: &str,
+    sink: bool,
+    lockstep: bool,
+    deferred: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    if lockstep {
+        let rest = std::mem::take(&mut st.pending);
+        if !rest.is_empty() {
+            ctx.record(rest).await?;
+        }
+        ctx.finish(sid);
+    } else if sink {
+        deferred.push(sid.to_string());
+    } else {
+        ctx.finish(sid);
+    }
+    Ok(())
 }
 
 /// What a failed step's final policy does to the task.
@@ -396,13 +468,15 @@ async fn attempt_step(
         attempt += 1;
         // The intent is durable before the side effect starts: resume must know it may
         // have happened.
-        ctx.record(vec![Record::StepIntent {
+        // Waiting results and facts of earlier steps share this commit.
+        let mut recs = std::mem::take(&mut st.pending);
+        recs.push(Record::StepIntent {
             task: t.id,
             step: s.name.clone(),
             attempt,
             at: ctx.clock.now(),
-        }])
-        .await?;
+        });
+        ctx.record(recs).await?;
         super::failpoint::hit("after-intent");
         if let Some(o) = &ctx.observer {
             o.step(t, &s.name);
@@ -420,28 +494,30 @@ async fn attempt_step(
         };
         let err = match result {
             Ok(()) => {
-                ctx.record(vec![Record::StepResult {
+                // Durable with the next intent or the task's end. A crash before that redoes
+                // this step on resume, which every action allows.
+                st.pending.push(Record::StepResult {
                     task: t.id,
                     step: s.name.clone(),
                     attempt,
                     outcome: StepOutcome::Succeeded,
                     error: None,
                     at: ctx.clock.now(),
-                }])
-                .await?;
+                });
                 super::failpoint::hit("after-result");
                 return Ok(None);
             }
             Err(e) => e,
         };
-        let mut records = vec![Record::StepResult {
+        let mut records = std::mem::take(&mut st.pending);
+        records.push(Record::StepResult {
             task: t.id,
             step: s.name.clone(),
             attempt,
             outcome: StepOutcome::Failed,
             error: Some(err.message.clone()),
             at: ctx.clock.now(),
-        }];
+        });
         // Unwrap retry layers until one still has attempts for this error, or a final policy.
         loop {
             match policy {
@@ -504,13 +580,14 @@ async fn rollback(
         let s = &t.steps[i];
         let Some(undo) = &s.undo else { continue };
         let name = format!("{}.undo", s.name);
-        ctx.record(vec![Record::StepIntent {
+        let mut recs = std::mem::take(&mut st.pending);
+        recs.push(Record::StepIntent {
             task: t.id,
             step: name.clone(),
             attempt: 1,
             at: ctx.clock.now(),
-        }])
-        .await?;
+        });
+        ctx.record(recs).await?;
         let r = actions::execute(ctx, t, undo, &name, st, 1).await;
         ctx.record(vec![
             Record::StepResult {

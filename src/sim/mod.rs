@@ -14,6 +14,7 @@ pub mod content;
 pub mod device;
 pub mod fleet;
 pub mod http;
+pub mod instant;
 pub mod reply;
 
 pub use device::{DomainView, SimState};
