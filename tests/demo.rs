@@ -6,7 +6,7 @@ use crate::support::Test;
 #[test]
 fn demo_runs_dpods_example_and_shows_its_pages() {
     let started = std::time::Instant::now();
-    let ran = Test::new().args(["demo", "--clean"]).run().status(0);
+    let ran = Test::new().args(["demo"]).run().status(0);
     let out = &ran.stdout;
     // The outcome table (stderr): DPOD's example's six tasks.
     let table: Vec<&str> = ran
@@ -51,12 +51,36 @@ fn demo_runs_dpods_example_and_shows_its_pages() {
         "{out}"
     );
     assert!(out.contains("-nonpersisted.zip"), "{out}");
-    // --clean removed the directory it named.
+    // The directory it names is kept, with a plan that checks clean and is canonical.
     let dir = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("directory"))
         .unwrap()
         .trim();
-    assert!(!std::path::Path::new(dir).exists(), "{dir} is still there");
+    assert!(out.contains(&format!("files stay in {dir}")), "{out}");
+    let plan = std::path::Path::new(dir).join("demo.dpplan");
+    let plan = plan.to_str().unwrap();
+    Test::new()
+        .args(["check", "--deny-warnings", plan])
+        .run()
+        .status(0);
+    Test::new().args(["fmt", "--check", plan]).run().status(0);
+    std::fs::remove_dir_all(dir).unwrap();
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
+
+#[test]
+fn demo_clean_removes_its_directory() {
+    let ran = Test::new()
+        .args(["demo", "--clean", "--quiet"])
+        .run()
+        .status(0);
+    let dir = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("directory"))
+        .unwrap()
+        .trim();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} is still there");
+    assert!(!ran.stdout.contains("files stay in"), "{}", ran.stdout);
 }

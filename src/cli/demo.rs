@@ -103,7 +103,7 @@ const SCRIPTS: [(&str, &str); 4] = [
 /// simulator's CA in `ca.pem`, the password read from the file `pw`.
 fn inventory(fleet: &RunningFleet) -> String {
     let mut s = String::from(
-        "inventory {\n  defaults {\n    user     = \"backup\"\n    password = file(\"pw\")  # secrets only through env() or file()\n    tls_ca   = \"ca.pem\"  # the simulator's CA: TLS is verified\n  }\n",
+        "inventory {\n  defaults {\n    user     = \"backup\"\n    password = file(\"pw\")  # secrets only through env() or file()\n    tls_ca   = \"ca.pem\"    # the simulator's CA: TLS is verified\n  }\n",
     );
     for d in &fleet.devices {
         s.push_str(&format!(
