@@ -27,7 +27,7 @@ plan "nightly" {
 }
 "#;
 
-fn plan_file(w: &World) -> String {
+pub fn plan_file(w: &World) -> String {
     format!(
         "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\n{PLAN}",
         w.store().display(),

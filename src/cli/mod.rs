@@ -3,8 +3,10 @@
 //! Data goes to stdout; diagnostics and progress go to stderr. Colour only on a terminal,
 //! and never with `NO_COLOR` set.
 
+mod demo;
 mod files;
 mod lint;
+mod progress;
 mod render;
 mod report;
 mod run;
@@ -79,6 +81,8 @@ enum Command {
     Run(run::RunArgs),
     /// Continue an interrupted or crashed run from its journal.
     Resume(run::ResumeArgs),
+    /// Run the example plan against an embedded simulated fleet, then show its result pages.
+    Demo(demo::DemoArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
     Sim(sim::SimArgs),
     /// The most recent runs, newest first.
@@ -140,6 +144,7 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Graph(args) => ExitCode::from(run::graph(args)),
         Command::Run(args) => ExitCode::from(run::run(args)),
         Command::Resume(args) => ExitCode::from(run::resume(args)),
+        Command::Demo(args) => ExitCode::from(demo::demo(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
         Command::Runs(args) => ExitCode::from(report::runs(args)),

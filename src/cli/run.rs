@@ -1,13 +1,14 @@
 //! `dpplan plan`, `dpplan graph` and `dpplan run`.
 
+use super::progress::{Progress, Say};
 use super::render::Human;
 use super::{color_stderr, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
 use crate::engine::clock::SystemClock;
-use crate::engine::{Engine, Observer, RunOptions, RunReport, SomaConnector};
+use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
 use crate::store::RedbStore;
-use crate::store::{RunStatus, TaskStatus};
+use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -90,7 +91,7 @@ pub fn state_path(arg: Option<&Path>) -> PathBuf {
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,7 +105,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 /// Checks the file; on errors prints them and returns the exit code.
-fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
+pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
     let checked = check::check_file(&args.file);
     if checked.has_errors() {
         let h = Human::new(&checked.sources, color_stderr());
@@ -385,22 +386,6 @@ fn dummy_plan() -> crate::check::Plan {
     }
 }
 
-/// Progress as plain lines on stderr.
-struct Lines;
-
-impl Observer for Lines {
-    fn task(&self, t: &Task, status: TaskStatus) {
-        eprintln!(
-            "task {} {} {} {}: {}",
-            t.id,
-            t.action,
-            t.device,
-            t.target.domain_label(),
-            status.as_str()
-        );
-    }
-}
-
 /// The exit code for a run's final status (DESIGN.md 7).
 pub fn exit_code(status: RunStatus) -> u8 {
     match status {
@@ -467,42 +452,57 @@ pub fn run(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let path = state_path(args.state.as_deref());
-    let store: Arc<dyn crate::store::Journal> = match RedbStore::open(&path) {
+    match run_checked(checked, &plan, &path, args.ignore_window, args.quiet) {
+        Ok(r) => report(&r, args.json),
+        Err(code) => code,
+    }
+}
+
+/// Runs plan `plan` of a checked program with the state file at `path`, showing progress on
+/// stderr (live on a terminal) unless `quiet`; on failure prints why and returns the exit code.
+pub(crate) fn run_checked(
+    checked: Checked,
+    plan: &str,
+    path: &Path,
+    ignore_window: bool,
+    quiet: bool,
+) -> Result<RunReport, u8> {
+    let store: Arc<dyn crate::store::Journal> = match RedbStore::open(path) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_FAILED;
+            return Err(EXIT_FAILED);
         }
     };
     let Some(rt) = runtime() else {
-        return EXIT_INTERNAL;
+        return Err(EXIT_INTERNAL);
     };
     let options = RunOptions {
-        ignore_window: args.ignore_window,
+        ignore_window,
         ..RunOptions::default()
     };
     let text = plan_text(&checked);
-    let mut e = engine(checked.program, &plan, store, options);
-    if !args.quiet {
-        e = e.observe(Arc::new(Lines));
+    let mut e = engine(checked.program, plan, store, options);
+    let progress = Progress::new(quiet);
+    if let Some(o) = progress.observer() {
+        e = e.observe(o);
     }
     let flag = e.interrupt_flag();
+    let say = progress.sayer();
     let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(flag));
+        tokio::spawn(interrupts(flag, say));
         e.run(&text).await
     });
-    match outcome {
-        Ok(r) => report(&r, args.json),
-        Err(err) => {
-            eprintln!("error: {err}");
-            EXIT_INTERNAL
-        }
-    }
+    progress.finish();
+    outcome.map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_INTERNAL
+    })
 }
 
 /// First SIGINT/SIGTERM: no new step starts, running steps and owed `always` steps finish.
 /// Second: exit at once; `dpplan resume` puts things right.
-async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>) {
+async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>, say: Say) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -519,9 +519,9 @@ async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>) {
         seen += 1;
         if seen == 1 {
             flag.store(true, Ordering::SeqCst);
-            eprintln!("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
+            say("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
         } else {
-            eprintln!("interrupt: exiting now; `dpplan resume` completes the run");
+            say("interrupt: exiting now; `dpplan resume` completes the run");
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     }
@@ -579,14 +579,12 @@ pub fn resume(args: ResumeArgs) -> u8 {
         return EXIT_INTERNAL;
     };
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let observer: Option<Arc<dyn Observer>> = if args.quiet {
-        None
-    } else {
-        Some(Arc::new(Lines))
-    };
+    let progress = Progress::new(args.quiet);
+    let observer = progress.observer();
+    let say = progress.sayer();
     let journal: Arc<dyn crate::store::Journal> = store.clone();
     let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(flag.clone()));
+        tokio::spawn(interrupts(flag.clone(), say));
         Engine::resume(
             journal,
             store.as_ref(),
@@ -599,6 +597,7 @@ pub fn resume(args: ResumeArgs) -> u8 {
         )
         .await
     });
+    progress.finish();
     match outcome {
         Ok(r) => report(&r, args.json),
         Err(e @ crate::engine::EngineError::NotResumable { .. }) => {

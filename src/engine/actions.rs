@@ -435,7 +435,7 @@ async fn secure_backup(
         return Err(StepError::permanent("layout"));
     };
     let final_dir = root.join(dir);
-    let tmp_dir = final_dir.with_file_name(format!(".{ts}.dpplan-tmp-{}", t.id));
+    let tmp_dir = output::secure_backup_tmp(&final_dir, &ts, t.id);
     if tmp_dir.exists() {
         std::fs::remove_dir_all(&tmp_dir)
             .map_err(|e| io("remove a stale temporary directory", e))?;
@@ -518,14 +518,7 @@ async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepEr
     }
     let mut files = Vec::new();
     for persisted in kinds {
-        let name = format!(
-            "{stem}-{}.zip",
-            if persisted {
-                "persisted"
-            } else {
-                "nonpersisted"
-            }
-        );
+        let name = output::export_file(stem, persisted);
         let dest = abs_dir.join(&name);
         let tmp = output::tmp_name(&dest);
         let d = match &t.target {

@@ -104,8 +104,26 @@ impl Default for RunOptions {
     }
 }
 
+/// What an [`Observer`] learns when a run's tasks exist.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStart<'a> {
+    /// The run's id.
+    pub run: RunId,
+    /// When the run started (its files' timestamp, see [`output::timestamp`]).
+    pub started: DateTime<Utc>,
+    /// The store root, if the program declares a store.
+    pub store: Option<&'a std::path::Path>,
+    /// Every task of the run, skipped ones included.
+    pub tasks: &'a [Task],
+    /// Whether this is a resumed run.
+    pub resumed: bool,
+}
+
 /// Receives progress as it happens (the CLI draws it); every call must be quick.
 pub trait Observer: Send + Sync {
+    /// The run's tasks exist (created, or loaded by a resume); called once, before any
+    /// task starts.
+    fn run(&self, _run: &RunStart<'_>) {}
     /// A task changed status.
     fn task(&self, _task: &Task, _status: TaskStatus) {}
     /// A step of a task started.
@@ -650,6 +668,16 @@ fn task_record(t: &Task) -> TaskRecord {
 /// DESIGN.md 4.1 steps 6-8 for a created run.
 async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     let now = ctx.clock.now();
+    if let Some(o) = &ctx.observer {
+        let root = store_root(&ctx.program);
+        o.run(&RunStart {
+            run: ctx.run,
+            started: ctx.started,
+            store: root.as_deref(),
+            tasks: &ctx.tasks,
+            resumed: ctx.resumed,
+        });
+    }
     let mut outcome: HashMap<u32, (TaskStatus, Option<String>, Vec<String>)> = HashMap::new();
     for t in &ctx.tasks {
         if let Some(r) = &t.skipped {

@@ -158,6 +158,67 @@ pub fn tmp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.dpplan-tmp"))
 }
 
+/// The temporary directory a secure backup of task `task` downloads into, beside its final
+/// directory `final_dir` (renamed into place when complete).
+pub fn secure_backup_tmp(final_dir: &Path, ts: &str, task: u32) -> PathBuf {
+    final_dir.with_file_name(format!(".{ts}.dpplan-tmp-{task}"))
+}
+
+/// The name of an export file: `<stem>-persisted.zip` or `<stem>-nonpersisted.zip`.
+pub fn export_file(stem: &str, persisted: bool) -> String {
+    let kind = if persisted {
+        "persisted"
+    } else {
+        "nonpersisted"
+    };
+    format!("{stem}-{kind}.zip")
+}
+
+/// How many bytes the download step of a task has written so far, read from the store:
+/// the files in a secure backup's temporary directory, or an export's files, complete or
+/// still under their temporary names. For progress displays; 0 when nothing is there yet.
+pub fn task_bytes(
+    root: &Path,
+    device: &str,
+    target: &crate::compile::Target,
+    task: u32,
+    started: DateTime<Utc>,
+) -> u64 {
+    let ts = timestamp(started);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    match target {
+        crate::compile::Target::Device => {
+            let Layout::SecureBackup { dir } = Layout::secure_backup(device, &ts) else {
+                return 0;
+            };
+            let tmp = secure_backup_tmp(&root.join(dir), &ts, task);
+            std::fs::read_dir(tmp)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.metadata().ok())
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        other => {
+            let Layout::Export { dir, stem } = Layout::export(device, other.domain_label(), &ts)
+            else {
+                return 0;
+            };
+            [true, false]
+                .iter()
+                .map(|&persisted| {
+                    let f = root.join(&dir).join(export_file(&stem, persisted));
+                    size(&f) + size(&tmp_name(&f))
+                })
+                .sum()
+        }
+    }
+}
+
 /// Whether a file name is one of dpplan's temporary names.
 pub fn is_tmp_name(name: &str) -> bool {
     name.starts_with('.') && (name.ends_with(".dpplan-tmp") || name.contains(".dpplan-tmp-"))

@@ -1,0 +1,287 @@
+//! `dpplan demo`: DESIGN.md's nightly example against an embedded simulated fleet (DPOD's
+//! example: QA1-3 secure backups, TEST8's DOMAIN1 and DOMAIN2 exports, TEST9 down), in a
+//! fresh directory, then the run's result pages. No setup, no network beyond loopback, no
+//! environment variables.
+
+use super::report::{self, RunsArgs, ShowArgs, StateArg};
+use super::run::{load, report as outcome_table, run_checked, runtime, PlanArgs};
+use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK};
+use crate::engine::RunReport;
+use crate::sim::{self, Fleet, RunningFleet};
+use crate::store::RunStatus;
+use clap::Args;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// `dpplan demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Remove the demo's directory (plan, state, store) at the end instead of keeping it.
+    #[arg(long)]
+    pub clean: bool,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The demo plan, with `@INVENTORY@` where the started fleet's inventory goes.
+const TEMPLATE: &str = include_str!("demo.dpplan.in");
+
+/// The password every simulated device accepts; the plan reads it from the file `pw`.
+const PASSWORD: &str = "demo-s3cret";
+
+/// DPOD's example fleet, with a little latency so the progress display has something to show.
+const FLEET: &str = r#"
+[defaults]
+user = "backup"
+password = "demo-s3cret"
+quiesce_delay = "1200ms"
+unquiesce_delay = "600ms"
+backup_file_size = "2MiB"
+certs = ["backup-cert"]
+domains = ["default", "DOMAIN1", "DOMAIN2"]
+
+[[device]]
+name = "QA1"
+[[device.fault]]
+op = "get-file"
+kind = "delay"
+delay = "250ms"
+times = 1000
+
+[[device]]
+name = "QA2"
+[[device.fault]]
+op = "get-file"
+kind = "delay"
+delay = "300ms"
+times = 1000
+
+[[device]]
+name = "QA3"
+[[device.fault]]
+op = "get-file"
+kind = "delay"
+delay = "200ms"
+times = 1000
+
+[[device]]
+name = "TEST8"
+unsaved = ["DOMAIN2"]
+[[device.fault]]
+op = "do-export"
+kind = "delay"
+delay = "500ms"
+times = 1000
+
+[[device]]
+name = "TEST9"
+down = true
+"#;
+
+/// The hook scripts of the example plans.
+const SCRIPTS: [(&str, &str); 4] = [
+    (
+        "pre-plan.sh",
+        include_str!("../../plans/scripts/pre-plan.sh"),
+    ),
+    (
+        "post-plan.sh",
+        include_str!("../../plans/scripts/post-plan.sh"),
+    ),
+    (
+        "pre-task.sh",
+        include_str!("../../plans/scripts/pre-task.sh"),
+    ),
+    (
+        "post-task.sh",
+        include_str!("../../plans/scripts/post-task.sh"),
+    ),
+];
+
+/// The inventory block for the started fleet: loopback, HTTPS verified against the
+/// simulator's CA in `ca.pem`, the password read from the file `pw`.
+fn inventory(fleet: &RunningFleet) -> String {
+    let mut s = String::from(
+        "inventory {\n  defaults {\n    user     = \"backup\"\n    password = file(\"pw\")  # secrets only through env() or file()\n    tls_ca   = \"ca.pem\"    # the simulator's CA: TLS is verified\n  }\n",
+    );
+    for d in &fleet.devices {
+        s.push_str(&format!(
+            "  device \"{}\" {{ host = \"{}\"  port = {} }}\n",
+            d.name,
+            d.connect_addr().ip(),
+            d.addr.port()
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Writes the demo's files into `dir`: CA, password, scripts, store, and the plan.
+fn prepare(dir: &Path, fleet: &RunningFleet) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(dir.join("ca.pem"), fleet.ca_pem.as_deref().unwrap_or(""))?;
+    std::fs::write(dir.join("pw"), format!("{PASSWORD}\n"))?;
+    std::fs::set_permissions(dir.join("pw"), std::fs::Permissions::from_mode(0o600))?;
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts)?;
+    for (name, text) in SCRIPTS {
+        let p = scripts.join(name);
+        std::fs::write(&p, text)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::create_dir_all(dir.join("store"))?;
+    let plan = dir.join("demo.dpplan");
+    std::fs::write(&plan, TEMPLATE.replace("@INVENTORY@", &inventory(fleet)))?;
+    Ok(plan)
+}
+
+/// `dpplan demo`.
+pub fn demo(args: DemoArgs) -> u8 {
+    let dir = match tempfile::Builder::new().prefix("dpplan-demo-").tempdir() {
+        Ok(d) => d.keep(),
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let code = demo_in(&dir, &args);
+    if args.clean {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("error: cannot remove {}: {e}", dir.display());
+        }
+    } else {
+        println!(
+            "\nThe demo's files stay in {} (`dpplan demo --clean` removes them).",
+            dir.display()
+        );
+    }
+    code
+}
+
+fn demo_in(dir: &Path, args: &DemoArgs) -> u8 {
+    // The fleet runs on its own runtime, beside the one `run` starts for the engine.
+    let Some(sim_rt) = runtime() else {
+        return EXIT_INTERNAL;
+    };
+    let fleet = match Fleet::parse(FLEET) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: the demo fleet: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let running = match sim_rt.block_on(sim::serve(&fleet, IpAddr::V4(Ipv4Addr::LOCALHOST), true)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the simulated fleet: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let code = with_fleet(dir, &running, args);
+    sim_rt.block_on(running.shutdown());
+    code
+}
+
+fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
+    let plan_file = match prepare(dir, fleet) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the demo's files in {}: {e}",
+                dir.display()
+            );
+            return EXIT_INTERNAL;
+        }
+    };
+    let state = dir.join("state.redb");
+    println!("dpplan demo: DESIGN.md's nightly plan against a simulated DataPower fleet");
+    println!();
+    println!("  directory  {}", dir.display());
+    println!("  plan       {}", plan_file.display());
+    println!("  state      {}", state.display());
+    println!("  store      {}", dir.join("store").display());
+    println!("  fleet      (SOMA over HTTPS on loopback)");
+    for d in &fleet.devices {
+        if d.down {
+            println!("    {:<6} {} (down)", d.name, d.connect_addr());
+        } else {
+            println!("    {:<6} {}", d.name, d.url());
+        }
+    }
+    println!();
+    println!(
+        "$ dpplan run {} --state {}",
+        plan_file.display(),
+        state.display()
+    );
+    let (checked, plan) = match load(&PlanArgs {
+        file: plan_file.clone(),
+        plan: None,
+    }) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let r = match run_checked(checked, &plan, &state, false, args.quiet) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let code = outcome_table(&r, false);
+    let code = match r.status {
+        // DPOD's example ends WARNING: TEST9 is down, so its task is SKIPPED.
+        RunStatus::Completed | RunStatus::Warning => EXIT_OK,
+        _ => code,
+    };
+    pages(&r, &state);
+    backups(&r, &dir.join("store"));
+    code
+}
+
+/// The run's result pages, as `dpplan runs` and `dpplan show` print them.
+fn pages(r: &RunReport, state: &Path) {
+    let arg = || StateArg {
+        state: Some(state.to_path_buf()),
+    };
+    let st = state.display();
+    println!("\n$ dpplan runs --state {st}");
+    report::runs(RunsArgs {
+        plan: None,
+        limit: 40,
+        json: false,
+        state: arg(),
+    });
+    let views: [(Option<u32>, Option<u32>); 4] = [
+        (None, None),
+        (Some(1), None),
+        (Some(2), None),
+        (None, Some(1)),
+    ];
+    for (activity, task) in views {
+        let mut line = format!("\n$ dpplan show {}", r.run);
+        if let Some(a) = activity {
+            line.push_str(&format!(" --activity {a}"));
+        }
+        if let Some(t) = task {
+            line.push_str(&format!(" --task {t}"));
+        }
+        println!("{line} --state {st}");
+        report::show(ShowArgs {
+            run: r.run,
+            activity,
+            task,
+            json: false,
+            state: arg(),
+        });
+    }
+    println!("\nThe activity log: dpplan log {} --state {st}", r.run);
+}
+
+/// Where the backups went.
+fn backups(r: &RunReport, store: &Path) {
+    println!("\nBackups in {}:", store.display());
+    for t in &r.tasks {
+        for f in &t.files {
+            println!("  {f}");
+        }
+    }
+}
