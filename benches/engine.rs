@@ -210,7 +210,7 @@ fn main() {
         );
 
         // (b) over HTTP against the simulator: 256 devices, tasks spread over them.
-        let mut fleet = String::from("[defaults]\nuser = \"admin\"\npassword = \"admin\"\nquiesce_delay = \"0s\"\nunquiesce_delay = \"0s\"\n");
+        let mut fleet = String::from("[defaults]\nuser = \"admin\"\npassword = \"admin\"\nquiesce_delay = \"0s\"\nunquiesce_delay = \"0s\"\ndomains = [\"default\", \"DOMAIN1\"]\n");
         for i in 0..256 {
             let _ = write!(fleet, "[[device]]\nname = \"D{i:05}\"\n");
         }
