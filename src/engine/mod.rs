@@ -451,20 +451,8 @@ impl Engine {
         };
         let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
         let run = self.journal.create_run(new_run(records, stored)).await?;
-        let done = graph
-            .dag
-            .node_weights()
-            .map(|n| (n.id.clone(), tokio::sync::watch::channel(false).0))
-            .collect();
-        let secret_vars = self
-            .program
-            .devices
-            .iter()
-            .filter_map(|d| match &d.password {
-                Some(Secret::Env(v)) => Some(v.clone()),
-                _ => None,
-            })
-            .collect();
+        let done = done_flags(&graph);
+        let secret_vars = secret_vars(&self.program);
         let ctx = Arc::new(RunCtx {
             run,
             program: self.program.clone(),
@@ -536,19 +524,8 @@ impl Engine {
                 }
             }
         }
-        let done = graph
-            .dag
-            .node_weights()
-            .map(|n| (n.id.clone(), tokio::sync::watch::channel(false).0))
-            .collect();
-        let secret_vars = program
-            .devices
-            .iter()
-            .filter_map(|d| match &d.password {
-                Some(Secret::Env(v)) => Some(v.clone()),
-                _ => None,
-            })
-            .collect();
+        let done = done_flags(&graph);
+        let secret_vars = secret_vars(&program);
         let ctx = Arc::new(RunCtx {
             run,
             program,
@@ -624,6 +601,27 @@ impl Engine {
         }
         None
     }
+}
+
+/// One "finished" flag per node of the graph.
+fn done_flags(graph: &PlanGraph) -> HashMap<String, tokio::sync::watch::Sender<bool>> {
+    graph
+        .dag
+        .node_weights()
+        .map(|n| (n.id.clone(), tokio::sync::watch::channel(false).0))
+        .collect()
+}
+
+/// The environment variables the inventory reads passwords from: kept from scripts.
+fn secret_vars(program: &Program) -> Vec<String> {
+    program
+        .devices
+        .iter()
+        .filter_map(|d| match &d.password {
+            Some(Secret::Env(v)) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn activity_records(program: &Program, plan: &Plan) -> Vec<ActivityRecord> {
