@@ -108,8 +108,14 @@ impl World {
         clock: Arc<dyn Clock>,
         observer: Option<Arc<dyn Observer>>,
     ) -> (RunReport, Arc<MemoryJournal>) {
+        // A plan that declares its own store replaces the default one.
+        let store = if plan.contains("store \"") {
+            ""
+        } else {
+            "store \"store\" {}\n"
+        };
         let text = format!(
-            "import \"std/datapower\"\nstore \"store\" {{}}\n{}\n{plan}",
+            "import \"std/datapower\"\n{store}{}\n{plan}",
             self.inventory()
         );
         let path = self.dir.path().join("plan.dpplan");

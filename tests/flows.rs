@@ -397,3 +397,51 @@ plan "p" {
         "{inside:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_validation_outcomes_end_the_run_before_any_task() {
+    let w = World::new(FLEET).await;
+    let activity = r#"
+plan "p" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+  }
+}"#;
+    // Backups disabled.
+    let (r, _) = w
+        .run(
+            &format!("settings {{ backups_enabled = false }}\n{activity}"),
+            "p",
+        )
+        .await;
+    assert_eq!(r.status, RunStatus::BackupsDisabled);
+    assert!(r.tasks.is_empty());
+    // The store must be a mounted remote filesystem: a temporary directory is not.
+    let (r, _) = w
+        .run(
+            &format!("store \"store\" {{ require_remote = true }}\n{activity}"),
+            "p",
+        )
+        .await;
+    assert_eq!(r.status, RunStatus::StoreNotMounted);
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not a mounted remote filesystem"));
+    // More free space required than any disk has.
+    let (r, _) = w
+        .run(
+            &format!("store \"store\" {{ min_free = 1000000TiB }}\n{activity}"),
+            "p",
+        )
+        .await;
+    assert_eq!(r.status, RunStatus::StoreOutOfSpace);
+    // A store that does not exist.
+    let (r, _) = w
+        .run(&format!("store \"no-such-dir\" {{}}\n{activity}"), "p")
+        .await;
+    assert_eq!(r.status, RunStatus::StoreNotMounted);
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), None);
+}
