@@ -293,16 +293,28 @@ async fn wait_state(
     }
 }
 
+/// What quiesce and unquiesce both need: the appliance, the target, the step's timeout
+/// (60 s when unset) and the plan's grace.
+fn quiesce_setup(
+    ctx: &RunCtx,
+    t: &Task,
+    call: &ActionCall,
+) -> Result<(Arc<dyn Appliance>, QuiesceTarget, Duration, Duration), StepError> {
+    Ok((
+        appliance(ctx, t)?,
+        quiesce_target(t, call),
+        duration_arg(t, call, "timeout").unwrap_or(Duration::from_secs(60)),
+        Duration::from_millis(ctx.program.settings.quiesce_grace_ms),
+    ))
+}
+
 async fn quiesce(
     ctx: &RunCtx,
     t: &Task,
     call: &ActionCall,
     st: &mut TaskState,
 ) -> Result<(), StepError> {
-    let app = appliance(ctx, t)?;
-    let target = quiesce_target(t, call);
-    let timeout = duration_arg(t, call, "timeout").unwrap_or(Duration::from_secs(60));
-    let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
+    let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
     // Resume: a quiesce that was accepted before a crash is not requested again.
     if app.quiesce_state(&target).await? != QuiesceState::Quiesced {
         app.quiesce(&target, timeout.max(Duration::from_secs(60)))
@@ -337,10 +349,7 @@ async fn unquiesce(
     call: &ActionCall,
     st: &mut TaskState,
 ) -> Result<(), StepError> {
-    let app = appliance(ctx, t)?;
-    let target = quiesce_target(t, call);
-    let timeout = duration_arg(t, call, "timeout").unwrap_or(Duration::from_secs(60));
-    let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
+    let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
     if app.quiesce_state(&target).await? != QuiesceState::Normal {
         app.unquiesce(&target).await?;
     }
