@@ -5,7 +5,8 @@
 
 use crate::diag::Span;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::path::PathBuf;
 
 /// Everything a set of plan files (a root file and its imports) defines.
@@ -21,6 +22,9 @@ pub struct Program {
     pub kinds: BTreeMap<String, Kind>,
     /// The plans, in declaration order.
     pub plans: Vec<Plan>,
+    /// Device positions by name, built on the first lookup (a run looks devices up per task).
+    #[serde(skip)]
+    device_index: OnceLock<HashMap<String, usize>>,
 }
 
 impl Program {
@@ -31,7 +35,18 @@ impl Program {
 
     /// The device named `name`.
     pub fn device(&self, name: &str) -> Option<&Device> {
-        self.devices.iter().find(|d| d.name == name)
+        let index = self.device_index.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.devices.len());
+            for (i, d) in self.devices.iter().enumerate() {
+                index.entry(d.name.clone()).or_insert(i);
+            }
+            index
+        });
+        match index.get(name).and_then(|&i| self.devices.get(i)) {
+            Some(d) if d.name == name => Some(d),
+            // `devices` changed after the index was built: look the slow way.
+            _ => self.devices.iter().find(|d| d.name == name),
+        }
     }
 }
 
