@@ -101,7 +101,8 @@ async fn facts_and_status() {
     );
 
     let s = state(&fleet, "QA1").await;
-    assert_eq!(s.ops.get("get-status"), Some(&5));
+    // probe (the firmware, kept: `firmware()` makes no request), domains x2, filesystem.
+    assert_eq!(s.ops.get("get-status"), Some(&4));
     assert_eq!(s.ops.get("get-config"), Some(&2));
     assert_eq!(s.ops.get("SaveConfig"), Some(&2));
     assert!(s.domains.iter().all(|d| !d.save_needed));

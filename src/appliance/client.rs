@@ -12,9 +12,11 @@ use super::{
     soma, Appliance, ApplianceError, ConnectionConfig, DomainStatus, Downloaded, Firmware,
     ProtocolError, QuiesceState, QuiesceTarget, RemoteFile,
 };
+use base64::Engine as _;
 use bytes::Bytes;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Batches in flight between the network and the decoding thread.
@@ -30,8 +32,13 @@ const FIRMWARE_CLASSES: [&str; 3] = ["FirmwareVersion3", "FirmwareVersion2", "Fi
 #[derive(Debug, Clone)]
 pub struct SomaClient {
     config: ConnectionConfig,
-    url: String,
+    /// The management URL, parsed once.
+    url: reqwest::Url,
+    /// `Authorization: Basic ...`, encoded once (marked sensitive: never printed).
+    auth: reqwest::header::HeaderValue,
     http: reqwest::Client,
+    /// The firmware facts, read once per client: they do not change while it lives.
+    firmware: Arc<Mutex<Option<Firmware>>>,
 }
 
 impl SomaClient {
@@ -68,10 +75,19 @@ impl SomaClient {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| config_error(error_chain(&e)))?;
+        let url = reqwest::Url::parse(&config.url())
+            .map_err(|e| config_error(format!("address {}: {e}", config.url())))?;
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", config.user, config.password));
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|e| config_error(format!("credentials: {e}")))?;
+        auth.set_sensitive(true);
         Ok(SomaClient {
-            url: config.url(),
+            url,
+            auth,
             config,
             http,
+            firmware: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -88,8 +104,8 @@ impl SomaClient {
     ) -> Result<reqwest::Response, ApplianceError> {
         let mut request = self
             .http
-            .post(&self.url)
-            .basic_auth(&self.config.user, Some(&self.config.password))
+            .post(self.url.clone())
+            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .body(body);
         if let Some(timeout) = timeout {
@@ -230,6 +246,28 @@ impl SomaClient {
         }
     }
 
+    /// Reads the firmware status, newest class first.
+    async fn read_firmware(&self) -> Result<Firmware, ApplianceError> {
+        let mut last = None;
+        for class in FIRMWARE_CLASSES {
+            let op = format!("get-status {class}");
+            let answer = self
+                .call(&op, soma::get_status("default", class))
+                .await
+                .and_then(|root| parse::firmware(&root, class).map_err(|e| self.protocol(&op, e)));
+            match answer {
+                Ok(Some(firmware)) => return Ok(firmware),
+                Ok(None) => last = Some(self.op_error(&op, "no status row".into())),
+                // Older firmware rejects the newer classes: a fault or an error text.
+                Err(e @ (ApplianceError::Fault { .. } | ApplianceError::Result { .. })) => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.op_error("get-status FirmwareVersion", "no answer".into())))
+    }
+
     fn protocol(&self, op: &str, e: ProtocolError) -> ApplianceError {
         e.at(&self.config.device, op)
     }
@@ -351,32 +389,24 @@ impl Appliance for SomaClient {
         &self.config.device
     }
 
+    /// Reads the firmware facts (and keeps them for [`Appliance::firmware`]): always a request.
     async fn probe(&self) -> Result<(), ApplianceError> {
-        let op = "get-status DomainStatus";
-        self.call(op, soma::get_status("default", "DomainStatus"))
-            .await
-            .map(|_| ())
+        let read = self.read_firmware().await?;
+        if let Ok(mut known) = self.firmware.lock() {
+            *known = Some(read);
+        }
+        Ok(())
     }
 
     async fn firmware(&self) -> Result<Firmware, ApplianceError> {
-        let mut last = None;
-        for class in FIRMWARE_CLASSES {
-            let op = format!("get-status {class}");
-            let answer = self
-                .call(&op, soma::get_status("default", class))
-                .await
-                .and_then(|root| parse::firmware(&root, class).map_err(|e| self.protocol(&op, e)));
-            match answer {
-                Ok(Some(firmware)) => return Ok(firmware),
-                Ok(None) => last = Some(self.op_error(&op, "no status row".into())),
-                // Older firmware rejects the newer classes: a fault or an error text.
-                Err(e @ (ApplianceError::Fault { .. } | ApplianceError::Result { .. })) => {
-                    last = Some(e)
-                }
-                Err(e) => return Err(e),
-            }
+        if let Some(known) = self.firmware.lock().ok().and_then(|f| f.clone()) {
+            return Ok(known);
         }
-        Err(last.unwrap_or_else(|| self.op_error("get-status FirmwareVersion", "no answer".into())))
+        let read = self.read_firmware().await?;
+        if let Ok(mut known) = self.firmware.lock() {
+            *known = Some(read.clone());
+        }
+        Ok(read)
     }
 
     async fn domains(&self) -> Result<Vec<DomainStatus>, ApplianceError> {

@@ -12,9 +12,12 @@
 //! The sequences the stdlib steps map to (SOMA.md), each call one request unless noted:
 //!
 //! ```text
-//! validate       probe; firmware; domains (QuiesceState, SaveNeeded);
-//!                secure backup: free_temporary >= appliance_min_free, certificate_exists(cert)
-//! quiesce        quiesce(target, timeout); poll quiesce_state(target) until Quiesced
+//! (probe)        firmware, once per device and run (the client keeps it)
+//! validate       domains (QuiesceState, SaveNeeded) when quiescing or exporting;
+//!                secure backup: free_temporary >= appliance_min_free, certificate_exists(cert);
+//!                firmware (kept from the probe)
+//! quiesce        a repeated attempt first: quiesce_state(target), done if Quiesced;
+//!                quiesce(target, timeout); poll quiesce_state(target) until Quiesced
 //!                (past timeout + grace: unquiesce(target) and fail)
 //! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
 //!                poll list_directory(dir) until it lists backupmanifest.xml;
@@ -22,7 +25,8 @@
 //! export         export_domain(domain, true, comment, tmp);
 //!                when SaveNeeded: export_domain(domain, false, comment, tmp2)
 //!                all domains: export_all(comment, tmp)
-//! unquiesce      unquiesce(target); poll quiesce_state(target) until Normal
+//! unquiesce      a repeated attempt first: quiesce_state(target), no request if Normal;
+//!                unquiesce(target); poll quiesce_state(target) until Normal
 //! ```
 //!
 //! Retry decisions belong to the caller: [`ApplianceError::is_transient`] says which
@@ -224,7 +228,8 @@ pub trait Appliance: Send + Sync {
     /// The device's inventory name.
     fn device(&self) -> &str;
 
-    /// A short request that succeeds when the appliance answers and accepts the credentials.
+    /// A short request that succeeds when the appliance answers and accepts the credentials
+    /// (the SOMA client reads the firmware facts, and keeps them for [`Appliance::firmware`]).
     async fn probe(&self) -> Result<(), ApplianceError>;
 
     /// Firmware facts: `FirmwareVersion3`, falling back to `FirmwareVersion2` and `FirmwareVersion`.

@@ -1,8 +1,8 @@
 //! The built-in actions against an appliance and the store: validate, quiesce, unquiesce,
 //! secure backup, export, save config, scripts, discard.
 //!
-//! Idempotence on resume: validate, quiesce and unquiesce read the appliance's state before
-//! acting; a backup or export downloads again into a fresh temporary name (the half-written
+//! Idempotence on resume: quiesce and unquiesce attempted before (a retry, or a step in
+//! flight at a crash) read the appliance's state before acting; a backup or export downloads again into a fresh temporary name (the half-written
 //! one is removed, and so is the appliance's directory); a script runs again; discard removes
 //! whatever of the task's files exist.
 
@@ -137,8 +137,8 @@ pub(crate) async fn execute(
 ) -> Result<(), StepError> {
     match call.action {
         Action::Validate => validate(ctx, t, call, st).await,
-        Action::Quiesce => quiesce(ctx, t, call, st).await,
-        Action::Unquiesce => unquiesce(ctx, t, call, st).await,
+        Action::Quiesce => quiesce(ctx, t, call, st, attempt).await,
+        Action::Unquiesce => unquiesce(ctx, t, call, st, attempt).await,
         Action::SecureBackup => secure_backup(ctx, t, call, st).await,
         Action::Export => export(ctx, t, st).await,
         Action::SaveConfig => {
@@ -313,10 +313,13 @@ async fn quiesce(
     t: &Task,
     call: &ActionCall,
     st: &mut TaskState,
+    attempt: u32,
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
-    // Resume: a quiesce that was accepted before a crash is not requested again.
-    if app.quiesce_state(&target).await? != QuiesceState::Quiesced {
+    // A step attempted before (a retry, or a redo on resume) reads the state first: a
+    // quiesce that was accepted is not requested again. A first attempt follows validate,
+    // which found the target not quiesced.
+    if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Quiesced {
         app.quiesce(&target, timeout.max(Duration::from_secs(60)))
             .await?;
     }
@@ -348,9 +351,11 @@ async fn unquiesce(
     t: &Task,
     call: &ActionCall,
     st: &mut TaskState,
+    attempt: u32,
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
-    if app.quiesce_state(&target).await? != QuiesceState::Normal {
+    // A first attempt releases what this task quiesced; a repeated one reads the state first.
+    if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Normal {
         app.unquiesce(&target).await?;
     }
     if wait_state(
