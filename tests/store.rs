@@ -238,7 +238,7 @@ async fn journal_folds_into_task_and_step_states() {
     let store = RedbStore::open(&path).unwrap();
     let detail = store.run(id).unwrap();
     assert_eq!(detail.plan_text, "plan \"nightly\" {}");
-    assert_eq!(detail.graph, "{\"nodes\":[]}");
+    assert_eq!(store.stored_run(id).unwrap(), "{\"nodes\":[]}");
     assert_eq!(detail.plan_hash, "ab".repeat(32));
     assert_eq!(detail.activities.len(), 2);
     assert_eq!(detail.summary.status, RunStatus::Running);

@@ -6,8 +6,8 @@
 use crate::diag::Span;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Everything a set of plan files (a root file and its imports) defines.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

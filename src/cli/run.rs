@@ -367,7 +367,7 @@ fn templates(program: &Program, plan: &str) -> PlanGraph {
             target: Target::Device,
             skipped: None,
             params: Default::default(),
-            steps,
+            steps: steps.into(),
         });
     }
     crate::compile::graph(p, &tasks)

@@ -39,10 +39,25 @@ pub struct PlanGraph {
     pub index: HashMap<String, NodeIndex>,
 }
 
+/// The first stored form (state files of schema 1): edges by node id.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     nodes: Vec<Node>,
     edges: Vec<(String, String)>,
+}
+
+/// The graph as stored with a run (schema 2): nodes in index order, edges by node index.
+#[derive(Debug, Serialize)]
+pub struct GraphData<'g> {
+    nodes: Vec<&'g Node>,
+    edges: Vec<(u32, u32)>,
+}
+
+/// [`GraphData`] as read back.
+#[derive(Debug, Deserialize)]
+pub struct OwnedGraphData {
+    nodes: Vec<Node>,
+    edges: Vec<(u32, u32)>,
 }
 
 impl PlanGraph {
@@ -55,21 +70,45 @@ impl PlanGraph {
         ix
     }
 
-    /// The graph as JSON (nodes and edges by stable id), to store with a run.
-    pub fn to_json(&self) -> String {
-        let stored = Stored {
-            nodes: self.dag.node_weights().cloned().collect(),
+    /// The graph in its stored form, borrowing the nodes.
+    pub fn data(&self) -> GraphData<'_> {
+        GraphData {
+            nodes: self.dag.node_weights().collect(),
             edges: self
                 .dag
                 .edge_indices()
                 .filter_map(|e| self.dag.edge_endpoints(e))
-                .map(|(a, b)| (self.dag[a].id.clone(), self.dag[b].id.clone()))
+                .filter_map(|(a, b)| {
+                    Some((
+                        u32::try_from(a.index()).ok()?,
+                        u32::try_from(b.index()).ok()?,
+                    ))
+                })
                 .collect(),
-        };
-        serde_json::to_string(&stored).unwrap_or_default()
+        }
     }
 
-    /// Reads a graph stored by [`PlanGraph::to_json`].
+    /// Rebuilds a graph from its stored form; an edge naming no node is an error.
+    pub fn from_data(data: OwnedGraphData) -> Result<PlanGraph, String> {
+        let mut g = PlanGraph {
+            dag: DiGraph::with_capacity(data.nodes.len(), data.edges.len()),
+            index: HashMap::with_capacity(data.nodes.len()),
+        };
+        for n in data.nodes {
+            g.add(n.id, n.kind);
+        }
+        let n = g.dag.node_count();
+        for (a, b) in data.edges {
+            let (a, b) = (a as usize, b as usize);
+            if a >= n || b >= n {
+                return Err(format!("edge {a} -> {b} names an unknown node"));
+            }
+            g.dag.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
+        }
+        Ok(g)
+    }
+
+    /// Reads a graph in its first stored form (schema 1: JSON, edges by node id).
     pub fn from_json(text: &str) -> Result<PlanGraph, String> {
         let stored: Stored = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let mut g = PlanGraph {

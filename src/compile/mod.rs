@@ -12,12 +12,13 @@
 
 mod graph;
 
-pub use graph::{graph, Node, NodeKind, PlanGraph};
+pub use graph::{graph, GraphData, Node, NodeKind, OwnedGraphData, PlanGraph};
 
 use crate::check::patterns;
 use crate::check::{Action, ActionCall, DomainSel, Kind, Per, Plan, Policy, Program, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What the engine learned about one device before expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +94,9 @@ pub struct Task {
     pub skipped: Option<String>,
     /// The activity's parameter values.
     pub params: BTreeMap<String, Value>,
-    /// The steps, in declaration order (empty for SKIPPED tasks).
-    pub steps: Vec<TaskStep>,
+    /// The steps, in declaration order (empty for SKIPPED tasks); shared by the tasks of an
+    /// activity.
+    pub steps: Arc<[TaskStep]>,
 }
 
 impl Task {
@@ -147,12 +149,14 @@ pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFact
             .map(|d| d.name.as_str())
             .filter(|n| a.devices.iter().any(|p| patterns::matches(p, n)))
             .collect();
+        // Every task of the activity runs the same steps.
+        let shared: Arc<[TaskStep]> = task_steps(kind, plan, a, &a.params).into();
         let mut push = |device: &str, target: Target, skipped: Option<String>| {
             let id = tasks.len() as u32 + 1;
             let steps = if skipped.is_some() {
-                Vec::new()
+                Arc::from([])
             } else {
-                task_steps(kind, plan, a, &a.params)
+                shared.clone()
             };
             tasks.push(Task {
                 id,

@@ -19,7 +19,7 @@ pub mod window;
 
 use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
 use crate::check::{Device, Plan, Program, Secret};
-use crate::compile::{self, DeviceFacts, PlanGraph, Task};
+use crate::compile::{self, DeviceFacts, PlanGraph, Task, TaskStep};
 use crate::store::{
     ActivityRecord, Journal, NewRun, Record, RunId, RunStatus, StoreError, TaskRecord, TaskStatus,
 };
@@ -162,20 +162,105 @@ pub struct RunReport {
     pub tasks: Vec<TaskReport>,
 }
 
-/// Everything `resume` needs, stored with the run: the checked program, the plan, and the
-/// tasks exactly as compiled. Resume never reads the plan file again.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StoredRun {
-    /// Format of this record (1).
-    pub version: u32,
-    /// The checked program the run executes.
-    pub program: Program,
-    /// The plan's name.
-    pub plan: String,
-    /// The tasks, as expanded and compiled.
-    pub tasks: Vec<Task>,
-    /// The step graph (nodes and edges by stable id).
-    pub graph: String,
+/// Everything `resume` needs, stored with the run: the checked program, the plan, the tasks
+/// exactly as compiled, and the step graph. Resume never reads the plan file again.
+/// docs/checkpoint-format.md describes it; `version` 2 stores the graph as an object with
+/// edges by node index, version 1 stored it as a JSON string with edges by node id.
+/// Version 2 also stores each distinct list of steps once (`step_sets`; tasks of one activity
+/// share theirs): a task is stored without its steps, and `task_steps[i]` names its set.
+#[derive(Debug, Serialize)]
+struct StoredRunOut<'a> {
+    version: u32,
+    program: &'a Program,
+    plan: &'a str,
+    tasks: Vec<Task>,
+    step_sets: Vec<&'a Arc<[TaskStep]>>,
+    task_steps: Vec<u32>,
+    graph: compile::GraphData<'a>,
+}
+
+impl<'a> StoredRunOut<'a> {
+    fn new(program: &'a Program, plan: &'a str, tasks: &'a [Task], graph: &'a PlanGraph) -> Self {
+        let mut step_sets: Vec<&'a Arc<[TaskStep]>> = Vec::new();
+        let mut task_steps = Vec::with_capacity(tasks.len());
+        let mut stripped = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let steps = &t.steps;
+            // Tasks come activity by activity, sharing their activity's list.
+            let found = match task_steps.last() {
+                Some(&last) if Arc::ptr_eq(step_sets[last as usize], steps) => Some(last as usize),
+                _ => step_sets.iter().position(|s| *s == steps),
+            };
+            let index = found.unwrap_or_else(|| {
+                step_sets.push(steps);
+                step_sets.len() - 1
+            });
+            task_steps.push(u32::try_from(index).unwrap_or(u32::MAX));
+            stripped.push(Task {
+                steps: Arc::from([]),
+                ..t.clone()
+            });
+        }
+        StoredRunOut {
+            version: STORED_RUN_VERSION,
+            program,
+            plan,
+            tasks: stripped,
+            step_sets,
+            task_steps,
+            graph: graph.data(),
+        }
+    }
+}
+
+/// [`StoredRunOut`] as read back, of either version.
+#[derive(Debug, serde::Deserialize)]
+struct StoredRunIn {
+    version: u32,
+    program: Program,
+    plan: String,
+    tasks: Vec<Task>,
+    #[serde(default)]
+    step_sets: Vec<Arc<[TaskStep]>>,
+    #[serde(default)]
+    task_steps: Vec<u32>,
+    graph: Box<serde_json::value::RawValue>,
+}
+
+/// The stored run's format written now.
+const STORED_RUN_VERSION: u32 = 2;
+
+/// Reads a stored run (version 1 or 2) and rebuilds its graph.
+fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), String> {
+    let mut stored: StoredRunIn = serde_json::from_str(text).map_err(|e| e.to_string())?;
+
+    if stored.version >= 2 {
+        if stored.task_steps.len() != stored.tasks.len() {
+            return Err("the tasks and their step lists differ in number".into());
+        }
+        for (t, &set) in stored.tasks.iter_mut().zip(&stored.task_steps) {
+            t.steps = stored.step_sets.get(set as usize).cloned().ok_or_else(|| {
+                format!("task {} names step list {set}, which is not stored", t.id)
+            })?;
+        }
+    }
+
+    let graph = match stored.version {
+        1 => {
+            let inner: String =
+                serde_json::from_str(stored.graph.get()).map_err(|e| format!("graph: {e}"))?;
+            PlanGraph::from_json(&inner)?
+        }
+        2 => PlanGraph::from_data(
+            serde_json::from_str(stored.graph.get()).map_err(|e| format!("graph: {e}"))?,
+        )?,
+        v => {
+            return Err(format!(
+                "stored run format {v} is newer than this dpplan reads"
+            ))
+        }
+    };
+    Ok((stored, graph))
 }
 
 /// Errors that stop the engine itself (as opposed to a task or run failing).
@@ -442,13 +527,7 @@ impl Engine {
         let tasks = compile::expand(&self.program, &plan, &facts);
         let graph = compile::graph(&plan, &tasks);
         let records = tasks.iter().map(task_record).collect();
-        let stored = StoredRun {
-            version: 1,
-            program: (*self.program).clone(),
-            plan: plan.name.clone(),
-            tasks: tasks.clone(),
-            graph: graph.to_json(),
-        };
+        let stored = StoredRunOut::new(&self.program, &plan.name, &tasks, &graph);
         let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
         let run = self.journal.create_run(new_run(records, stored)).await?;
         let done = done_flags(&graph);
@@ -488,20 +567,27 @@ impl Engine {
         observer: Option<Arc<dyn Observer>>,
         interrupted: Arc<AtomicBool>,
     ) -> Result<RunReport, EngineError> {
-        let detail = history.run(run)?;
+        // The stored run is parsed on a second thread while the journal is folded on this one.
+        let text = history.stored_run(run)?;
+        let (detail, parsed) = std::thread::scope(|scope| {
+            let parsing = scope.spawn(|| read_stored_run(&text));
+            let detail = history.run(run);
+            let parsed = parsing
+                .join()
+                .unwrap_or_else(|_| Err("reading the stored run failed".into()));
+            (detail, parsed)
+        });
+        let detail = detail?;
         if detail.summary.status.is_final() {
             return Err(EngineError::NotResumable {
                 run,
                 why: format!("it ended {}", detail.summary.status.as_str()),
             });
         }
-        let stored: StoredRun =
-            serde_json::from_str(&detail.graph).map_err(|e| EngineError::NotResumable {
-                run,
-                why: format!("its stored graph cannot be read: {e}"),
-            })?;
-        let graph = PlanGraph::from_json(&stored.graph)
-            .map_err(|why| EngineError::NotResumable { run, why })?;
+        let (stored, graph) = parsed.map_err(|e| EngineError::NotResumable {
+            run,
+            why: format!("its stored graph cannot be read: {e}"),
+        })?;
         let program = Arc::new(stored.program);
         let plan = program
             .plan(&stored.plan)
@@ -684,7 +770,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
             // Finished before the resume: nothing of it runs again.
             let files = p.files.iter().map(|f| f.path.clone()).collect();
             outcome.insert(t.id, (p.status, p.error.clone(), files));
-            for s in &t.steps {
+            for s in t.steps.iter() {
                 ctx.finish(&t.step_id(&s.name));
             }
         }

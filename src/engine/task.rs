@@ -7,8 +7,10 @@ use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
 use crate::compile::Task;
 use crate::store::{Record, StepOutcome, StoreError, TaskStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// What a task runner returns: (task id, final status, error, files written).
@@ -231,13 +233,22 @@ pub(crate) async fn run_task(
         error: st.error.clone(),
         at: ctx.clock.now(),
     });
-    ctx.record(last).await?;
+    // The records are queued for the writer before the permit goes, so the next task's first
+    // intent commits with them or after them; the task ends once they are durable. (Were the
+    // process to die in between, resume redoes this task's last step, as after any crash.)
+    let write = ctx.record(last);
+    tokio::pin!(write);
+    let queued = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    drop(permit);
+    match queued {
+        Poll::Ready(r) => r?,
+        Poll::Pending => write.await?,
+    }
     notify(&ctx, t, status);
+    // Tasks after this one on the device wait for these: what this one did is durable.
     for sid in deferred {
         ctx.finish(&sid);
     }
-    // Released only now: the next task on this permit sees everything this one did.
-    drop(permit);
     Ok((t.id, status, st.error, files))
 }
 
@@ -434,7 +445,7 @@ fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
 
 /// Marks every step of `t` finished, so tasks after it do not wait for it.
 fn finish_all(ctx: &RunCtx, t: &Task) {
-    for s in &t.steps {
+    for s in t.steps.iter() {
         ctx.finish(&t.step_id(&s.name));
     }
 }

@@ -394,12 +394,10 @@ pub struct TaskState {
 pub struct RunDetail {
     /// The summary line.
     pub summary: RunSummary,
-    /// The plan text, its hash, and the serialized graph, as stored at creation.
+    /// The plan text, as stored at creation.
     pub plan_text: String,
     /// SHA-256 of the plan text.
     pub plan_hash: String,
-    /// The compiled graph.
-    pub graph: String,
     /// Activities.
     pub activities: Vec<ActivityRecord>,
     /// Tasks with their journal state.
@@ -426,6 +424,9 @@ pub trait History {
 
     /// One run, with its tasks' journal state.
     fn run(&self, id: RunId) -> Result<RunDetail, StoreError>;
+
+    /// What `resume` reads: the run's stored graph ([`NewRun::graph`]) as written.
+    fn stored_run(&self, id: RunId) -> Result<String, StoreError>;
 
     /// The activity log of a run, optionally of one task, oldest first.
     fn log(&self, id: RunId, task: Option<u32>) -> Result<Vec<LogLine>, StoreError>;

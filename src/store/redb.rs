@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 
 use super::fold::{log_line, Fold};
 use super::schema::{
-    db, decode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, META,
-    PLAN_RUNS, RUNS, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
+    db, decode, encode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL,
+    META, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS,
+    TASK_STATE, UNFINISHED,
 };
 use super::writer::{Request, Writer};
 use super::{
@@ -174,12 +175,16 @@ fn init(database: &Database) -> Result<(), StoreError> {
     txn.set_durability(Durability::Immediate).map_err(db)?;
     {
         let mut meta = txn.open_table(META).map_err(db)?;
-        if meta.get(SCHEMA_VERSION_KEY).map_err(db)?.is_none() {
+        // New, or an older schema this one extends (schema 1 lacks `run_graph`; its runs
+        // stay readable): record this version.
+        let found = meta.get(SCHEMA_VERSION_KEY).map_err(db)?.map(|v| v.value());
+        if found.is_none_or(|v| v < u64::from(SCHEMA_VERSION)) {
             meta.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))
                 .map_err(db)?;
         }
         txn.open_table(RUNS).map_err(db)?;
         txn.open_table(RUN_TEXT).map_err(db)?;
+        txn.open_table(RUN_GRAPH).map_err(db)?;
         txn.open_table(ACTIVITIES).map_err(db)?;
         txn.open_table(TASKS).map_err(db)?;
         txn.open_table(TASK_STATE).map_err(db)?;
@@ -204,10 +209,13 @@ impl Journal for RedbStore {
     }
 
     async fn append(&self, run: RunId, records: Vec<Record>) -> Result<(), StoreError> {
+        // Encoded here, on the caller's thread: the writer's time goes to the commit.
+        let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Append {
             run,
             records,
+            encoded,
             reply,
         })?;
         answer
@@ -312,11 +320,24 @@ impl History for RedbStore {
         Ok(RunDetail {
             plan_text: text.plan_text,
             plan_hash: header.plan_hash.clone(),
-            graph: text.graph,
             summary: summary(id, header),
             activities,
             tasks: fold.finish(),
         })
+    }
+
+    fn stored_run(&self, id: RunId) -> Result<String, StoreError> {
+        let txn = self.read()?;
+        header(&txn.open_table(RUNS).map_err(db)?, id)?;
+        // Schema 2 keeps it in its own table; a run written by schema 1 inside its RunText.
+        if let Some(bytes) = txn.open_table(RUN_GRAPH).map_err(db)?.get(id).map_err(db)? {
+            return String::from_utf8(bytes.value().to_vec())
+                .map_err(|_| StoreError::Db(format!("corrupt graph of run {id}: not UTF-8")));
+        }
+        match txn.open_table(RUN_TEXT).map_err(db)?.get(id).map_err(db)? {
+            Some(bytes) => Ok(decode::<RunText>(bytes.value(), "run text")?.graph),
+            None => Err(StoreError::Db(format!("run {id} has no plan text"))),
+        }
     }
 
     fn log(&self, id: RunId, task: Option<u32>) -> Result<Vec<LogLine>, StoreError> {

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::{RunId, RunStatus, StoreError, TaskRecord, TaskStatus};
 
 /// The schema version this dpplan writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The key in [`META`] that holds the schema version.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -21,8 +21,12 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `run -> JSON RunHeader`: what `dpplan runs` shows, kept current as records are appended.
 pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
-/// `run -> JSON RunText`: the plan text and the compiled graph, written once.
+/// `run -> JSON RunText`: the plan text (and, in schema 1, the compiled graph), written once.
 pub const RUN_TEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("run_text");
+
+/// `run -> bytes`: the compiled graph as the engine serialized it, written once (schema 2;
+/// schema 1 kept it inside [`RunText`], as an escaped string).
+pub const RUN_GRAPH: TableDefinition<u64, &[u8]> = TableDefinition::new("run_graph");
 
 /// `(run, activity id) -> JSON ActivityRecord`, written once.
 pub const ACTIVITIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("activities");
@@ -131,12 +135,14 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The plan text and graph of a run.
+/// The plan text of a run (and its graph, in schema 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunText {
     /// The plan text, with its imports.
     pub plan_text: String,
-    /// The compiled graph, as the compile layer serialized it.
+    /// Schema 1: the compiled graph. Schema 2 writes it empty and keeps the graph in
+    /// [`RUN_GRAPH`].
+    #[serde(default)]
     pub graph: String,
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::schema::{
     db, decode, encode, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, PLAN_RUNS, RUNS,
-    RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
+    RUN_GRAPH, RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
 };
 use super::{NewRun, Record, RunId, StoreError, TaskStatus};
 
@@ -34,6 +34,8 @@ pub(super) enum Request {
     Append {
         run: RunId,
         records: Vec<Record>,
+        /// `records`, each encoded (by the caller, off the writer's thread).
+        encoded: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -59,6 +61,7 @@ enum Applied {
 struct Tables<'t> {
     runs: Table<'t, u64, &'static [u8]>,
     run_text: Table<'t, u64, &'static [u8]>,
+    run_graph: Table<'t, u64, &'static [u8]>,
     activities: Table<'t, (u64, u32), &'static [u8]>,
     tasks: Table<'t, (u64, u32), &'static [u8]>,
     task_state: Table<'t, (u64, u32), &'static [u8]>,
@@ -72,6 +75,7 @@ impl<'t> Tables<'t> {
         Ok(Tables {
             runs: txn.open_table(RUNS).map_err(db)?,
             run_text: txn.open_table(RUN_TEXT).map_err(db)?,
+            run_graph: txn.open_table(RUN_GRAPH).map_err(db)?,
             activities: txn.open_table(ACTIVITIES).map_err(db)?,
             tasks: txn.open_table(TASKS).map_err(db)?,
             task_state: txn.open_table(TASK_STATE).map_err(db)?,
@@ -127,21 +131,25 @@ impl Writer {
         let mut applied = Vec::with_capacity(batch.len());
         {
             let mut tables = Tables::open(&txn)?;
-            // Headers changed by this batch, written once at the end.
-            let mut headers: HashMap<RunId, RunHeader> = HashMap::new();
+            // Headers read or changed by this batch; the changed ones are written once at the
+            // end (most appends change none: only task and run records move the counts).
+            let mut headers: HashMap<RunId, (RunHeader, bool)> = HashMap::new();
             for request in batch {
                 applied.push(match request {
                     Request::Create { run, .. } => {
                         let (id, header) = create(&mut tables, run)?;
-                        headers.insert(id, header);
+                        headers.insert(id, (header, false));
                         Applied::Created(id)
                     }
-                    Request::Append { run, records, .. } => {
-                        self.append_one(&mut tables, &mut headers, *run, records)?
-                    }
+                    Request::Append {
+                        run,
+                        records,
+                        encoded,
+                        ..
+                    } => self.append_one(&mut tables, &mut headers, *run, records, encoded)?,
                 });
             }
-            for (id, header) in &headers {
+            for (id, (header, _)) in headers.iter().filter(|(_, (_, dirty))| *dirty) {
                 tables
                     .runs
                     .insert(*id, encode(header)?.as_slice())
@@ -157,25 +165,29 @@ impl Writer {
     fn append_one(
         &mut self,
         tables: &mut Tables<'_>,
-        headers: &mut HashMap<RunId, RunHeader>,
+        headers: &mut HashMap<RunId, (RunHeader, bool)>,
         run: RunId,
         records: &[Record],
+        encoded: &[Vec<u8>],
     ) -> Result<Applied, StoreError> {
-        let header = match headers.entry(run) {
+        let (header, dirty) = match headers.entry(run) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let stored = tables.runs.get(run).map_err(db)?;
                 match stored {
-                    Some(bytes) => e.insert(decode(bytes.value(), "run header")?),
+                    Some(bytes) => e.insert((decode(bytes.value(), "run header")?, false)),
                     None => return Ok(Applied::Refused(StoreError::NoRun(run))),
                 }
             }
         };
+        *dirty |= records
+            .iter()
+            .any(|r| matches!(r, Record::Task { .. } | Record::Run { .. }));
         let last = match self.last_seq.get(&run) {
             Some(&last) => last,
             None => last_seq(tables, run)?,
         };
-        let last = append(tables, header, run, last, records)?;
+        let last = append(tables, header, run, last, records, encoded)?;
         self.last_seq.insert(run, last);
         Ok(Applied::Appended)
     }
@@ -231,11 +243,15 @@ fn create(tables: &mut Tables<'_>, run: &NewRun) -> Result<(RunId, RunHeader), S
         .map_err(db)?;
     let text = RunText {
         plan_text: run.plan_text.clone(),
-        graph: run.graph.clone(),
+        graph: String::new(),
     };
     tables
         .run_text
         .insert(id, encode(&text)?.as_slice())
+        .map_err(db)?;
+    tables
+        .run_graph
+        .insert(id, run.graph.as_bytes())
         .map_err(db)?;
     for activity in &run.activities {
         tables
@@ -269,12 +285,13 @@ fn append(
     run: RunId,
     mut last: u64,
     records: &[Record],
+    encoded: &[Vec<u8>],
 ) -> Result<u64, StoreError> {
-    for record in records {
+    for (record, bytes) in records.iter().zip(encoded) {
         last = last.saturating_add(1);
         tables
             .journal
-            .insert((run, last), encode(record)?.as_slice())
+            .insert((run, last), bytes.as_slice())
             .map_err(db)?;
         match record {
             Record::Task { task, status, .. } => {
