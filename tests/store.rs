@@ -576,6 +576,8 @@ async fn a_version_1_file_still_opens() {
     assert_eq!(t1.steps.len(), 2);
     assert!(t1.steps[1].in_flight);
     assert_eq!(store.log(1, Some(1)).unwrap()[0].message, "QuiesceDP sent");
+    // Schema 1 kept the stored graph inside the run's text.
+    assert_eq!(store.stored_run(1).unwrap(), "{\"nodes\":[]}");
     // It takes new records after the old ones.
     store
         .append(

@@ -233,7 +233,12 @@ const STORED_RUN_VERSION: u32 = 2;
 /// Reads a stored run (version 1 or 2) and rebuilds its graph.
 fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), String> {
     let mut stored: StoredRunIn = serde_json::from_str(text).map_err(|e| e.to_string())?;
-
+    if stored.version > STORED_RUN_VERSION {
+        return Err(format!(
+            "stored run format {} is newer than this dpplan reads",
+            stored.version
+        ));
+    }
     if stored.version >= 2 {
         if stored.task_steps.len() != stored.tasks.len() {
             return Err("the tasks and their step lists differ in number".into());
@@ -244,7 +249,6 @@ fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), String> {
             })?;
         }
     }
-
     let graph = match stored.version {
         1 => {
             let inner: String =
@@ -1066,4 +1070,102 @@ async fn finish(
 /// The store root of the program, if it has one.
 pub(crate) fn store_root(program: &Program) -> Option<PathBuf> {
     program.store.as_ref().map(|s| s.path.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Action, ActionCall, Policy};
+    use crate::compile::Target;
+
+    fn task(id: u32, steps: &Arc<[TaskStep]>) -> Task {
+        Task {
+            id,
+            activity: 1,
+            kind: "k".into(),
+            action: "SECURE_BACKUP".into(),
+            device: format!("D{id}"),
+            target: Target::Device,
+            skipped: None,
+            params: BTreeMap::new(),
+            steps: steps.clone(),
+        }
+    }
+
+    fn steps() -> Arc<[TaskStep]> {
+        let step = |name: &str, action: Action, after: Vec<usize>| TaskStep {
+            name: name.into(),
+            call: ActionCall {
+                action,
+                args: BTreeMap::new(),
+            },
+            always: false,
+            undo: None,
+            policy: Policy::Stop,
+            timeout_ms: None,
+            after,
+            phase: 0,
+        };
+        vec![
+            step("validate", Action::Validate, vec![]),
+            step("save", Action::SaveConfig, vec![0]),
+        ]
+        .into()
+    }
+
+    /// Version 2: step lists stored once, edges by index; read back whole.
+    #[test]
+    fn a_stored_run_reads_back() {
+        let shared = steps();
+        let other: Arc<[TaskStep]> = shared[..1].to_vec().into();
+        let tasks = vec![task(1, &shared), task(2, &shared), task(3, &other)];
+        let plan = Plan {
+            name: "p".into(),
+            window: None,
+            on_failure: Policy::Stop,
+            stages: crate::check::Stages::Pipelined,
+            on_window_close: crate::check::OnWindowClose::Cancel,
+            pre_plan: None,
+            post_plan: None,
+            activities: Vec::new(),
+        };
+        let graph = compile::graph(&plan, &tasks);
+        let program = Program::default();
+        let out = StoredRunOut::new(&program, "p", &tasks, &graph);
+        assert_eq!(out.step_sets.len(), 2);
+        assert_eq!(out.task_steps, [0, 0, 1]);
+        let text = serde_json::to_string(&out).unwrap();
+        let (back, g) = read_stored_run(&text).unwrap();
+        assert_eq!(back.tasks, tasks);
+        assert_eq!(back.plan, "p");
+        assert_eq!(g.dag.node_count(), graph.dag.node_count());
+        assert_eq!(g.dag.edge_count(), graph.dag.edge_count());
+        for id in ["a1/D1:save", "a1/D3:validate"] {
+            assert_eq!(g.preds(id), graph.preds(id), "{id}");
+        }
+        // A damaged index is an error, not a panic.
+        let bad = text.replace("\"task_steps\":[0,0,1]", "\"task_steps\":[0,0,7]");
+        assert!(read_stored_run(&bad).unwrap_err().contains("step list 7"));
+    }
+
+    /// Version 1 (the first release) kept the graph as a JSON string, edges by node id.
+    #[test]
+    fn a_version_1_stored_run_reads_back() {
+        let tasks = vec![task(1, &steps())];
+        let graph_v1 = r#"{"nodes":[{"id":"a1/D1:validate","kind":{"Step":[1,0]}},{"id":"a1/D1:save","kind":{"Step":[1,1]}}],"edges":[["a1/D1:validate","a1/D1:save"]]}"#;
+        let text = serde_json::json!({
+            "version": 1,
+            "program": Program::default(),
+            "plan": "p",
+            "tasks": tasks,
+            "graph": graph_v1,
+        })
+        .to_string();
+        let (back, g) = read_stored_run(&text).unwrap();
+        assert_eq!(back.tasks, tasks);
+        assert_eq!(g.preds("a1/D1:save"), ["a1/D1:validate"]);
+        let newer = text.replace("\"version\":1", "\"version\":9");
+        let e = read_stored_run(&newer).unwrap_err();
+        assert!(e.contains("newer"), "{e}");
+    }
 }
