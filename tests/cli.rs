@@ -240,3 +240,47 @@ fn fmt_refuses_text_that_does_not_parse() {
         "plan \"p\" {\n"
     );
 }
+
+/// Output into a pipe whose reader has gone (`dpplan ... | head`) ends the command quietly
+/// with 141, as a death by SIGPIPE would, instead of a panic message.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut plan = String::from("inventory {\n  defaults { password = env(\"DP_PASSWORD\") }\n");
+    for i in 0..4000 {
+        plan.push_str(&format!(
+            "  device \"D{i:05}\" {{ host = \"d{i}.example.com\" }}\n"
+        ));
+    }
+    plan.push_str("}\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["fmt", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before dpplan writes a byte: its output (over 64 KiB) cannot fit.
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(plan.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    // The same through `print!` (explain): stdout is a pipe whose reader is already closed.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["explain", "DP0001"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -1,8 +1,8 @@
 //! `dpplan verify` and `dpplan prune`: the store's files checked against their manifests,
 //! and retention applied.
 
-use super::report::{open_state, out, store_error, StateArg};
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::report::{open_state, store_error, StateArg};
+use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::report::prune::{self, Policy};

@@ -89,8 +89,9 @@ pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
     };
     if let Some(v) = out {
         let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        if writeln!(std::io::stdout(), "{text}").is_err() {
-            return EXIT_INTERNAL;
+        let written = super::out(&format!("{text}\n"));
+        if written != EXIT_OK {
+            return written;
         }
     } else {
         let summary = summary(files.len(), errors, warnings);
@@ -131,10 +132,10 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> u8 {
                     print_diff("<stdin>", &text, &out);
                     return EXIT_FAILED;
                 }
-                if !check_only && std::io::stdout().write_all(out.as_bytes()).is_err() {
-                    return EXIT_INTERNAL;
+                if check_only {
+                    return EXIT_OK;
                 }
-                EXIT_OK
+                super::out(&out)
             }
             None => EXIT_FAILED,
         };

@@ -13,7 +13,7 @@ mod run;
 mod sim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +25,28 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: dpplan itself failed.
 pub const EXIT_INTERNAL: u8 = 3;
+/// Exit code: the reader of standard output (or error) went away, as `dpplan ... | head`
+/// does; what a death by SIGPIPE shows in a shell (128 + 13).
+pub const EXIT_CLOSED_PIPE: u8 = 141;
+
+/// Writes `text` to stdout: [`EXIT_OK`], or [`EXIT_CLOSED_PIPE`] when the reader has gone
+/// (quietly: `dpplan ... | head` is not a failure to report).
+pub(crate) fn out(text: &str) -> u8 {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_CLOSED_PIPE,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// Whether a panic is std's print macros failing because the pipe's reader has gone.
+fn closed_pipe(message: Option<&str>) -> bool {
+    message.is_some_and(|m| m.starts_with("failed printing to") && m.contains("Broken pipe"))
+}
 
 /// dpplan: durable, declarative backups of IBM DataPower appliance fleets.
 #[derive(Debug, Parser)]
@@ -119,11 +141,26 @@ pub fn run() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
+    // Output into a closed pipe ends the command quietly, not with a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !closed_pipe(info.payload_as_str()) {
+            default_hook(info);
+        }
+    }));
     let outcome = std::panic::catch_unwind(move || dispatch(cli));
     match outcome {
         Ok(code) => code,
-        Err(_) => {
-            eprintln!(
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied());
+            if closed_pipe(message) {
+                return ExitCode::from(EXIT_CLOSED_PIPE);
+            }
+            let _ = writeln!(
+                std::io::stderr(),
                 "error: dpplan failed internally; please report this with the input that caused it"
             );
             ExitCode::from(EXIT_INTERNAL)

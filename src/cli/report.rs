@@ -1,12 +1,12 @@
 //! `dpplan runs`, `dpplan show`, `dpplan log` and `dpplan completions`: the result pages, as
 //! tables that fit 80 columns or as `--json` (docs/cli.md names the fields).
 
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::{History, RedbStore, RunId, StoreError};
 use clap::Args;
 use serde::Serialize;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// The state file option every report command takes.
@@ -93,19 +93,6 @@ pub(crate) fn store_error(e: &StoreError) -> u8 {
 /// Whether stdout gets colour: a terminal, and `NO_COLOR` unset or empty.
 pub(crate) fn color_stdout() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
-}
-
-/// Writes `text` to stdout; a closed pipe is not dpplan's failure.
-pub(crate) fn out(text: &str) -> u8 {
-    let mut o = std::io::stdout().lock();
-    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
-        Ok(()) => EXIT_OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
-            EXIT_INTERNAL
-        }
-    }
 }
 
 /// Pretty JSON and a newline on stdout.
