@@ -577,6 +577,11 @@ async fn device_down_refuses_connections() {
     let e = client(&fleet, "TEST9").probe().await.unwrap_err();
     assert!(matches!(e, ApplianceError::Connect { .. }), "{e:?}");
     assert!(e.is_transient());
+    // The root cause and the address, not reqwest's layers of wrapping.
+    let addr = fleet.device("TEST9").unwrap().addr;
+    assert!(e.text().ends_with(&format!("({addr})")), "{}", e.text());
+    assert!(e.text().contains("refused"), "{}", e.text());
+    assert!(!e.text().contains("error sending request"), "{}", e.text());
     fleet.shutdown().await;
 }
 

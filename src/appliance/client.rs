@@ -273,7 +273,9 @@ impl SomaClient {
     }
 
     fn send_error(&self, op: &str, e: &reqwest::Error) -> ApplianceError {
-        let (device, op, text) = (self.config.device.clone(), op.to_string(), error_chain(e));
+        let chain = error_chain(e);
+        // What the user reads: the root cause and the address, not reqwest's layers.
+        let (device, op, text) = (self.config.device.clone(), op.to_string(), root_cause(e));
         if e.is_timeout() {
             return ApplianceError::Timeout { device, op, text };
         }
@@ -290,7 +292,7 @@ impl SomaClient {
             Some(ErrorKind::TimedOut) => return ApplianceError::Timeout { device, op, text },
             _ => {}
         }
-        let lower = text.to_ascii_lowercase();
+        let lower = chain.to_ascii_lowercase();
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             return ApplianceError::Tls { device, op, text };
         }
@@ -368,6 +370,22 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
             text.push_str(&s_text);
         }
         source = s.source();
+    }
+    text
+}
+
+/// The innermost error's words, with the address it concerned: `Connection refused (os error
+/// 111) (127.0.0.1:5550)`.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    let mut text = last.to_string();
+    if let Some(url) = e.url() {
+        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            text.push_str(&format!(" ({host}:{port})"));
+        }
     }
     text
 }
