@@ -131,6 +131,7 @@ async fn run(a: &Args, path: &Path, group: bool, split: bool) -> Outcome {
                         outcome: StepOutcome::Succeeded,
                         error: None,
                         at: Utc::now(),
+                        retry: false,
                     };
                     if split {
                         store.append(id, vec![intent]).await.unwrap();

@@ -372,3 +372,59 @@ async fn crashes_at_chosen_points_and_during_resume_are_repaired() {
         }
     }
 }
+
+/// A step that failed and was waiting out its retry backoff when the process died is retried
+/// on resume (with the retries it had left), as the uninterrupted run would have: not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_retry_backoff_retries_on_resume() {
+    let w = World::new(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"64KiB\"\n\
+         [[device]]\nname = \"QA1\"\n\
+         [[device.fault]]\nop = \"SecureBackup\"\ntimes = 1\nkind = \"http500\"\n",
+    )
+    .await;
+    let plan = format!(
+        "import \"std/datapower\"\nstore \"store\" {{}}\n{}\n{}",
+        w.inventory(),
+        r#"plan "p" {
+  activity secure_backup {
+    devices    = "QA1"
+    cert       = "backup-cert"
+    on_failure { backup = retry(1, backoff = 10m) then stop }
+  }
+}"#
+    );
+    std::fs::write(w.dir.path().join("plan.dpplan"), plan).unwrap();
+    // Dies after the failed attempt is recorded, before its ten-minute backoff ends.
+    tokio::task::block_in_place(|| crash_at(&w, &["run", "plan.dpplan"], "retry-backoff"));
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&1));
+    {
+        let store = RedbStore::open(&w.dir.path().join("state.redb")).unwrap();
+        let run = store.run(1).unwrap();
+        let backup = run.tasks[0]
+            .steps
+            .iter()
+            .find(|s| s.name == "backup")
+            .unwrap();
+        assert_eq!(backup.outcome, Some(StepOutcome::Failed));
+        assert!(backup.retry_pending);
+    }
+    let mut child = dpplan(&w, &["resume"]);
+    let code = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(60)));
+    assert_eq!(code, Some(0), "{}", stderr_log(&w));
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&2));
+    let store = RedbStore::open(&w.dir.path().join("state.redb")).unwrap();
+    let run = store.run(1).unwrap();
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.tasks[0].status, TaskStatus::Succeeded);
+    let backup = run.tasks[0]
+        .steps
+        .iter()
+        .find(|s| s.name == "backup")
+        .unwrap();
+    assert_eq!(
+        (backup.attempts, backup.outcome),
+        (2, Some(StepOutcome::Succeeded))
+    );
+    w.assert_clean();
+}

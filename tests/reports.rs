@@ -115,6 +115,7 @@ fn step(task: u32, name: &str, attempt: u32, from: DateTime<Utc>, ms: i64) -> Ve
             outcome: StepOutcome::Succeeded,
             error: None,
             at: at(from, ms),
+            retry: false,
         },
     ]
 }
@@ -292,6 +293,7 @@ fn fixture(dir: &Path) {
             outcome: StepOutcome::Failed,
             error: Some("connection reset by peer".into()),
             at: at(s, 2_300),
+            retry: false,
         });
         r.push(log(
             Some(2),
@@ -317,6 +319,7 @@ fn fixture(dir: &Path) {
             outcome: StepOutcome::Failed,
             error: Some(err.into()),
             at: at(s, 1_350),
+            retry: false,
         });
         r.push(status(3, TaskStatus::Failed, Some(err), at(s, 1_400)));
         r.push(log(Some(3), Some("export"), at(s, 1_400), err));

@@ -83,6 +83,7 @@ fn result(task: u32, step: &str, outcome: StepOutcome, error: Option<&str>, secs
         outcome,
         error: error.map(str::to_string),
         at: at(secs),
+        retry: false,
     }
 }
 

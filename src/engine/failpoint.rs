@@ -1,7 +1,8 @@
 //! Named crash points for the crash tests: `DPPLAN_FAILPOINT=NAME` (or `NAME:N`) makes the
 //! process abort, like a power cut, the first (or N-th) time it reaches point NAME. Unset,
 //! a point costs one atomic load. Points: `after-intent`, `after-result`, `mid-download`,
-//! `before-rename`, `after-rename`, `resume`.
+//! `before-rename`, `after-rename`, `retry-backoff` (a failed attempt recorded, its retry not
+//! yet begun), `resume`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

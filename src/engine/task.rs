@@ -106,9 +106,9 @@ pub(crate) async fn run_task(
     }
     notify(&ctx, t, TaskStatus::Running);
     let mut completed: Vec<usize> = Vec::new();
-    let (done, attempts_before) = match prior {
+    let (done, attempts_before, retried_before) = match prior {
         Some(p) => restore(&ctx, t, &order, p, &mut st, &mut completed),
-        None => (HashSet::new(), HashMap::new()),
+        None => (HashSet::new(), HashMap::new(), HashMap::new()),
     };
     // Interrupted: steps left for `resume`, so the task does not end.
     let mut cut = false;
@@ -164,6 +164,7 @@ pub(crate) async fn run_task(
                 outcome: StepOutcome::Skipped,
                 error: Some(why.to_string()),
                 at: ctx.clock.now(),
+                retry: false,
             });
             release(
                 &ctx,
@@ -182,7 +183,8 @@ pub(crate) async fn run_task(
             None
         };
         let first_attempt = attempts_before.get(&i).copied().unwrap_or(0) + 1;
-        let failure = attempt_step(&ctx, t, i, &mut st, first_attempt).await?;
+        let retried = retried_before.get(&i).copied().unwrap_or(0);
+        let failure = attempt_step(&ctx, t, i, &mut st, first_attempt, retried).await?;
         drop(step_permit);
         match failure {
             None => completed.push(i),
@@ -317,7 +319,8 @@ fn final_policy(p: &Policy) -> &Policy {
 }
 
 /// Rebuilds a resumed task's state from its journal: which steps are done, how many attempts
-/// each had, its files and facts, whether it owes an unquiesce, what failed. An `always` step
+/// each had (and retries used, for a step that died waiting for its retry: it runs again),
+/// its files and facts, whether it owes an unquiesce, what failed. An `always` step
 /// after a step that must run again runs again too (so is a quiesce it released), so the
 /// appliance is released after the work, not before.
 fn restore(
@@ -327,10 +330,11 @@ fn restore(
     p: &crate::store::TaskState,
     st: &mut TaskState,
     completed: &mut Vec<usize>,
-) -> (HashSet<usize>, HashMap<usize, u32>) {
+) -> (HashSet<usize>, HashMap<usize, u32>, HashMap<usize, u32>) {
     let by_name = |name: &str| p.steps.iter().find(|s| s.name == name);
     let mut done = HashSet::new();
     let mut attempts = HashMap::new();
+    let mut retried = HashMap::new();
     for &i in order {
         let s = &t.steps[i];
         let Some(j) = by_name(&s.name) else { continue };
@@ -345,6 +349,10 @@ fn restore(
             }
             Some(StepOutcome::Skipped) | Some(StepOutcome::Undone) => {
                 done.insert(i);
+            }
+            // It was waiting for its retry: it runs again, with the retries it has left.
+            Some(StepOutcome::Failed) if j.retry_pending => {
+                retried.insert(i, j.retried);
             }
             Some(StepOutcome::Failed) => {
                 // Its policy was applied before the crash; apply it to the state again.
@@ -434,7 +442,7 @@ fn restore(
         });
         st.save_needed = fact("save_needed") == "on";
     }
-    (done, attempts)
+    (done, attempts, retried)
 }
 
 fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
@@ -463,6 +471,22 @@ fn script_wanted(t: &Task, s: &crate::compile::TaskStep, st: &TaskState) -> bool
     }
 }
 
+/// The retry layer a step is in after `retried` retries, and the retries used in that layer.
+fn retries_left(mut policy: Policy, mut retried: u32) -> (Policy, u32) {
+    loop {
+        match policy {
+            Policy::Retry {
+                times, ref then, ..
+            } if retried >= times && times > 0 => {
+                retried -= times;
+                policy = (**then).clone();
+            }
+            Policy::Retry { .. } => return (policy, retried),
+            other => return (other, 0),
+        }
+    }
+}
+
 /// Runs one step with its retries; `Some` is the failure and the policy that now applies.
 async fn attempt_step(
     ctx: &RunCtx,
@@ -470,10 +494,11 @@ async fn attempt_step(
     i: usize,
     st: &mut TaskState,
     first_attempt: u32,
+    retried: u32,
 ) -> Result<Option<(StepError, Policy)>, StoreError> {
     let s = &t.steps[i];
-    let mut policy = s.policy.clone();
-    let mut used = 0u32;
+    // A resumed step continues its retry budget: `retried` retries were used before.
+    let (mut policy, mut used) = retries_left(s.policy.clone(), retried);
     let mut attempt = first_attempt - 1;
     loop {
         attempt += 1;
@@ -514,6 +539,7 @@ async fn attempt_step(
                     outcome: StepOutcome::Succeeded,
                     error: None,
                     at: ctx.clock.now(),
+                    retry: false,
                 });
                 super::failpoint::hit("after-result");
                 return Ok(None);
@@ -528,6 +554,7 @@ async fn attempt_step(
             outcome: StepOutcome::Failed,
             error: Some(err.message.clone()),
             at: ctx.clock.now(),
+            retry: false,
         });
         // Unwrap retry layers until one still has attempts for this error, or a final policy.
         loop {
@@ -542,6 +569,14 @@ async fn attempt_step(
                         let exp = backoff_ms.saturating_mul(1u64 << used.min(30));
                         let wait = max_backoff_ms.map_or(exp, |m| exp.min(m));
                         used += 1;
+                        // Resume after a crash in the backoff retries the step too.
+                        if let Some(Record::StepResult { retry, .. }) = records
+                            .iter_mut()
+                            .rev()
+                            .find(|r| matches!(r, Record::StepResult { .. }))
+                        {
+                            *retry = true; // this attempt's failure, pushed last
+                        }
                         records.push(Record::Log {
                             task: Some(t.id),
                             step: Some(s.name.clone()),
@@ -553,6 +588,7 @@ async fn attempt_step(
                             ),
                         });
                         ctx.record(records).await?;
+                        super::failpoint::hit("retry-backoff");
                         ctx.clock.sleep(Duration::from_millis(wait)).await;
                         break;
                     }
@@ -612,6 +648,7 @@ async fn rollback(
                 },
                 error: r.as_ref().err().map(|e| e.message.clone()),
                 at: ctx.clock.now(),
+                retry: false,
             },
             Record::StepResult {
                 task: t.id,
@@ -620,6 +657,7 @@ async fn rollback(
                 outcome: StepOutcome::Undone,
                 error: None,
                 at: ctx.clock.now(),
+                retry: false,
             },
         ])
         .await?;
@@ -710,5 +748,32 @@ fn human(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(times: u32, then: Policy) -> Policy {
+        Policy::Retry {
+            times,
+            backoff_ms: 1000,
+            max_backoff_ms: None,
+            then: Box::new(then),
+        }
+    }
+
+    /// A resumed step continues its retry budget through nested retry layers.
+    #[test]
+    fn retries_left_walks_the_layers() {
+        let inner = retry(1, Policy::Stop);
+        let policy = retry(2, inner.clone());
+        assert_eq!(retries_left(policy.clone(), 0), (policy.clone(), 0));
+        assert_eq!(retries_left(policy.clone(), 1), (policy.clone(), 1));
+        assert_eq!(retries_left(policy.clone(), 2), (inner.clone(), 0));
+        assert_eq!(retries_left(policy.clone(), 3), (Policy::Stop, 0));
+        assert_eq!(retries_left(policy, 9), (Policy::Stop, 0));
+        assert_eq!(retries_left(Policy::Continue, 4), (Policy::Continue, 0));
     }
 }

@@ -51,6 +51,7 @@ impl Fold {
                     let step = step_mut(&mut task.steps, step);
                     step.attempts = step.attempts.saturating_add(1);
                     step.in_flight = true;
+                    step.retry_pending = false;
                     step.started.get_or_insert(at);
                 }
             }
@@ -60,6 +61,7 @@ impl Fold {
                 outcome,
                 error,
                 at,
+                retry,
                 ..
             } => {
                 if let Some(task) = self.task(task) {
@@ -68,6 +70,8 @@ impl Fold {
                     step.error = error;
                     step.finished = Some(at);
                     step.in_flight = false;
+                    step.retry_pending = retry;
+                    step.retried = step.retried.saturating_add(u32::from(retry));
                 }
             }
             Record::Task {
@@ -119,6 +123,8 @@ fn step_mut(steps: &mut Vec<StepState>, name: String) -> &mut StepState {
                 started: None,
                 finished: None,
                 error: None,
+                retry_pending: false,
+                retried: 0,
             });
             steps.len() - 1
         }

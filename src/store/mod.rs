@@ -233,6 +233,11 @@ pub enum Record {
         error: Option<String>,
         /// When.
         at: DateTime<Utc>,
+        /// A failure the step's policy retries: another attempt follows (after its backoff),
+        /// so resume runs the step again rather than apply its final policy. Absent (false)
+        /// in records of earlier releases.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
     },
     /// A task changed status.
     Task {
@@ -366,6 +371,12 @@ pub struct StepState {
     pub finished: Option<DateTime<Utc>>,
     /// The last error.
     pub error: Option<String>,
+    /// The last result is a failure its policy retries: the step runs again on resume.
+    #[serde(skip)]
+    pub retry_pending: bool,
+    /// Failures of the step that were retried (its retry policy's budget used so far).
+    #[serde(skip)]
+    pub retried: u32,
 }
 
 /// What the journal says about one task.
