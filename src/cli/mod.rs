@@ -48,6 +48,14 @@ fn closed_pipe(message: Option<&str>) -> bool {
     message.is_some_and(|m| m.starts_with("failed printing to") && m.contains("Broken pipe"))
 }
 
+/// A panic's message, when it is text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
 /// dpplan: durable, declarative backups of IBM DataPower appliance fleets.
 #[derive(Debug, Parser)]
 #[command(name = "dpplan", version, about, propagate_version = true)]
@@ -144,7 +152,7 @@ pub fn run() -> ExitCode {
     // Output into a closed pipe ends the command quietly, not with a panic message.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !closed_pipe(info.payload_as_str()) {
+        if !closed_pipe(panic_text(info.payload())) {
             default_hook(info);
         }
     }));
@@ -152,11 +160,7 @@ pub fn run() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied());
-            if closed_pipe(message) {
+            if closed_pipe(panic_text(payload.as_ref())) {
                 return ExitCode::from(EXIT_CLOSED_PIPE);
             }
             let _ = writeln!(
