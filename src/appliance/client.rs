@@ -55,7 +55,13 @@ impl SomaClient {
             .read_timeout(config.read_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             // Appliances are reached directly; a proxy from the environment is never wanted.
-            .no_proxy();
+            .no_proxy()
+            // The management interface speaks HTTP/1.1 and never redirects: a redirect is an
+            // error to report (and credentials are not sent elsewhere). Retries are the
+            // plan's policy, not the transport's.
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never());
         if let Some(ca) = &config.tls_ca {
             let pem = std::fs::read(ca)
                 .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?;
