@@ -242,12 +242,13 @@ fn main() {
             .collect();
         let per = tasks.div_ceil(256);
         let text = plan(&hosts, per, 256);
-        let (el, steps, _) = run_once(&text, dir.path(), Arc::new(SomaConnector), true, counter(0)).await;
+        let (el, steps, store) = run_once(&text, dir.path(), Arc::new(SomaConnector), true, counter(0)).await;
         let http = steps as f64 / el.as_secs_f64();
         println!(
-            "(b) {} tasks on 256 simulated devices over HTTP, {steps} steps: {:.2} s = {http:.0} steps/s",
+            "(b) {} tasks on 256 simulated devices over HTTP, {steps} steps: {:.2} s = {http:.0} steps/s ({} commits)",
             per * 256,
-            el.as_secs_f64()
+            el.as_secs_f64(),
+            store.commits()
         );
         println!("(b) floor 15000 steps/s: {}", if http >= 15_000.0 { "met" } else { "NOT met" });
     });
