@@ -445,3 +445,33 @@ plan "p" {
     assert_eq!(r.status, RunStatus::StoreNotMounted);
     assert_eq!(w.state("QA1").ops.get("SecureBackup"), None);
 }
+
+/// A device quiesce on an appliance with only the `default` domain: QuiesceDP does not touch
+/// `default` (SOMA.md), so nothing shows a state to wait for; the quiesce is accepted and the
+/// task goes on, instead of waiting out timeout + grace and failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_only_default_is_quiesced_without_waiting() {
+    let w = World::new(
+        // The simulator's own device state (in /sim/state, not in DomainStatus) settles at
+        // once, so the final check sees it released.
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"8KiB\"\n\
+         quiesce_delay = \"0s\"\nunquiesce_delay = \"0s\"\n\
+         domains = [\"default\"]\n[[device]]\nname = \"SOLO\"\n",
+    )
+    .await;
+    let plan = r#"
+settings { quiesce_grace = 5s }
+plan "p" {
+  activity secure_backup {
+    devices = "SOLO"
+    cert    = "backup-cert"
+    quiesce = 60s
+  }
+}"#;
+    let (report, _) = w.run(plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let s = w.state("SOLO");
+    assert_eq!(s.ops.get("QuiesceDP"), Some(&1));
+    assert_eq!(s.ops.get("UnquiesceDP"), Some(&1));
+    w.assert_clean();
+}

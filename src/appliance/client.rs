@@ -507,6 +507,20 @@ impl Appliance for SomaClient {
         }
     }
 
+    async fn observed_quiesce_state(
+        &self,
+        target: &QuiesceTarget,
+    ) -> Result<Option<QuiesceState>, ApplianceError> {
+        if matches!(target, QuiesceTarget::Domain(_)) {
+            return self.quiesce_state(target).await.map(Some);
+        }
+        let domains = self.domains().await?;
+        if domains.iter().all(|d| d.name == "default") {
+            return Ok(None);
+        }
+        Ok(Some(device_state(&domains)))
+    }
+
     async fn save_config(&self, domain: &str) -> Result<(), ApplianceError> {
         self.call("do-action SaveConfig", soma::save_config(domain))
             .await

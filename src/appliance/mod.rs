@@ -18,6 +18,7 @@
 //!                firmware (kept from the probe)
 //! quiesce        a repeated attempt first: quiesce_state(target), done if Quiesced;
 //!                quiesce(target, timeout); poll quiesce_state(target) until Quiesced
+//!                (a device with no application domain shows no state: not waited for)
 //!                (past timeout + grace: unquiesce(target) and fail)
 //! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
 //!                poll list_directory(dir) until it lists backupmanifest.xml;
@@ -260,6 +261,16 @@ pub trait Appliance: Send + Sync {
     /// `default`) agree on; `Quiescing` or `Unquiescing` while any of them is in transition;
     /// `Normal` when there is no application domain.
     async fn quiesce_state(&self, target: &QuiesceTarget) -> Result<QuiesceState, ApplianceError>;
+
+    /// The quiesce state to wait on after a quiesce or unquiesce, or `None` when the appliance
+    /// shows none for `target`: a device with no application domain, since a device quiesce
+    /// does not affect `default` (SOMA.md), so there is nothing to wait for.
+    async fn observed_quiesce_state(
+        &self,
+        target: &QuiesceTarget,
+    ) -> Result<Option<QuiesceState>, ApplianceError> {
+        self.quiesce_state(target).await.map(Some)
+    }
 
     /// Saves the running configuration of `domain` (`SaveConfig`).
     async fn save_config(&self, domain: &str) -> Result<(), ApplianceError>;
