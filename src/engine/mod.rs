@@ -258,11 +258,7 @@ fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), String> {
         2 => PlanGraph::from_data(
             serde_json::from_str(stored.graph.get()).map_err(|e| format!("graph: {e}"))?,
         )?,
-        v => {
-            return Err(format!(
-                "stored run format {v} is newer than this dpplan reads"
-            ))
-        }
+        v => return Err(format!("stored run format {v} is not one dpplan writes")),
     };
     Ok((stored, graph))
 }
