@@ -182,20 +182,21 @@ pub fn auth_failure() -> Reply {
 }
 
 pub(crate) fn status(rows: &[(&str, Vec<(&str, String)>)]) -> Reply {
-    let mut inner = String::from("         <dp:status>\n");
+    use std::fmt::Write as _;
+    // Written in place (`write!` into one buffer): status answers are the simulator's most
+    // frequent reply.
+    let mut inner = String::with_capacity(512 * rows.len().max(1));
+    inner.push_str("         <dp:status>\n");
     for (class, fields) in rows {
-        inner.push_str(&format!("            <{class} xmlns:env=\"{STRAY_NS}\">\n"));
+        let _ = writeln!(inner, "            <{class} xmlns:env=\"{STRAY_NS}\">");
         for (name, value) in fields {
             if value.is_empty() {
-                inner.push_str(&format!("               <{name}/>\n"));
+                let _ = writeln!(inner, "               <{name}/>");
             } else {
-                inner.push_str(&format!(
-                    "               <{name}>{}</{name}>\n",
-                    escape(value)
-                ));
+                let _ = writeln!(inner, "               <{name}>{}</{name}>", escape(value));
             }
         }
-        inner.push_str(&format!("            </{class}>\n"));
+        let _ = writeln!(inner, "            </{class}>");
     }
     inner.push_str("         </dp:status>");
     Reply::Xml(document(&inner))
