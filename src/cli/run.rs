@@ -176,28 +176,27 @@ fn engine(
     )
 }
 
+/// Probes the fleet and expands plan `plan` into its tasks and graph, touching nothing (the
+/// journal is in memory); `Err` is the exit code, the error already printed.
+fn expand(program: &Program, plan: &str) -> Result<(Vec<Task>, crate::compile::PlanGraph), u8> {
+    let rt = runtime().ok_or(EXIT_INTERNAL)?;
+    let journal = Arc::new(crate::store::memory::MemoryJournal::new());
+    let e = engine(program.clone(), plan, journal, RunOptions::default());
+    rt.block_on(e.expand()).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_FAILED
+    })
+}
+
 /// `dpplan plan`: expansion against the live fleet, changing nothing.
 pub fn dry_run(args: DryRunArgs) -> u8 {
     let (checked, plan) = match load(&args.plan) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let Some(rt) = runtime() else {
-        return EXIT_INTERNAL;
-    };
-    let journal = Arc::new(crate::store::memory::MemoryJournal::new());
-    let e = engine(
-        checked.program.clone(),
-        &plan,
-        journal,
-        RunOptions::default(),
-    );
-    let tasks = match rt.block_on(e.expand()) {
+    let tasks = match expand(&checked.program, &plan) {
         Ok((tasks, _)) => tasks,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     let activity = |t: &Task| -> String {
         checked
@@ -287,22 +286,9 @@ pub fn graph(args: GraphArgs) -> u8 {
         Err(code) => return code,
     };
     let g = if args.expanded {
-        let Some(rt) = runtime() else {
-            return EXIT_INTERNAL;
-        };
-        let journal = Arc::new(crate::store::memory::MemoryJournal::new());
-        let e = engine(
-            checked.program.clone(),
-            &plan,
-            journal,
-            RunOptions::default(),
-        );
-        match rt.block_on(e.expand()) {
+        match expand(&checked.program, &plan) {
             Ok((_, g)) => g,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return EXIT_FAILED;
-            }
+            Err(code) => return code,
         }
     } else {
         templates(&checked.program, &plan)
