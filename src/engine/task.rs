@@ -121,79 +121,54 @@ pub(crate) async fn run_task(
         let s = &t.steps[i];
         let sid = t.step_id(&s.name);
         ctx.wait_preds(&sid).await;
-        if done.contains(&i) {
-            release(
-                &ctx,
-                &mut st,
-                &sid,
-                sinks.contains(&i),
-                lockstep,
-                &mut deferred,
-            )
-            .await?;
-            continue;
-        }
-        let interrupted = ctx.interrupted.load(Ordering::SeqCst);
-        if interrupted && !s.always {
-            cut = true;
-            release(
-                &ctx,
-                &mut st,
-                &sid,
-                sinks.contains(&i),
-                lockstep,
-                &mut deferred,
-            )
-            .await?;
-            continue;
-        }
-        let skip = if st.stopped && !s.always {
-            Some("skipped: an earlier step failed")
-        } else if s.call.action == Action::Unquiesce && !st.quiesced {
-            Some("skipped: this task quiesced nothing")
-        } else if s.always && !script_wanted(t, s, &st) {
-            Some("skipped: the script's `when` does not match the task's outcome")
-        } else {
-            None
-        };
-        if let Some(why) = skip {
-            st.pending.push(Record::StepResult {
-                task: t.id,
-                step: s.name.clone(),
-                attempt: 0,
-                outcome: StepOutcome::Skipped,
-                error: Some(why.to_string()),
-                at: ctx.clock.now(),
-                retry: false,
-            });
-            release(
-                &ctx,
-                &mut st,
-                &sid,
-                sinks.contains(&i),
-                lockstep,
-                &mut deferred,
-            )
-            .await?;
-            continue;
-        }
-        let step_permit = if lockstep {
-            Some(limit.acquire(t.id).await)
-        } else {
-            None
-        };
-        let first_attempt = attempts_before.get(&i).copied().unwrap_or(0) + 1;
-        let retried = retried_before.get(&i).copied().unwrap_or(0);
-        let failure = attempt_step(&ctx, t, i, &mut st, first_attempt, retried).await?;
-        drop(step_permit);
-        match failure {
-            None => completed.push(i),
-            Some((err, policy)) => {
-                st.failed_any = true;
-                if st.error.is_none() {
-                    st.error = Some(format!("{}: {}", s.name, err.message));
+        // Whatever becomes of the step, it is released once (below).
+        'step: {
+            if done.contains(&i) {
+                break 'step;
+            }
+            if ctx.interrupted.load(Ordering::SeqCst) && !s.always {
+                cut = true;
+                break 'step;
+            }
+            let skip = if st.stopped && !s.always {
+                Some("skipped: an earlier step failed")
+            } else if s.call.action == Action::Unquiesce && !st.quiesced {
+                Some("skipped: this task quiesced nothing")
+            } else if s.always && !script_wanted(t, s, &st) {
+                Some("skipped: the script's `when` does not match the task's outcome")
+            } else {
+                None
+            };
+            if let Some(why) = skip {
+                st.pending.push(Record::StepResult {
+                    task: t.id,
+                    step: s.name.clone(),
+                    attempt: 0,
+                    outcome: StepOutcome::Skipped,
+                    error: Some(why.to_string()),
+                    at: ctx.clock.now(),
+                    retry: false,
+                });
+                break 'step;
+            }
+            let step_permit = if lockstep {
+                Some(limit.acquire(t.id).await)
+            } else {
+                None
+            };
+            let first_attempt = attempts_before.get(&i).copied().unwrap_or(0) + 1;
+            let retried = retried_before.get(&i).copied().unwrap_or(0);
+            let failure = attempt_step(&ctx, t, i, &mut st, first_attempt, retried).await?;
+            drop(step_permit);
+            match failure {
+                None => completed.push(i),
+                Some((err, policy)) => {
+                    st.failed_any = true;
+                    if st.error.is_none() {
+                        st.error = Some(format!("{}: {}", s.name, err.message));
+                    }
+                    apply_policy(&ctx, t, &s.name, &policy, &completed, &mut st).await?;
                 }
-                apply_policy(&ctx, t, &s.name, &policy, &completed, &mut st).await?;
             }
         }
         release(
