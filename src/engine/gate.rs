@@ -17,6 +17,14 @@ struct State {
 }
 
 impl State {
+    /// Marks task `id` ready (once); returns what wakes it when its permit is granted.
+    fn mark_ready(&mut self, id: u32) -> Arc<Notify> {
+        self.ready
+            .entry(id)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
     /// Hands free permits to the first ready tasks.
     fn grant(&mut self) {
         while self.free > 0 {
@@ -67,11 +75,7 @@ impl Gate {
         let Ok(mut s) = self.state.lock() else {
             return Arc::new(Notify::new());
         };
-        let wake = s
-            .ready
-            .entry(id)
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
+        let wake = s.mark_ready(id);
         s.grant();
         wake
     }
@@ -83,11 +87,7 @@ impl Gate {
                 if s.granted.remove(&id).is_some() {
                     return Permit { gate: self.clone() };
                 }
-                let wake = s
-                    .ready
-                    .entry(id)
-                    .or_insert_with(|| Arc::new(Notify::new()))
-                    .clone();
+                let wake = s.mark_ready(id);
                 s.grant();
                 if s.granted.remove(&id).is_some() {
                     return Permit { gate: self.clone() };
