@@ -9,32 +9,20 @@
 //! chosen moments; `DPPLAN_CRASH_KILLS` sets how many kills (default 100), and
 //! `scripts/crash-harness.sh` runs it by hand.
 
-use crate::engine::{files_below, World};
+use crate::engine::{files_below, World, DPOD_FLEET};
 use dpplan::store::{History, RedbStore, RunStatus, StepOutcome, TaskStatus};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "100ms"
-unquiesce_delay = "80ms"
-backup_file_size = "1MiB"
-domains = ["default", "DOMAIN1", "DOMAIN2"]
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device]]
-name = "QA3"
-[[device]]
-name = "TEST8"
-unsaved = ["DOMAIN2"]
-[[device]]
-name = "TEST9"
-down = true
-"#;
+/// DPOD's example fleet with several-MB backups, so kills land mid-download too.
+fn fleet() -> String {
+    let fleet = DPOD_FLEET.replace(
+        "backup_file_size = \"64KiB\"",
+        "backup_file_size = \"1MiB\"",
+    );
+    assert!(fleet.contains("\"1MiB\""), "DPOD_FLEET's file size changed");
+    fleet
+}
 
 const PLAN: &str = r#"
 settings {
@@ -224,7 +212,7 @@ fn kills_wanted() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() {
     // The uninterrupted run: its outcome and how long it takes.
-    let clean = World::new(FLEET).await;
+    let clean = World::new(&fleet()).await;
     std::fs::write(clean.dir.path().join("plan.dpplan"), plan_text(&clean)).unwrap();
     let t0 = Instant::now();
     let mut c = dpplan(&clean, &["run", "plan.dpplan"]);
@@ -239,7 +227,7 @@ async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     while kills < total {
         rounds += 1;
-        let w = World::new(FLEET).await;
+        let w = World::new(&fleet()).await;
         std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
         let mut first = true;
         // Kill up to 12 times per round, at random instants within a run's duration, then let
@@ -299,7 +287,7 @@ async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_interrupts_gracefully_and_resume_completes() {
-    let w = World::new(FLEET).await;
+    let w = World::new(&fleet()).await;
     std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
     let mut child = dpplan(&w, &["run", "plan.dpplan"]);
     // Interrupt once the first backups are under way.
@@ -357,7 +345,7 @@ async fn crashes_at_chosen_points_and_during_resume_are_repaired() {
     ];
     let mut want = None;
     for point in points {
-        let w = World::new(FLEET).await;
+        let w = World::new(&fleet()).await;
         std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
         tokio::task::block_in_place(|| crash_at(&w, &["run", "plan.dpplan"], point));
         // The resume itself crashes once, right after loading the journal, then completes.
