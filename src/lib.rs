@@ -33,3 +33,11 @@ pub mod report;
 pub mod sim;
 pub mod store;
 pub mod syntax;
+
+/// The allocator of every binary built on this crate (the CLI, its tests and benches alike,
+/// so the benchmarks measure what ships). A run makes several small allocations per request
+/// on tokio's worker threads and frees many on another thread; glibc's malloc spent about
+/// 15% of an HTTP run there (docs/performance.md, "Engine"). Built with `no_thp`: with
+/// transparent huge pages its arenas raised a 2 GiB download's peak RSS past 64 MiB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
