@@ -44,7 +44,6 @@ fn main() -> Result<(), Error> {
         let path = "temporary:///bench/config.tgz";
         let expected = content::expected_sha256("BENCH", "config.tgz", size);
 
-        let plain = reqwest::Client::builder().no_proxy().build()?;
         let client_file = dir.path().join("client.tgz");
         let plain_file = dir.path().join("plain.xml");
         let mut client_secs = Vec::new();
@@ -53,7 +52,7 @@ fn main() -> Result<(), Error> {
         println!("download benchmark: {size_text} file ({size} bytes), {rounds} rounds, in {}", dir.path().display());
         for round in 1..=rounds {
             let started = Instant::now();
-            body_bytes = plain_download(&plain, &device.url(), path, &plain_file).await?;
+            body_bytes = plain_download(device.addr, path, &plain_file).await?;
             let p = started.elapsed().as_secs_f64();
             std::fs::remove_file(&plain_file)?;
 
@@ -89,26 +88,39 @@ fn main() -> Result<(), Error> {
     })
 }
 
-/// The same `get-file` request, its response body streamed into a file as it is, fsynced.
+/// The same `get-file` request on a new connection (hyper, no pool or layers), its response
+/// body streamed into a file as it is, fsynced.
 async fn plain_download(
-    http: &reqwest::Client,
-    url: &str,
+    addr: std::net::SocketAddr,
     path: &str,
     dest: &std::path::Path,
 ) -> Result<u64, Error> {
-    let mut response = http
-        .post(url)
-        .basic_auth("admin", Some("admin"))
-        .header("Content-Type", "text/xml")
-        .body(soma::get_file(path))
-        .send()
-        .await?
-        .error_for_status()?;
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let auth = base64::engine::general_purpose::STANDARD.encode("admin:admin");
+    let request = hyper::Request::post(dpplan::appliance::soma::PATH)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Basic {auth}"))
+        .header(hyper::header::CONTENT_TYPE, "text/xml")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            soma::get_file(path),
+        )))?;
+    let response = sender.send_request(request).await?;
+    if response.status() != 200 {
+        return Err(format!("HTTP {}", response.status()).into());
+    }
+    let mut body = response.into_body();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(dest)?);
     let mut total = 0u64;
-    while let Some(chunk) = response.chunk().await? {
-        out.write_all(&chunk)?;
-        total += chunk.len() as u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame?.into_data() {
+            out.write_all(&chunk)?;
+            total += chunk.len() as u64;
+        }
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(total)

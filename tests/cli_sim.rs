@@ -93,12 +93,7 @@ fn sim_serves_prints_writes_inventory_and_stops_on_sigterm() {
         config.tls = false;
         let client = SomaClient::new(config).unwrap();
         assert_eq!(client.domains().await.unwrap().len(), 2);
-        let body = reqwest::get(format!("http://127.0.0.1:{qa1}/sim/state"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = crate::support::http_get(([127, 0, 0, 1], qa1).into(), "/sim/state").await;
         let state: SimState = serde_json::from_slice(&body).unwrap();
         assert_eq!(state.device, "QA1");
         assert_eq!(state.ops.get("get-status"), Some(&1));

@@ -2,7 +2,7 @@
 //! operation of the Appliance trait, the full secure-backup and export sequences checked
 //! against the deterministic content, and every fault kind ending in the right typed error.
 
-use crate::support::http_config;
+use crate::support::{canned_keep_alive, fixture, http_config, http_get};
 use dpplan::appliance::{
     Appliance, ApplianceError, ConnectionConfig, QuiesceState, QuiesceTarget, SomaClient,
 };
@@ -33,8 +33,7 @@ fn client(fleet: &RunningFleet, name: &str) -> SomaClient {
 /// `GET /sim/state` over HTTP, as outside tests read it.
 async fn state(fleet: &RunningFleet, name: &str) -> SimState {
     let d = fleet.device(name).unwrap();
-    let url = format!("http://{}/sim/state", d.addr);
-    let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    let body = http_get(d.addr, "/sim/state").await;
     let state: SimState = serde_json::from_slice(&body).unwrap();
     assert_eq!(Some(&state), d.state().as_ref());
     state
@@ -577,7 +576,7 @@ async fn device_down_refuses_connections() {
     let e = client(&fleet, "TEST9").probe().await.unwrap_err();
     assert!(matches!(e, ApplianceError::Connect { .. }), "{e:?}");
     assert!(e.is_transient());
-    // The root cause and the address, not reqwest's layers of wrapping.
+    // The root cause and the address, not the HTTP stack's layers of wrapping.
     let addr = fleet.device("TEST9").unwrap().addr;
     assert!(e.text().ends_with(&format!("({addr})")), "{}", e.text());
     assert!(e.text().contains("refused"), "{}", e.text());
@@ -712,4 +711,22 @@ async fn a_cancelled_download_leaves_no_file() {
     assert!(task.await.unwrap_err().is_cancelled());
     assert!(!dest.exists());
     fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn kept_alive_connections_are_reused_and_a_closed_one_is_replaced() {
+    let answer = std::fs::read(fixture("domain_status_list.xml")).unwrap();
+    let (addr, accepted) = canned_keep_alive(answer, 2).await;
+    let c = SomaClient::new(http_config("K", addr, "admin", "admin")).unwrap();
+    for n in 1..=5 {
+        let domains = c
+            .domains()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert!(!domains.is_empty());
+        // Let the server's close arrive while the connection sits in the pool.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two requests per connection: 5 requests on 3 connections, none reported as lost.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

@@ -1,4 +1,4 @@
-//! [`SomaClient`]: the [`Appliance`] trait over HTTP(S) with reqwest and rustls.
+//! [`SomaClient`]: the [`Appliance`] trait over HTTP(S) ([`super::http`]: hyper and rustls).
 //!
 //! Responses without payload are read whole up to a size cap and parsed by
 //! [`super::parse`]. Payload responses (`get-file`, `do-export`, `do-backup`) stream: the body
@@ -6,6 +6,7 @@
 //! [`PayloadSink`] (decode, hash, write), so network reads and decoding overlap and memory
 //! stays bounded.
 
+use super::http::{self, Answer, Transport, TransportError};
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
 use super::{
@@ -14,6 +15,8 @@ use super::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
+use hyper::header::HeaderValue;
+use hyper::StatusCode;
 use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -32,11 +35,7 @@ const FIRMWARE_CLASSES: [&str; 3] = ["FirmwareVersion3", "FirmwareVersion2", "Fi
 #[derive(Debug, Clone)]
 pub struct SomaClient {
     config: ConnectionConfig,
-    /// The management URL, parsed once.
-    url: reqwest::Url,
-    /// `Authorization: Basic ...`, encoded once (marked sensitive: never printed).
-    auth: reqwest::header::HeaderValue,
-    http: reqwest::Client,
+    http: Arc<Transport>,
     /// The firmware facts, read once per client: they do not change while it lives.
     firmware: Arc<Mutex<Option<Firmware>>>,
 }
@@ -49,50 +48,42 @@ impl SomaClient {
             op: "connect".into(),
             text,
         };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("dpplan/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Appliances are reached directly; a proxy from the environment is never wanted.
-            .no_proxy()
-            // The management interface speaks HTTP/1.1 and never redirects: a redirect is an
-            // error to report (and credentials are not sent elsewhere). Retries are the
-            // plan's policy, not the transport's.
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never());
-        if let Some(ca) = &config.tls_ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?;
-            if certs.is_empty() {
-                return Err(config_error(format!(
-                    "CA file {}: no certificate in it",
-                    ca.display()
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if config.insecure {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| config_error(error_chain(&e)))?;
-        let url = reqwest::Url::parse(&config.url())
-            .map_err(|e| config_error(format!("address {}: {e}", config.url())))?;
+        let tls = if config.tls {
+            let pem = match &config.tls_ca {
+                Some(ca) => Some(
+                    std::fs::read(ca)
+                        .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?,
+                ),
+                None => None,
+            };
+            let tls =
+                http::tls_config(pem.as_deref(), config.insecure).map_err(|e| {
+                    match &config.tls_ca {
+                        Some(ca) => config_error(format!("CA file {}: {e}", ca.display())),
+                        None => config_error(e),
+                    }
+                })?;
+            Some(tls)
+        } else {
+            None
+        };
         let credentials = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", config.user, config.password));
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
+        let mut auth = HeaderValue::from_str(&format!("Basic {credentials}"))
             .map_err(|e| config_error(format!("credentials: {e}")))?;
         auth.set_sensitive(true);
-        Ok(SomaClient {
-            url,
+        let http = Transport::new(http::Settings {
+            host: &config.host,
+            port: config.port,
+            tls,
+            connect_timeout: config.connect_timeout,
+            path: soma::PATH,
             auth,
+        })
+        .map_err(config_error)?;
+        Ok(SomaClient {
             config,
-            http,
+            http: Arc::new(http),
             firmware: Arc::new(Mutex::new(None)),
         })
     }
@@ -102,30 +93,22 @@ impl SomaClient {
         &self.config
     }
 
-    async fn send(
-        &self,
-        op: &str,
-        body: String,
-        timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, ApplianceError> {
-        let mut request = self
+    /// Sends one request and checks the answer's status: anything but 200 is an error (with
+    /// the first words of the answer's body).
+    async fn send(&self, op: &str, body: String) -> Result<Answer<'_>, ApplianceError> {
+        let answer = self
             .http
-            .post(self.url.clone())
-            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
-            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .body(body);
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
-        let response = request.send().await.map_err(|e| self.send_error(op, &e))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::OK {
-            return Ok(response);
+            .post(body)
+            .await
+            .map_err(|e| self.transport_error(op, e, false))?;
+        let status = answer.status;
+        if status == StatusCode::OK {
+            return Ok(answer);
         }
         let reason = status.canonical_reason().unwrap_or("").to_string();
-        let snippet = read_snippet(response).await;
+        let snippet = read_snippet(answer, self.config.read_timeout).await;
         let text = if snippet.is_empty() { reason } else { snippet };
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(ApplianceError::Auth {
                 device: self.config.device.clone(),
                 op: op.to_string(),
@@ -142,15 +125,23 @@ impl SomaClient {
 
     /// One request without payload: the whole (capped) body parsed and its outcome checked.
     async fn call(&self, op: &str, body: String) -> Result<Node, ApplianceError> {
-        let mut response = self
-            .send(op, body, Some(self.config.request_timeout))
-            .await?;
+        let limit = self.config.request_timeout;
+        let buf = tokio::time::timeout(limit, self.read_whole(op, body))
+            .await
+            .map_err(|_| {
+                self.transport_error(op, TransportError::Timeout("no answer", limit), false)
+            })??;
+        parse::document(&buf).map_err(|e| self.protocol(op, e))
+    }
+
+    async fn read_whole(&self, op: &str, body: String) -> Result<Vec<u8>, ApplianceError> {
+        let mut answer = self.send(op, body).await?;
         let cap = self.config.max_response_bytes;
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        while let Some(chunk) = answer
+            .chunk(None)
             .await
-            .map_err(|e| self.body_error(op, &e))?
+            .map_err(|e| self.transport_error(op, e, true))?
         {
             if (buf.len() + chunk.len()) as u64 > cap {
                 return Err(ApplianceError::TooLarge {
@@ -161,7 +152,7 @@ impl SomaClient {
             }
             buf.extend_from_slice(&chunk);
         }
-        parse::document(&buf).map_err(|e| self.protocol(op, e))
+        Ok(buf)
     }
 
     /// One request whose answer is a `dp:file`, streamed into `dest`. `dest` is created at
@@ -196,7 +187,16 @@ impl SomaClient {
         dest: &Path,
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
-        let mut response = self.send(op, body, None).await?;
+        let read_timeout = self.config.read_timeout;
+        let mut answer = tokio::time::timeout(read_timeout, self.send(op, body))
+            .await
+            .map_err(|_| {
+                self.transport_error(
+                    op,
+                    TransportError::Timeout("no answer", read_timeout),
+                    false,
+                )
+            })??;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(PIPELINE_DEPTH);
         let head_cap = usize::try_from(self.config.max_response_bytes).unwrap_or(usize::MAX);
         let path = dest.to_path_buf();
@@ -215,7 +215,7 @@ impl SomaClient {
         let mut batch = Vec::new();
         let mut batched = 0usize;
         loop {
-            match response.chunk().await {
+            match answer.chunk(Some(read_timeout)).await {
                 Ok(Some(chunk)) => {
                     batched += chunk.len();
                     batch.push(chunk);
@@ -231,13 +231,13 @@ impl SomaClient {
                     break;
                 }
                 Err(e) => {
-                    network_error = Some(self.body_error(op, &e));
+                    network_error = Some(self.transport_error(op, e, true));
                     break;
                 }
             }
         }
         drop(tx);
-        drop(response);
+        drop(answer);
         let decoded = worker.await;
         if let Some(e) = network_error {
             return Err(e);
@@ -278,51 +278,41 @@ impl SomaClient {
         e.at(&self.config.device, op)
     }
 
-    fn send_error(&self, op: &str, e: &reqwest::Error) -> ApplianceError {
-        let chain = error_chain(e);
-        // What the user reads: the root cause and the address, not reqwest's layers.
-        let (device, op, text) = (self.config.device.clone(), op.to_string(), root_cause(e));
-        if e.is_timeout() {
-            return ApplianceError::Timeout { device, op, text };
-        }
-        match io_kind(e) {
-            Some(ErrorKind::ConnectionRefused) => {
-                return ApplianceError::Connect { device, op, text }
+    /// What a transport failure means for the caller. `in_body`: it happened while the
+    /// answer's body was read, where a connection that simply ends is a truncated answer.
+    /// The text is the root cause with the appliance's address, not the layers around it.
+    fn transport_error(&self, op: &str, e: TransportError, in_body: bool) -> ApplianceError {
+        let address = self.http.address();
+        let (device, op) = (self.config.device.clone(), op.to_string());
+        match e {
+            TransportError::Timeout(what, limit) => ApplianceError::Timeout {
+                device,
+                op,
+                text: format!("{what} within {limit:?} ({address})"),
+            },
+            TransportError::Connect(e) => {
+                let text = format!("{e} ({address})");
+                match e.kind() {
+                    ErrorKind::TimedOut => ApplianceError::Timeout { device, op, text },
+                    _ => ApplianceError::Connect { device, op, text },
+                }
             }
-            Some(
-                ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe
-                | ErrorKind::UnexpectedEof,
-            ) => return ApplianceError::ConnectionLost { device, op, text },
-            Some(ErrorKind::TimedOut) => return ApplianceError::Timeout { device, op, text },
-            _ => {}
-        }
-        let lower = chain.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-            return ApplianceError::Tls { device, op, text };
-        }
-        if e.is_builder() {
-            return ApplianceError::Config { device, op, text };
-        }
-        if e.is_connect() {
-            return ApplianceError::Connect { device, op, text };
-        }
-        ApplianceError::ConnectionLost { device, op, text }
-    }
-
-    /// An error while the body streams: a timeout or a reset is transient; a body that simply
-    /// ends short of its length is a truncated response.
-    fn body_error(&self, op: &str, e: &reqwest::Error) -> ApplianceError {
-        let (device, op, text) = (self.config.device.clone(), op.to_string(), error_chain(e));
-        if e.is_timeout() || io_kind(e) == Some(ErrorKind::TimedOut) {
-            return ApplianceError::Timeout { device, op, text };
-        }
-        match io_kind(e) {
-            Some(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
-                ApplianceError::ConnectionLost { device, op, text }
+            TransportError::Tls(e) => ApplianceError::Tls {
+                device,
+                op,
+                text: format!("{} ({address})", root_cause(&e)),
+            },
+            TransportError::Http(e) => {
+                let text = format!("{} ({address})", root_cause(&e));
+                match io_kind(&e) {
+                    Some(ErrorKind::TimedOut) => ApplianceError::Timeout { device, op, text },
+                    Some(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+                        ApplianceError::ConnectionLost { device, op, text }
+                    }
+                    _ if in_body => ApplianceError::Truncated { device, op, text },
+                    _ => ApplianceError::ConnectionLost { device, op, text },
+                }
             }
-            _ => ApplianceError::Truncated { device, op, text },
         }
     }
 
@@ -350,9 +340,9 @@ impl Drop for RemoveOnDrop<'_> {
 }
 
 /// The first kilobytes of an error response, as text on one line.
-async fn read_snippet(mut response: reqwest::Response) -> String {
+async fn read_snippet(mut answer: Answer<'_>, limit: Duration) -> String {
     let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
+    while let Ok(Some(chunk)) = answer.chunk(Some(limit)).await {
         buf.extend_from_slice(&chunk);
         if buf.len() >= 4096 {
             break;
@@ -365,35 +355,13 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
         .join(" ")
 }
 
-/// The error and its sources, joined: reqwest's own message alone rarely says what happened.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// The innermost error's words, with the address it concerned: `Connection refused (os error
-/// 111) (127.0.0.1:5550)`.
-fn root_cause(e: &reqwest::Error) -> String {
-    let mut last: &(dyn std::error::Error + 'static) = e;
+/// The innermost error's words: `Connection refused (os error 111)`.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
     while let Some(s) = last.source() {
         last = s;
     }
-    let mut text = last.to_string();
-    if let Some(url) = e.url() {
-        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
-            text.push_str(&format!(" ({host}:{port})"));
-        }
-    }
-    text
+    last.to_string()
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {

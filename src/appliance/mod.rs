@@ -7,7 +7,9 @@
 //! - [`soma`]: request envelopes, one builder per operation.
 //! - [`parse`]: response parsing by local name, tolerant of the quirks of real devices.
 //! - [`payload`]: the streaming `dp:file` decoder (base64 to a file, SHA-256 on the way).
-//! - [`client`]: [`SomaClient`], the reqwest implementation of [`Appliance`].
+//! - [`client`]: [`SomaClient`], the implementation of [`Appliance`] over HTTP(S).
+//! - [`http`]: its transport: HTTP/1.1 over hyper's connection API, rustls, kept-alive
+//!   connections.
 //!
 //! The sequences the stdlib steps map to (SOMA.md), each call one request unless noted:
 //!
@@ -34,6 +36,7 @@
 //! failures may succeed when repeated.
 
 pub mod client;
+pub mod http;
 pub mod parse;
 pub mod payload;
 pub mod soma;
@@ -108,7 +111,7 @@ impl ConnectionConfig {
         } else {
             self.host.clone()
         };
-        format!("{scheme}://{host}:{}/service/mgmt/current", self.port)
+        format!("{scheme}://{host}:{}{}", self.port, soma::PATH)
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 /// The management namespace of `dp:` elements.
 pub const DP_NS: &str = "http://www.datapower.com/schemas/management";
+/// The path of the XML management interface on the appliance's management port.
+pub const PATH: &str = "/service/mgmt/current";
 /// The SOAP 1.1 envelope namespace.
 pub const ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 

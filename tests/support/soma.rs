@@ -3,6 +3,8 @@
 use dpplan::appliance::{ConnectionConfig, SomaClient};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,54 +27,77 @@ pub fn http_config(device: &str, addr: SocketAddr, user: &str, password: &str) -
     config
 }
 
-/// A server on 127.0.0.1:0 that answers every request with HTTP 200 and `body`.
+/// A server on 127.0.0.1:0 that answers every request with HTTP 200 and `body`, one request
+/// per connection (`Connection: close`).
 pub async fn canned(body: Vec<u8>) -> SocketAddr {
+    canned_keep_alive(body, 1).await.0
+}
+
+/// A server on 127.0.0.1:0 that answers every request with HTTP 200 and `body`, keeps each
+/// connection for `per_connection` requests and then closes it unannounced, as appliances
+/// close idle connections. Also returns its count of accepted connections.
+pub async fn canned_keep_alive(
+    body: Vec<u8>,
+    per_connection: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, Ordering::SeqCst);
             let body = body.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
-                // Read the head, then the announced body.
-                let (head_end, length) = loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
+                for _ in 0..per_connection {
+                    // Read the head, then the announced body.
+                    let (head_end, length) = loop {
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head =
+                                String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    };
+                    while request.len() < head_end + length {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
                     }
-                    request.extend_from_slice(&buf[..n]);
-                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (end + 4, length);
-                    }
-                };
-                while request.len() < head_end + length {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
+                    request.drain(..head_end + length);
+                    let close = if per_connection == 1 {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n{close}\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
                 }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
                 let _ = socket.shutdown().await;
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// A client for a canned server answering with the fixture `name`.
@@ -80,4 +105,28 @@ pub async fn canned_client(name: &str) -> SomaClient {
     let body = std::fs::read(fixture(name)).unwrap();
     let addr = canned(body).await;
     SomaClient::new(http_config("FIXTURE", addr, "admin", "admin")).unwrap()
+}
+
+/// `GET http://{addr}{path}`: the body of a 200 answer (the simulator's `/sim/state`).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }
