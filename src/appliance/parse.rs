@@ -7,7 +7,8 @@ use super::{DomainStatus, Firmware, ProtocolError, QuiesceState, RemoteFile};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-/// An element: local name, attributes by local name, its own text, its children.
+/// An element: local name, attributes by local name (namespace declarations left out), its
+/// own text (without the indentation before its first text or child), its children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
     /// Local name (prefix dropped).
@@ -68,7 +69,10 @@ impl Node {
 }
 
 fn local(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    match std::str::from_utf8(name) {
+        Ok(name) => name.to_string(),
+        Err(_) => String::from_utf8_lossy(name).into_owned(),
+    }
 }
 
 /// Parses a whole document into its root element. A document that ends inside an element is
@@ -105,6 +109,11 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
             }
             Event::Text(t) => {
                 if let Some(top) = stack.last_mut() {
+                    // Indentation before an element's first text or child is dropped: every
+                    // reader trims, and containers then keep no text at all.
+                    if top.text.is_empty() && t.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
                     let text = t
                         .xml10_content()
                         .map_err(|e| ProtocolError::Malformed(format!("text: {e}")))?;
@@ -159,6 +168,10 @@ fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, ProtocolErr
     };
     for attr in e.attributes() {
         let attr = attr.map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
+        // Namespace declarations: names are matched by local name, so they are not kept.
+        if attr.key.as_namespace_binding().is_some() {
+            continue;
+        }
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
@@ -341,4 +354,33 @@ pub fn directory_files(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_keeps_names_attributes_and_text_but_not_declarations_or_indentation() {
+        let xml = br#"<env:Envelope xmlns:env="urn:e">
+  <dp:x xmlns:dp="urn:d" xmlns="urn:default" name="a&amp;b">
+    <t> a &amp; b </t>
+    <e/>
+    <sp> </sp>
+  </dp:x>
+</env:Envelope>"#;
+        let root = parse_tree(xml).unwrap();
+        assert_eq!(root.name, "Envelope");
+        assert!(root.attrs.is_empty());
+        assert_eq!(root.text, "");
+        let x = root.child("x").unwrap();
+        assert_eq!(x.attrs, vec![("name".to_string(), "a&b".to_string())]);
+        assert_eq!(x.text, "", "only indentation around the children");
+        // Spaces between text and references are text, kept as written.
+        assert_eq!(x.child("t").unwrap().text, " a & b ");
+        assert_eq!(x.child("e").unwrap().text, "");
+        assert_eq!(x.child("sp").unwrap().text, "");
+        let names: Vec<&str> = x.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["t", "e", "sp"]);
+    }
 }

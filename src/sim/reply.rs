@@ -123,7 +123,24 @@ impl Answer {
     }
 }
 
+/// The device's local time, as its answers carry it. Formatted once per second: every
+/// answer has one, and the local offset's lookup costs more than the rest of a status reply.
 fn now_timestamp() -> String {
+    static LAST: std::sync::Mutex<(u64, String)> = std::sync::Mutex::new((u64::MAX, String::new()));
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Ok(mut last) = LAST.lock() else {
+        return format_now();
+    };
+    if last.0 != second {
+        *last = (second, format_now());
+    }
+    last.1.clone()
+}
+
+fn format_now() -> String {
     chrono::Local::now()
         .format("%Y-%m-%dT%H:%M:%S%:z")
         .to_string()
