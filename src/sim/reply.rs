@@ -127,10 +127,7 @@ impl Answer {
 /// answer has one, and the local offset's lookup costs more than the rest of a status reply.
 fn now_timestamp() -> String {
     static LAST: std::sync::Mutex<(u64, String)> = std::sync::Mutex::new((u64::MAX, String::new()));
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let second = chrono::Utc::now().timestamp() as u64;
     let Ok(mut last) = LAST.lock() else {
         return format_now();
     };
