@@ -6,6 +6,12 @@
 //! such request in layers for those (URL re-parsing, redirect and retry policies, request
 //! clones) that cost more CPU than the request itself at thousands of requests per second
 //! (docs/performance.md, "Engine"); this module keeps only what the interface uses.
+//!
+//! Appliances are reached directly: no proxy settings are read from the environment. A
+//! redirect is an answer like any other status but 200, reported as an error (credentials
+//! are never sent elsewhere). Nothing is repeated here, retries being the plan's policy; the
+//! one exception is a request that was never sent because its kept-alive connection had
+//! closed while idle.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
