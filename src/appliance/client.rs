@@ -126,12 +126,20 @@ impl SomaClient {
     /// One request without payload: the whole (capped) body parsed and its outcome checked.
     async fn call(&self, op: &str, body: String) -> Result<Node, ApplianceError> {
         let limit = self.config.request_timeout;
-        let buf = tokio::time::timeout(limit, self.read_whole(op, body))
-            .await
-            .map_err(|_| {
-                self.transport_error(op, TransportError::Timeout("no answer", limit), false)
-            })??;
+        let buf = self.within(op, limit, self.read_whole(op, body)).await?;
         parse::document(&buf).map_err(|e| self.protocol(op, e))
+    }
+
+    /// `work`, or a timeout error ("no answer") once `limit` has passed.
+    async fn within<T>(
+        &self,
+        op: &str,
+        limit: Duration,
+        work: impl std::future::Future<Output = Result<T, ApplianceError>>,
+    ) -> Result<T, ApplianceError> {
+        tokio::time::timeout(limit, work).await.map_err(|_| {
+            self.transport_error(op, TransportError::Timeout("no answer", limit), false)
+        })?
     }
 
     async fn read_whole(&self, op: &str, body: String) -> Result<Vec<u8>, ApplianceError> {
@@ -188,15 +196,7 @@ impl SomaClient {
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
         let read_timeout = self.config.read_timeout;
-        let mut answer = tokio::time::timeout(read_timeout, self.send(op, body))
-            .await
-            .map_err(|_| {
-                self.transport_error(
-                    op,
-                    TransportError::Timeout("no answer", read_timeout),
-                    false,
-                )
-            })??;
+        let mut answer = self.within(op, read_timeout, self.send(op, body)).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(PIPELINE_DEPTH);
         let head_cap = usize::try_from(self.config.max_response_bytes).unwrap_or(usize::MAX);
         let path = dest.to_path_buf();

@@ -90,13 +90,8 @@ pub struct Settings<'a> {
 impl Transport {
     /// Checks the address; connects lazily, on the first request.
     pub fn new(s: Settings<'_>) -> Result<Transport, String> {
-        let bracketed = s.host.contains(':') && !s.host.starts_with('[');
-        let authority = if bracketed {
-            format!("[{}]:{}", s.host, s.port)
-        } else {
-            format!("{}:{}", s.host, s.port)
-        };
-        let host_header = HeaderValue::from_str(&authority)
+        let host = s.host.trim_start_matches('[').trim_end_matches(']');
+        let host_header = HeaderValue::from_str(&authority(host, s.port))
             .map_err(|_| format!("host {:?} is not a valid address", s.host))?;
         let uri: Uri = s
             .path
@@ -106,18 +101,13 @@ impl Transport {
             None => None,
             Some(mut config) => {
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let host = s.host.trim_start_matches('[').trim_end_matches(']');
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| format!("host {host:?} is not a TLS server name: {e}"))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
             }
         };
         Ok(Transport {
-            host: s
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
+            host: host.to_string(),
             port: s.port,
             tls,
             connect_timeout: s.connect_timeout,
@@ -234,6 +224,15 @@ impl Transport {
                 Ok(sender)
             }
         }
+    }
+}
+
+/// `host:port`, an IPv6 address in brackets: `[::1]:5550`.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

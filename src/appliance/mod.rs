@@ -106,12 +106,8 @@ impl ConnectionConfig {
     /// The management URL: `http(s)://host:port/service/mgmt/current`.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("{scheme}://{host}:{}{}", self.port, soma::PATH)
+        let authority = http::authority(&self.host, self.port);
+        format!("{scheme}://{authority}{}", soma::PATH)
     }
 }
 
