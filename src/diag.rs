@@ -266,6 +266,9 @@ codes! {
     DP0036 UnknownType Error "unknown parameter type",
     DP0037 IncompleteWindow Error "incomplete maintenance window",
     DP0038 EmptyPlan Warning "plan without activities",
+    DP0039 UnknownDevice Error "unknown device name",
+    DP0040 WhenNotAllowed Error "script condition where it has no meaning",
+    DP0041 UnresolvedSecret Warning "secret or file not found",
 }
 
 impl fmt::Display for Code {

@@ -12,6 +12,7 @@ mod crash;
 mod demo;
 mod docs;
 mod engine;
+mod everyday;
 mod examples;
 mod flows;
 mod fuzz;

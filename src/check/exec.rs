@@ -191,6 +191,23 @@ impl Cx<'_> {
         ok.then_some(())
     }
 
+    /// DP0040 when script call `e` has a `when`: `context` names the place it has no meaning
+    /// (a pre-plan script, or a script no `always` step runs).
+    pub(super) fn when_not_allowed(&mut self, e: &Expr, context: &str, help: &str) {
+        let ExprKind::Call(c) = &e.kind else { return };
+        if let Some(w) = c.named("when") {
+            self.push(
+                Diagnostic::new(
+                    Code::WhenNotAllowed,
+                    w.span,
+                    format!("`when` has no meaning on {context}"),
+                )
+                .label("not a post script")
+                .help(help.to_string()),
+            );
+        }
+    }
+
     /// `script("path", timeout = d, when = failed, args = [...])`, checked on disk.
     pub(super) fn script(&mut self, e: &Expr, what: &str) -> Option<Script> {
         let ExprKind::Call(c) = &e.kind else {
@@ -285,7 +302,7 @@ impl Cx<'_> {
                 .label("no such file")
                 .help(format!(
                     "script paths are relative to the plan file's directory (looked for {})",
-                    full.display()
+                    super::shown(&full)
                 )),
             ),
             ScriptState::NotExecutable => self.push(
@@ -297,7 +314,7 @@ impl Cx<'_> {
                 .label("not executable")
                 .help(format!(
                     "scripts run directly, not through a shell: chmod +x {}",
-                    full.display()
+                    super::shown(&full)
                 )),
             ),
         }
@@ -306,6 +323,7 @@ impl Cx<'_> {
             args,
             timeout_ms,
             when,
+            dir: self.base_dir(e.span.file).to_path_buf(),
         })
     }
 }

@@ -219,6 +219,7 @@ impl Cx<'_> {
             insecure: own.insecure.or(defaults.insecure).unwrap_or(false),
             timeout_ms: own.timeout_ms.or(defaults.timeout_ms).unwrap_or(60_000),
             span: name_span,
+            at: self.location(name_span),
         });
     }
 
@@ -245,6 +246,9 @@ impl Cx<'_> {
         }
         if let Some(a) = body.take("password") {
             d.password = self.secret(a);
+            if let Some(secret) = &d.password {
+                self.unresolved_secret(secret, a.value.span);
+            }
         }
         if let Some(a) = body.take("tls") {
             d.tls = body::boolean(&a.value, "tls", self.sink);
@@ -262,6 +266,23 @@ impl Cx<'_> {
         }
         if let Some(a) = body.take("tls_ca") {
             d.tls_ca = body::string(&a.value, "tls_ca", self.sink).map(str::to_string);
+            if let Some(p) = &d.tls_ca {
+                let full = self.base_dir(b.span.file).join(p);
+                if !full.is_file() {
+                    self.push(
+                        Diagnostic::new(
+                            Code::UnresolvedSecret,
+                            a.value.span,
+                            format!("the CA file `{p}` does not exist"),
+                        )
+                        .label("no such file")
+                        .help(format!(
+                            "paths are relative to the plan file's directory (looked for {}); a run refuses to start without it",
+                            super::shown(&full)
+                        )),
+                    );
+                }
+            }
         }
         if let Some(a) = body.take("insecure") {
             d.insecure = body::boolean(&a.value, "insecure", self.sink);
@@ -304,6 +325,29 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    /// DP0041 when a secret cannot be read here: the run would refuse to start (CI often
+    /// lacks the secrets, so this only warns).
+    fn unresolved_secret(&mut self, secret: &Secret, span: Span) {
+        let (message, label, help) = match secret {
+            Secret::Env(v) if std::env::var_os(v).is_none() => (
+                format!("environment variable `{v}` is not set"),
+                "unset here",
+                format!("set {v} in the environment of `dpplan run`; a run refuses to start without it"),
+            ),
+            Secret::File(p) if !p.is_file() => (
+                format!("the secret file `{}` does not exist", super::shown(p)),
+                "no such file",
+                "paths are relative to the plan file's directory; a run refuses to start without it".to_string(),
+            ),
+            _ => return,
+        };
+        self.push(
+            Diagnostic::new(Code::UnresolvedSecret, span, message)
+                .label(label)
+                .help(help),
+        );
     }
 
     /// `env("VAR")` or `file("path")`; anything literal is refused.

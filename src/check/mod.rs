@@ -60,7 +60,11 @@ pub fn check(root: &Root) -> Checked {
         device_spans: HashMap::new(),
         kind_spans: HashMap::new(),
         poisoned: std::collections::HashSet::new(),
-        base_dirs: loaded.sources.iter().map(|(_, f)| f.base_dir()).collect(),
+        base_dirs: loaded
+            .sources
+            .iter()
+            .map(|(_, f)| absolute(f.base_dir()))
+            .collect(),
     };
     cx.program_items(&loaded.docs);
     let program = cx.program;
@@ -72,6 +76,26 @@ pub fn check(root: &Root) -> Checked {
         program,
         diagnostics,
     }
+}
+
+/// `dir` made absolute against the current directory, so that a path resolved against it
+/// means the same file whatever the current directory is later: scripts run in their plan's
+/// directory, and a stored run is resumed from anywhere.
+fn absolute(dir: PathBuf) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        return std::env::current_dir().unwrap_or_default();
+    }
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// `path` as the user would write it: relative to the current directory when it is under it.
+pub(crate) fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// What one script path turned out to be on disk (cached: thousands of plans may share one).
@@ -94,7 +118,7 @@ struct Cx<'a> {
     kind_spans: HashMap<String, Span>,
     /// Parameters of the kind being checked whose declaration was wrong (already reported).
     poisoned: std::collections::HashSet<String>,
-    /// Each file's directory, where its relative paths resolve (by `FileId`).
+    /// Each file's directory, absolute, where its relative paths resolve (by `FileId`).
     base_dirs: Vec<PathBuf>,
 }
 

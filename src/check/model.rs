@@ -131,6 +131,10 @@ pub struct Device {
     /// Where the device is declared.
     #[serde(skip)]
     pub span: Span,
+    /// Where the device is declared, as `file:line:col` (kept in stored runs, for messages
+    /// about the device at run time).
+    #[serde(default)]
+    pub at: String,
 }
 
 /// Whether a kind gives one task per device or per device and domain.
@@ -394,6 +398,10 @@ pub struct Script {
     pub timeout_ms: Option<u64>,
     /// Outcome filter.
     pub when: ScriptWhen,
+    /// The working directory it runs in: the directory of the plan file that names it.
+    /// Empty in runs stored before it was kept (the script's own directory is used then).
+    #[serde(default)]
+    pub dir: PathBuf,
 }
 
 /// The day of the week, as plans name it.

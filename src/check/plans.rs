@@ -80,6 +80,11 @@ impl Cx<'_> {
         }
         if let Some(a) = body.take("pre_plan") {
             plan.pre_plan = self.script(&a.value, "pre_plan");
+            self.when_not_allowed(
+                &a.value,
+                "the pre-plan script",
+                "the pre-plan script always runs before the tasks; `when` belongs on post_plan or a post script",
+            );
         }
         if let Some(a) = body.take("post_plan") {
             plan.post_plan = self.script(&a.value, "post_plan");
@@ -267,10 +272,12 @@ impl Cx<'_> {
                 if tz.parse::<chrono_tz::Tz>().is_ok() {
                     w.tz = Some(tz.to_string());
                 } else {
-                    let help = if tz.contains('/') || tz == "UTC" {
-                        "use an IANA zone name such as Europe/Berlin or UTC (names are case-sensitive)".to_string()
-                    } else {
-                        format!("`{tz}` is not an IANA name: write e.g. Europe/Berlin or America/New_York")
+                    let help = match zone_suggestion(tz) {
+                        Some(z) => format!("did you mean `{z}`? (zone names are case-sensitive)"),
+                        None if tz.contains('/') || tz == "UTC" => {
+                            "use an IANA zone name such as Europe/Berlin or UTC (names are case-sensitive)".to_string()
+                        }
+                        None => format!("`{tz}` is not an IANA name: write e.g. Europe/Berlin or America/New_York"),
                     };
                     self.push(
                         Diagnostic::new(
@@ -483,6 +490,13 @@ impl Cx<'_> {
                     Some(a) => match self.value_of(p.ty, &a.value, &format!("`{}`", p.name)) {
                         Some(v) => {
                             self.quiesce_floor(k, &p.name, &v, a.value.span);
+                            if matches!(v, Value::Script(_)) && !runs_always(k, &p.name) {
+                                self.when_not_allowed(
+                                    &a.value,
+                                    &format!("`{}`: kind `{}` runs it before the task's outcome is known", p.name, k.name),
+                                    "`when` applies to post scripts (steps marked `always`), such as `post`",
+                                );
+                            }
                             params.insert(p.name.clone(), v);
                         }
                         None => ok = false,
@@ -563,14 +577,10 @@ impl Cx<'_> {
         }
         if devices {
             for (p, span) in &pats {
-                if !index.any_match(p) {
-                    let help = if super::patterns::is_literal(p) {
-                        format!(
-                            "no device is named `{p}` in the inventory (names are case-sensitive)"
-                        )
-                    } else {
-                        format!("no inventory device matches `{p}`; at run time this gives one SKIPPED task")
-                    };
+                if super::patterns::is_literal(p) && !index.any_match(p) {
+                    self.unknown_device(p, *span);
+                } else if !index.any_match(p) {
+                    let help = format!("no inventory device matches `{p}`; at run time this gives one SKIPPED task");
                     self.push(
                         Diagnostic::new(
                             Code::PatternMatchesNothing,
@@ -584,6 +594,26 @@ impl Cx<'_> {
             }
         }
         Some(pats.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// DP0039 with a did-you-mean for a literal device name that names no device.
+    fn unknown_device(&mut self, name: &str, span: Span) {
+        let help = match super::body::suggest(
+            name,
+            self.program.devices.iter().map(|d| d.name.as_str()),
+        ) {
+            Some(s) => format!("did you mean `{s}`? (device names are case-sensitive)"),
+            None => "no inventory device has this name (names are case-sensitive); a pattern such as \"QA*\" selects several".to_string(),
+        };
+        self.push(
+            Diagnostic::new(
+                Code::UnknownDevice,
+                span,
+                format!("no device is named `{name}` in the inventory"),
+            )
+            .label("unknown device")
+            .help(help),
+        );
     }
 
     /// DP0020 for an activity value under 60s that feeds a quiesce timeout.
@@ -630,4 +660,27 @@ fn human_ms(ms: u64) -> String {
     } else {
         format!("{ms}ms")
     }
+}
+
+/// Whether some `always` step of kind `k` runs script parameter `param` (a post script,
+/// where `when` means something).
+fn runs_always(k: &super::Kind, param: &str) -> bool {
+    k.steps.iter().any(|s| {
+        s.always
+            && s.call.action == Action::Run
+            && s.call
+                .args
+                .values()
+                .any(|a| matches!(a, ArgValue::Param(p) if p == param))
+    })
+}
+
+/// The IANA zone a mistyped `tz` most likely meant: the same name in another case, else the
+/// nearest name by edit distance.
+fn zone_suggestion(tz: &str) -> Option<&'static str> {
+    let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+    if let Some(z) = names.clone().find(|n| n.eq_ignore_ascii_case(tz)) {
+        return Some(z);
+    }
+    super::body::suggest(tz, names)
 }

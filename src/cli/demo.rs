@@ -222,7 +222,11 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let r = match run_checked(checked, &plan, &state, false, args.quiet) {
+    let options = crate::engine::RunOptions {
+        origin: Some(super::run::origin(Some(&plan_file))),
+        ..crate::engine::RunOptions::default()
+    };
+    let r = match run_checked(checked, &plan, &state, options, args.quiet) {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -111,6 +111,8 @@ enum Command {
     Run(run::RunArgs),
     /// Continue an interrupted or crashed run from its journal.
     Resume(run::ResumeArgs),
+    /// Run again the tasks of a finished run that did not succeed (or the chosen ones).
+    Retry(run::RetryArgs),
     /// Run the example plan against an embedded simulated fleet, then show its result pages.
     Demo(demo::DemoArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
@@ -185,6 +187,7 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Graph(args) => ExitCode::from(run::graph(args)),
         Command::Run(args) => ExitCode::from(run::run(args)),
         Command::Resume(args) => ExitCode::from(run::resume(args)),
+        Command::Retry(args) => ExitCode::from(run::retry(args)),
         Command::Demo(args) => ExitCode::from(demo::demo(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),

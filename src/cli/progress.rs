@@ -264,6 +264,10 @@ impl Observer for Inner {
         state.store = run.store.map(PathBuf::from);
         state.total = run.tasks.len();
         state.skipped = run.tasks.iter().filter(|t| t.skipped.is_some()).count();
+        let refused = run.tasks.iter().filter(|t| t.failed.is_some()).count();
+        if refused > 0 {
+            *state.finished.entry("FAILED").or_default() += refused;
+        }
         state.width = run.tasks.iter().fold((6, 11), |(d, m), t| {
             (
                 d.max(t.device.chars().count()),

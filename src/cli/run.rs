@@ -72,12 +72,41 @@ pub struct RunArgs {
     /// Run even outside the plan's maintenance window.
     #[arg(long)]
     pub ignore_window: bool,
+    /// Only the tasks of devices matching PATTERN (`*`, `?`; repeat or separate with commas).
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub devices: Vec<String>,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// No progress lines (for cron).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Who runs this command and how, for the first line of a run's log: user, host, the
+/// command line, and the plan file with its SHA-256 when there is one.
+pub(crate) fn origin(plan_file: Option<&Path>) -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into());
+    let command: Vec<String> = std::env::args().collect();
+    let mut s = format!("{user}@{host}: {}", command.join(" "));
+    if let Some(f) = plan_file {
+        let shown = std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf());
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                use sha2::Digest;
+                let hash = hex::encode(sha2::Sha256::digest(&bytes));
+                s.push_str(&format!(" (plan file {}, sha256 {hash})", shown.display()));
+            }
+            Err(_) => s.push_str(&format!(" (plan file {})", shown.display())),
+        }
+    }
+    s
 }
 
 /// The state file to use.
@@ -216,8 +245,8 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
                     "action": t.action,
                     "device": t.device,
                     "domain": t.target.domain_label(),
-                    "status": if t.skipped.is_some() { "SKIPPED" } else { "PENDING" },
-                    "reason": t.skipped,
+                    "status": if t.skipped.is_some() { "SKIPPED" } else if t.failed.is_some() { "FAILED" } else { "PENDING" },
+                    "reason": t.skipped.as_ref().or(t.failed.as_ref()),
                 })
             })
             .collect();
@@ -234,9 +263,10 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
                 t.action.clone(),
                 t.device.clone(),
                 t.target.domain_label().to_string(),
-                match &t.skipped {
-                    Some(r) => format!("SKIPPED: {r}"),
-                    None => "PENDING".into(),
+                match (&t.skipped, &t.failed) {
+                    (Some(r), _) => format!("SKIPPED: {r}"),
+                    (None, Some(r)) => format!("FAILED: {r}"),
+                    (None, None) => "PENDING".into(),
                 },
             ]
         })
@@ -352,6 +382,7 @@ fn templates(program: &Program, plan: &str) -> PlanGraph {
             device: format!("<{}>", k.name),
             target: Target::Device,
             skipped: None,
+            failed: None,
             params: Default::default(),
             steps: steps.into(),
         });
@@ -438,7 +469,33 @@ pub fn run(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let path = state_path(args.state.as_deref());
-    match run_checked(checked, &plan, &path, args.ignore_window, args.quiet) {
+    if !args.devices.is_empty() {
+        let p = checked.program.plan(&plan);
+        let selected = p
+            .map(|p| crate::compile::devices_to_probe(&checked.program, p))
+            .unwrap_or_default();
+        for pattern in &args.devices {
+            if !selected
+                .iter()
+                .any(|(d, _)| crate::check::patterns::matches(pattern, d))
+            {
+                let names: Vec<&str> = selected.iter().map(|(d, _)| *d).take(8).collect();
+                eprintln!(
+                    "error: --devices {pattern} matches no device of plan {plan} (its devices: {}{})",
+                    names.join(", "),
+                    if selected.len() > names.len() { ", ..." } else { "" }
+                );
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let options = RunOptions {
+        ignore_window: args.ignore_window,
+        devices: args.devices.clone(),
+        origin: Some(origin(Some(&args.plan.file))),
+        ..RunOptions::default()
+    };
+    match run_checked(checked, &plan, &path, options, args.quiet) {
         Ok(r) => report(&r, args.json),
         Err(code) => code,
     }
@@ -450,7 +507,21 @@ pub(crate) fn run_checked(
     checked: Checked,
     plan: &str,
     path: &Path,
-    ignore_window: bool,
+    options: RunOptions,
+    quiet: bool,
+) -> Result<RunReport, u8> {
+    let text = plan_text(&checked);
+    run_program(checked.program, plan, &text, path, options, quiet)
+}
+
+/// Runs plan `plan` of `program` (its text stored with the run) with the state file at
+/// `path`: what `run_checked` and `retry` share.
+fn run_program(
+    program: Program,
+    plan: &str,
+    text: &str,
+    path: &Path,
+    options: RunOptions,
     quiet: bool,
 ) -> Result<RunReport, u8> {
     let store: Arc<dyn crate::store::Journal> = match RedbStore::open(path) {
@@ -463,12 +534,7 @@ pub(crate) fn run_checked(
     let Some(rt) = runtime() else {
         return Err(EXIT_INTERNAL);
     };
-    let options = RunOptions {
-        ignore_window,
-        ..RunOptions::default()
-    };
-    let text = plan_text(&checked);
-    let mut e = engine(checked.program, plan, store, options);
+    let mut e = engine(program, plan, store, options);
     let progress = Progress::new(quiet);
     if let Some(o) = progress.observer() {
         e = e.observe(o);
@@ -477,7 +543,7 @@ pub(crate) fn run_checked(
     let say = progress.sayer();
     let outcome = rt.block_on(async {
         tokio::spawn(interrupts(flag, say));
-        e.run(&text).await
+        e.run(text).await
     });
     progress.finish();
     outcome.map_err(|err| {
@@ -518,6 +584,10 @@ async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>, say: Say) {
 pub struct ResumeArgs {
     /// The run to resume; default: the newest unfinished run.
     pub run: Option<u64>,
+    /// Continue even outside the plan's maintenance window (a run started with
+    /// --ignore-window keeps ignoring it without this).
+    #[arg(long)]
+    pub ignore_window: bool,
     /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -577,7 +647,11 @@ pub fn resume(args: ResumeArgs) -> u8 {
             run,
             Arc::new(SomaConnector),
             Arc::new(SystemClock),
-            RunOptions::default(),
+            RunOptions {
+                ignore_window: args.ignore_window,
+                origin: Some(origin(None)),
+                ..RunOptions::default()
+            },
             observer,
             flag,
         )
@@ -594,5 +668,66 @@ pub fn resume(args: ResumeArgs) -> u8 {
             eprintln!("error: {e}");
             EXIT_INTERNAL
         }
+    }
+}
+
+/// `dpplan retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The finished run whose tasks to run again.
+    pub run: u64,
+    /// Only these tasks (repeat; default: every task that did not succeed).
+    #[arg(long = "task", value_name = "N")]
+    pub tasks: Vec<u32>,
+    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Run even outside the plan's maintenance window.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines (for cron).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `dpplan retry`: a new run of a finished run's stored program, for the tasks that did not
+/// succeed (or the chosen ones). Nothing but the stored run is read.
+pub fn retry(args: RetryArgs) -> u8 {
+    let path = state_path(args.state.as_deref());
+    if !path.exists() {
+        eprintln!("error: no state file at {}", path.display());
+        return EXIT_FAILED;
+    }
+    let found = match RedbStore::open(&path) {
+        Ok(store) => crate::engine::retry_plan(&store, args.run, &args.tasks),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let r = match found {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let options = RunOptions {
+        ignore_window: args.ignore_window,
+        origin: Some(origin(None)),
+        retry: Some(r.retry),
+        ..RunOptions::default()
+    };
+    match run_program(r.program, &r.plan, &r.plan_text, &path, options, args.quiet) {
+        Ok(report_) => {
+            if !args.json {
+                eprintln!("run {} retried run {}", report_.run, args.run);
+            }
+            report(&report_, args.json)
+        }
+        Err(code) => code,
     }
 }

@@ -181,7 +181,7 @@ pub fn graph(plan: &Plan, tasks: &[Task]) -> PlanGraph {
     let pre = g.add("plan.pre_plan".into(), NodeKind::PrePlan);
     g.dag.add_edge(validate, pre, ());
     let post = g.add("plan.post_plan".into(), NodeKind::PostPlan);
-    let running: Vec<&Task> = tasks.iter().filter(|t| t.skipped.is_none()).collect();
+    let running: Vec<&Task> = tasks.iter().filter(|t| t.runs()).collect();
     if running.is_empty() {
         g.dag.add_edge(pre, post, ());
         return g;

@@ -30,6 +30,9 @@ pub enum DeviceFacts {
     },
     /// It did not answer the probe (the reason is shown on the SKIPPED task).
     Unavailable(String),
+    /// It answered but refused the plan's credentials: it is reachable, so its tasks FAIL
+    /// (with this reason) rather than being skipped as unavailable.
+    Refused(String),
 }
 
 /// What a task backs up.
@@ -92,6 +95,10 @@ pub struct Task {
     pub target: Target,
     /// Why it will not run, for SKIPPED tasks.
     pub skipped: Option<String>,
+    /// Why it failed before it could start (its device refused the credentials), for tasks
+    /// that are FAILED from the outset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
     /// The activity's parameter values.
     pub params: BTreeMap<String, Value>,
     /// The steps, in declaration order (empty for SKIPPED tasks); shared by the tasks of an
@@ -100,6 +107,11 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether the task has steps to run: neither SKIPPED nor FAILED at expansion.
+    pub fn runs(&self) -> bool {
+        self.skipped.is_none() && self.failed.is_none()
+    }
+
     /// A stable name: `a1/QA1` or `a2/TEST8/DOMAIN1`.
     pub fn key(&self) -> String {
         match &self.target {
@@ -153,7 +165,11 @@ pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFact
         let shared: Arc<[TaskStep]> = task_steps(kind, plan, a, &a.params).into();
         let mut push = |device: &str, target: Target, skipped: Option<String>| {
             let id = tasks.len() as u32 + 1;
-            let steps = if skipped.is_some() {
+            let failed = match facts.get(device) {
+                Some(DeviceFacts::Refused(why)) if skipped.is_none() => Some(why.clone()),
+                _ => None,
+            };
+            let steps = if skipped.is_some() || failed.is_some() {
                 Arc::from([])
             } else {
                 shared.clone()
@@ -166,6 +182,7 @@ pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFact
                 device: device.to_string(),
                 target,
                 skipped,
+                failed,
                 params: a.params.clone(),
                 steps,
             });
@@ -188,7 +205,7 @@ pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFact
             let unavailable = match facts.get(device) {
                 Some(DeviceFacts::Unavailable(why)) => Some(format!("device not available: {why}")),
                 None => Some("device not available: not probed".to_string()),
-                Some(DeviceFacts::Available { .. }) => None,
+                Some(DeviceFacts::Available { .. } | DeviceFacts::Refused(_)) => None,
             };
             match (&kind.per, &a.domains) {
                 (Per::Device, _) => push(device, Target::Device, unavailable),
@@ -202,6 +219,11 @@ pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFact
                             Target::Domain(domain_pattern(sel.as_ref())),
                             Some(why),
                         );
+                        continue;
+                    }
+                    if let Some(DeviceFacts::Refused(_)) = facts.get(device) {
+                        // Its domains are unknown: one FAILED task for the pattern.
+                        push(device, Target::Domain(domain_pattern(sel.as_ref())), None);
                         continue;
                     }
                     let pats = match sel {

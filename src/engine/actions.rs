@@ -431,19 +431,31 @@ async fn secure_backup(
     let deadline = ctx.clock.now()
         + chrono::Duration::from_std(ctx.options.backup_timeout).unwrap_or(chrono::Duration::MAX);
     let mut polls = 0;
-    let listing = loop {
-        let l = app.list_directory(&remote).await?;
-        if l.iter().any(|f| f.name == "backupmanifest.xml") {
-            break l;
+    let listing = async {
+        loop {
+            let l = app.list_directory(&remote).await?;
+            if l.iter().any(|f| f.name == "backupmanifest.xml") {
+                return Ok(l);
+            }
+            if ctx.clock.now() >= deadline {
+                return Err(StepError::transient(format!(
+                    "{}: the secure backup did not complete within {}s",
+                    t.device,
+                    ctx.options.backup_timeout.as_secs()
+                )));
+            }
+            ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
         }
-        if ctx.clock.now() >= deadline {
-            return Err(StepError::transient(format!(
-                "{}: the secure backup did not complete within {}s",
-                t.device,
-                ctx.options.backup_timeout.as_secs()
-            )));
+    }
+    .await;
+    // From here on the appliance holds the backup in its small temporary: it is removed
+    // whatever becomes of the download, or backups pile up there.
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = app.remove_directory(&remote).await;
+            return Err(e);
         }
-        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
     };
     let root = store_dir(ctx)?;
     let ts = output::timestamp(ctx.started);
@@ -492,11 +504,11 @@ async fn secure_backup(
         Ok::<(), StepError>(())
     }
     .await;
+    let _ = app.remove_directory(&remote).await;
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp_dir);
         return Err(e);
     }
-    let _ = app.remove_directory(&remote).await;
     let mut records = Vec::new();
     for f in &files {
         let rel = dir.join(&f.path);

@@ -43,6 +43,9 @@ pub trait Connector: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SomaConnector;
 
+/// The user of a device whose inventory entry names none.
+pub const DEFAULT_USER: &str = "admin";
+
 /// Reads a secret.
 pub fn read_secret(secret: &Secret) -> Result<String, String> {
     match secret {
@@ -65,7 +68,7 @@ impl Connector for SomaConnector {
             d.name.clone(),
             d.host.clone(),
             d.port,
-            d.user.clone().unwrap_or_else(|| "admin".to_string()),
+            d.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string()),
             password,
         );
         c.tls = d.tls;
@@ -90,11 +93,82 @@ pub struct RunOptions {
     pub script_timeout: Duration,
     /// How long a secure backup may take to appear on the appliance.
     pub backup_timeout: Duration,
+    /// Only the tasks of devices matching one of these patterns (`run --devices`); every
+    /// device when empty.
+    pub devices: Vec<String>,
+    /// Only the tasks a retry chose (`dpplan retry`).
+    pub retry: Option<Retry>,
+    /// Who started the run and how (user, host, command, plan file and its SHA-256): the
+    /// first line of its activity log.
+    pub origin: Option<String>,
+}
+
+/// The tasks of an earlier run that `dpplan retry` runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Retry {
+    /// The run retried.
+    pub of: RunId,
+    /// Its tasks to run again, by activity, device and target. A task that was SKIPPED
+    /// names no target: whatever its device's domains expand to now is retried.
+    pub tasks: Vec<(u32, String, Option<compile::Target>)>,
+}
+
+impl Retry {
+    /// Whether task `t` of the new expansion is one the retry chose.
+    fn wants(&self, t: &Task) -> bool {
+        self.tasks.iter().any(|(a, d, target)| {
+            *a == t.activity && *d == t.device && target.as_ref().is_none_or(|x| *x == t.target)
+        })
+    }
+}
+
+/// The options stored with a run, which `resume` continues under (docs/checkpoint-format.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredOptions {
+    /// Started with `--ignore-window`: resuming never cancels its tasks for the window.
+    #[serde(default)]
+    pub ignore_window: bool,
+    /// `--devices` patterns it was narrowed to.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The run it retries.
+    #[serde(default)]
+    pub retry_of: Option<RunId>,
+    /// Who started it and how.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+impl RunOptions {
+    fn stored(&self) -> StoredOptions {
+        StoredOptions {
+            ignore_window: self.ignore_window,
+            devices: self.devices.clone(),
+            retry_of: self.retry.as_ref().map(|r| r.of),
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// Whether device `name` is in the run's scope (`--devices`, `retry`).
+    fn includes(&self, name: &str) -> bool {
+        (self.devices.is_empty()
+            || self
+                .devices
+                .iter()
+                .any(|p| crate::check::patterns::matches(p, name)))
+            && self
+                .retry
+                .as_ref()
+                .is_none_or(|r| r.tasks.iter().any(|(_, d, _)| d == name))
+    }
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
+            devices: Vec::new(),
+            retry: None,
+            origin: None,
             ignore_window: false,
             probe_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
@@ -177,10 +251,17 @@ struct StoredRunOut<'a> {
     step_sets: Vec<&'a Arc<[TaskStep]>>,
     task_steps: Vec<u32>,
     graph: compile::GraphData<'a>,
+    options: StoredOptions,
 }
 
 impl<'a> StoredRunOut<'a> {
-    fn new(program: &'a Program, plan: &'a str, tasks: &'a [Task], graph: &'a PlanGraph) -> Self {
+    fn new(
+        program: &'a Program,
+        plan: &'a str,
+        tasks: &'a [Task],
+        graph: &'a PlanGraph,
+        options: StoredOptions,
+    ) -> Self {
         let mut step_sets: Vec<&'a Arc<[TaskStep]>> = Vec::new();
         let mut task_steps = Vec::with_capacity(tasks.len());
         let mut stripped = Vec::with_capacity(tasks.len());
@@ -209,6 +290,7 @@ impl<'a> StoredRunOut<'a> {
             step_sets,
             task_steps,
             graph: graph.data(),
+            options,
         }
     }
 }
@@ -225,6 +307,9 @@ struct StoredRunIn {
     #[serde(default)]
     task_steps: Vec<u32>,
     graph: Box<serde_json::value::RawValue>,
+    /// Absent in runs stored before options were kept: run as default options.
+    #[serde(default)]
+    options: StoredOptions,
 }
 
 /// The stored run's format written now.
@@ -425,7 +510,8 @@ impl Engine {
         HashMap<String, DeviceFacts>,
         HashMap<String, Arc<dyn Appliance>>,
     ) {
-        let wanted = compile::devices_to_probe(&self.program, plan);
+        let mut wanted = compile::devices_to_probe(&self.program, plan);
+        wanted.retain(|(name, _)| self.options.includes(name));
         let mut set = tokio::task::JoinSet::new();
         let limit = Arc::new(tokio::sync::Semaphore::new(64));
         for (name, needs_domains) in wanted {
@@ -439,31 +525,46 @@ impl Engine {
                 let _permit = limit.acquire_owned().await;
                 let app = match connector.connect(&device) {
                     Ok(a) => a,
-                    Err(e) => return (device.name, DeviceFacts::Unavailable(e), None),
+                    Err(e) => {
+                        let why = format!("{e} (inventory entry {})", device.at);
+                        return (device.name, DeviceFacts::Unavailable(why), None);
+                    }
                 };
                 let facts = tokio::time::timeout(timeout, async {
-                    app.probe().await.map_err(|e| e.to_string())?;
+                    app.probe().await?;
                     let domains = if needs_domains {
                         app.domains()
-                            .await
-                            .map_err(|e| e.to_string())?
+                            .await?
                             .into_iter()
                             .map(|d| d.name)
                             .collect()
                     } else {
                         Vec::new()
                     };
-                    Ok::<_, String>(domains)
+                    Ok::<_, crate::appliance::ApplianceError>(domains)
                 })
                 .await;
+                let user = device.user.as_deref().unwrap_or(DEFAULT_USER);
                 match facts {
                     Ok(Ok(domains)) => (device.name, DeviceFacts::Available { domains }, Some(app)),
-                    Ok(Err(e)) => (device.name, DeviceFacts::Unavailable(e), None),
-                    Err(_) => (
-                        device.name,
-                        DeviceFacts::Unavailable(format!("no answer within {:?}", timeout)),
-                        None,
-                    ),
+                    Ok(Err(crate::appliance::ApplianceError::Auth { .. })) => {
+                        let why = format!(
+                            "authentication failed for user {user} on {} (inventory entry {})",
+                            device.name, device.at
+                        );
+                        (device.name, DeviceFacts::Refused(why), None)
+                    }
+                    Ok(Err(e)) => {
+                        let why = format!("{e} (inventory entry {})", device.at);
+                        (device.name, DeviceFacts::Unavailable(why), None)
+                    }
+                    Err(_) => {
+                        let why = format!(
+                            "{}: no answer within {:?} (inventory entry {})",
+                            device.name, timeout, device.at
+                        );
+                        (device.name, DeviceFacts::Unavailable(why), None)
+                    }
                 }
             });
         }
@@ -499,22 +600,24 @@ impl Engine {
             activities: activity_records(&self.program, &plan),
             tasks,
         };
-        // 1-4: pre-validation.
-        if let Some((status, error)) = self.prevalidate(&plan, started) {
+        // 1-4: pre-validation; then every secret and file the run needs, before any
+        // appliance is touched.
+        let early = self.prevalidate(&plan, started).or_else(|| {
+            let missing = unresolved_config(&self.program, &plan);
+            (!missing.is_empty()).then(|| (RunStatus::InvalidConfig, missing.join("; ")))
+        });
+        if let Some((status, error)) = early {
             let run = self
                 .journal
                 .create_run(new_run(Vec::new(), String::new()))
                 .await?;
-            self.journal
-                .append(
-                    run,
-                    vec![Record::Run {
-                        status,
-                        error: Some(error.clone()),
-                        at: self.clock.now(),
-                    }],
-                )
-                .await?;
+            let mut records = self.origin_log();
+            records.push(Record::Run {
+                status,
+                error: Some(error.clone()),
+                at: self.clock.now(),
+            });
+            self.journal.append(run, records).await?;
             return Ok(RunReport {
                 run,
                 status,
@@ -524,12 +627,33 @@ impl Engine {
         }
         // 5: tasks.
         let (facts, appliances) = self.probe(&plan).await;
-        let tasks = compile::expand(&self.program, &plan, &facts);
+        let tasks = self.narrow(compile::expand(&self.program, &plan, &facts));
         let graph = compile::graph(&plan, &tasks);
         let records = tasks.iter().map(task_record).collect();
-        let stored = StoredRunOut::new(&self.program, &plan.name, &tasks, &graph);
+        let stored = StoredRunOut::new(
+            &self.program,
+            &plan.name,
+            &tasks,
+            &graph,
+            self.options.stored(),
+        );
         let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
         let run = self.journal.create_run(new_run(records, stored)).await?;
+        let mut records = self.origin_log();
+        for t in &tasks {
+            let why = t.skipped.as_ref().map(|r| ("skipped", r));
+            if let Some((what, reason)) = why.or(t.failed.as_ref().map(|r| ("failed", r))) {
+                records.push(Record::Log {
+                    task: Some(t.id),
+                    step: None,
+                    at: started,
+                    message: format!("{what}: {reason}"),
+                });
+            }
+        }
+        if !records.is_empty() {
+            self.journal.append(run, records).await?;
+        }
         let done = done_flags(&graph);
         let secret_vars = secret_vars(&self.program);
         let ctx = Arc::new(RunCtx {
@@ -552,6 +676,56 @@ impl Engine {
             resumed: false,
         });
         execute(ctx).await
+    }
+
+    /// The first lines of a run's log: who started it and how, and what it retries.
+    fn origin_log(&self) -> Vec<Record> {
+        let mut lines = Vec::new();
+        if let Some(o) = &self.options.origin {
+            lines.push(format!("started by {o}"));
+        }
+        if self.options.ignore_window {
+            lines.push("the maintenance window is ignored (--ignore-window)".to_string());
+        }
+        if !self.options.devices.is_empty() {
+            lines.push(format!(
+                "narrowed to devices {}",
+                self.options.devices.join(", ")
+            ));
+        }
+        if let Some(r) = &self.options.retry {
+            lines.push(format!("retries {} task(s) of run {}", r.tasks.len(), r.of));
+        }
+        let at = self.clock.now();
+        lines
+            .into_iter()
+            .map(|message| Record::Log {
+                task: None,
+                step: None,
+                at,
+                message,
+            })
+            .collect()
+    }
+
+    /// The tasks in the run's scope (`--devices`, `retry`), renumbered from 1 in creation
+    /// order; all of them when the run is not narrowed.
+    fn narrow(&self, tasks: Vec<Task>) -> Vec<Task> {
+        if self.options.devices.is_empty() && self.options.retry.is_none() {
+            return tasks;
+        }
+        let mut kept: Vec<Task> = tasks
+            .into_iter()
+            .filter(|t| {
+                self.program.device(&t.device).is_some()
+                    && self.options.includes(&t.device)
+                    && self.options.retry.as_ref().is_none_or(|r| r.wants(t))
+            })
+            .collect();
+        for (i, t) in kept.iter_mut().enumerate() {
+            t.id = i as u32 + 1;
+        }
+        kept
     }
 
     /// Continues run `run` from its journal: finished steps are not run again, a step with an
@@ -588,6 +762,16 @@ impl Engine {
             run,
             why: format!("its stored graph cannot be read: {e}"),
         })?;
+        // The run continues under the options it was started with (a manual
+        // `--ignore-window` run is never cancelled for the window on resume).
+        let mut options = options;
+        options.ignore_window |= stored.options.ignore_window;
+        let resumed_by = match options.origin.take() {
+            Some(o) => format!("resumed by {o}"),
+            None => "resumed".to_string(),
+        };
+        let window_note = (options.ignore_window && stored.options.ignore_window)
+            .then(|| "the maintenance window is ignored, as when the run started".to_string());
         let program = Arc::new(stored.program);
         let plan = program
             .plan(&stored.plan)
@@ -601,7 +785,7 @@ impl Engine {
         let mut appliances = HashMap::new();
         for t in &stored.tasks {
             let finished = prior.get(&t.id).is_some_and(|p| p.status.is_final());
-            if finished || t.skipped.is_some() || appliances.contains_key(&t.device) {
+            if finished || !t.runs() || appliances.contains_key(&t.device) {
                 continue;
             }
             if let Some(d) = program.device(&t.device) {
@@ -631,7 +815,10 @@ impl Engine {
             prior,
             resumed: true,
         });
-        ctx.log(None, None, "resumed".into()).await?;
+        ctx.log(None, None, resumed_by).await?;
+        if let Some(note) = window_note {
+            ctx.log(None, None, note).await?;
+        }
         failpoint::hit("resume");
         execute(ctx).await
     }
@@ -689,6 +876,153 @@ impl Engine {
     }
 }
 
+/// What a run of `plan` needs and cannot find: unset `env()` variables, unreadable
+/// `file()` secrets, missing `tls_ca` files and scripts, each named with where the plan
+/// uses it. Empty when everything is there.
+pub fn unresolved_config(program: &Program, plan: &Plan) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (name, _) in compile::devices_to_probe(program, plan) {
+        let Some(d) = program.device(name) else {
+            continue;
+        };
+        if let Some(secret) = &d.password {
+            if let Err(e) = read_secret(secret) {
+                missing.push(format!(
+                    "{e} (the password of device {}, inventory entry {})",
+                    d.name, d.at
+                ));
+            }
+        }
+        if let Some(ca) = &d.tls_ca {
+            if let Err(e) = std::fs::metadata(ca) {
+                missing.push(format!(
+                    "cannot read the CA file {}: {e} (tls_ca of device {}, inventory entry {})",
+                    ca.display(),
+                    d.name,
+                    d.at
+                ));
+            }
+        }
+    }
+    let mut scripts: Vec<(&crate::check::Script, String)> = Vec::new();
+    if let Some(s) = &plan.pre_plan {
+        scripts.push((s, format!("pre_plan of plan {}", plan.name)));
+    }
+    if let Some(s) = &plan.post_plan {
+        scripts.push((s, format!("post_plan of plan {}", plan.name)));
+    }
+    for (i, a) in plan.activities.iter().enumerate() {
+        for (param, v) in &a.params {
+            if let crate::check::Value::Script(s) = v {
+                scripts.push((s, format!("`{param}` of activity {}", i + 1)));
+            }
+        }
+    }
+    for (s, what) in scripts {
+        if let Err(e) = std::fs::metadata(&s.path) {
+            missing.push(format!("script {}: {e} ({what})", s.path.display()));
+        }
+    }
+    // Several devices usually share one secret: say each problem once.
+    let mut seen = std::collections::HashSet::new();
+    missing.retain(|m| seen.insert(m.split(" (").next().unwrap_or(m).to_string()));
+    missing
+}
+
+/// What `dpplan retry` runs: the stored program of an earlier run, its plan and text, and
+/// the tasks to run again.
+#[derive(Debug)]
+pub struct RetryPlan {
+    /// The program as the earlier run stored it (the plan file is not read again).
+    pub program: Program,
+    /// The plan's name.
+    pub plan: String,
+    /// The plan text stored with the earlier run.
+    pub plan_text: String,
+    /// The tasks to run again.
+    pub retry: Retry,
+}
+
+/// Reads run `run` for `dpplan retry`: the tasks named in `chosen`, or when it is empty
+/// every task that did not succeed (FAILED, ROLLED_BACK, CANCELLED, SKIPPED, WARNING).
+pub fn retry_plan(
+    history: &dyn crate::store::History,
+    run: RunId,
+    chosen: &[u32],
+) -> Result<RetryPlan, EngineError> {
+    let detail = history.run(run)?;
+    if !detail.summary.status.is_final() {
+        return Err(EngineError::NotResumable {
+            run,
+            why: format!(
+                "it is {}, not finished: `dpplan resume {run}` continues it",
+                detail.summary.status.as_str()
+            ),
+        });
+    }
+    let text = history.stored_run(run)?;
+    if text.is_empty() {
+        return Err(EngineError::NotResumable {
+            run,
+            why: format!(
+                "it ended {} before it had tasks; start a new run with `dpplan run`",
+                detail.summary.status.as_str()
+            ),
+        });
+    }
+    let (stored, _) = read_stored_run(&text).map_err(|e| EngineError::NotResumable {
+        run,
+        why: format!("its stored graph cannot be read: {e}"),
+    })?;
+    let status: HashMap<u32, TaskStatus> = detail
+        .tasks
+        .iter()
+        .map(|t| (t.task.id, t.status))
+        .collect();
+    for id in chosen {
+        if !stored.tasks.iter().any(|t| t.id == *id) {
+            return Err(EngineError::NotResumable {
+                run,
+                why: format!("it has no task {id}"),
+            });
+        }
+    }
+    let picked: Vec<&Task> = stored
+        .tasks
+        .iter()
+        .filter(|t| {
+            if chosen.is_empty() {
+                status
+                    .get(&t.id)
+                    .is_some_and(|s| !matches!(s, TaskStatus::Succeeded))
+            } else {
+                chosen.contains(&t.id)
+            }
+        })
+        .collect();
+    if picked.is_empty() {
+        return Err(EngineError::NotResumable {
+            run,
+            why: "every task of it succeeded: there is nothing to retry".into(),
+        });
+    }
+    let tasks = picked
+        .into_iter()
+        .map(|t| {
+            // A skipped task's target may be a pattern (or unknown): take whatever its
+            // device expands to now.
+            let target = t.runs().then(|| t.target.clone());
+            (t.activity, t.device.clone(), target)
+        })
+        .collect();
+    Ok(RetryPlan {
+        program: stored.program,
+        plan: stored.plan,
+        plan_text: detail.plan_text,
+        retry: Retry { of: run, tasks },
+    })
+}
+
 /// One "finished" flag per node of the graph.
 fn done_flags(graph: &PlanGraph) -> HashMap<String, tokio::sync::watch::Sender<bool>> {
     graph
@@ -742,10 +1076,12 @@ fn task_record(t: &Task) -> TaskRecord {
         domain: t.target.domain_label().to_string(),
         status: if t.skipped.is_some() {
             TaskStatus::Skipped
+        } else if t.failed.is_some() {
+            TaskStatus::Failed
         } else {
             TaskStatus::Pending
         },
-        reason: t.skipped.clone(),
+        reason: t.skipped.clone().or_else(|| t.failed.clone()),
     }
 }
 
@@ -766,6 +1102,8 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     for t in &ctx.tasks {
         if let Some(r) = &t.skipped {
             outcome.insert(t.id, (TaskStatus::Skipped, Some(r.clone()), Vec::new()));
+        } else if let Some(r) = &t.failed {
+            outcome.insert(t.id, (TaskStatus::Failed, Some(r.clone()), Vec::new()));
         } else if let Some(p) = ctx.prior.get(&t.id).filter(|p| p.status.is_final()) {
             // Finished before the resume: nothing of it runs again.
             let files = p.files.iter().map(|f| f.path.clone()).collect();
@@ -775,19 +1113,20 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
             }
         }
     }
-    let started_before = ctx
-        .prior
-        .values()
-        .any(|p| p.status != TaskStatus::Pending && p.status != TaskStatus::Skipped);
-    // 6: every task SKIPPED: the run stops, no pre-plan script.
-    if ctx.tasks.iter().all(|t| t.skipped.is_some()) {
-        return finish(
-            &ctx,
-            outcome,
-            RunStatus::Stopped,
-            Some("every task was skipped".into()),
-        )
-        .await;
+    let started_before = ctx.tasks.iter().filter(|t| t.runs()).any(|t| {
+        ctx.prior
+            .get(&t.id)
+            .is_some_and(|p| p.status != TaskStatus::Pending)
+    });
+    // 6: no task can run: the run stops, no pre-plan script. Every task SKIPPED is STOPPED;
+    // tasks whose device refused the credentials make it FAILED.
+    if !ctx.tasks.iter().any(Task::runs) {
+        let (status, why) = if ctx.tasks.iter().any(|t| t.failed.is_some()) {
+            (RunStatus::Failed, "no task could start")
+        } else {
+            (RunStatus::Stopped, "every task was skipped")
+        };
+        return finish(&ctx, outcome, status, Some(why.into())).await;
     }
     ctx.record(vec![Record::Run {
         status: RunStatus::Running,
@@ -801,7 +1140,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
         let env = plan_env(&ctx, "pre_plan", None, None);
         let r = task::run_script(&ctx, script, env, None, None).await;
         if let Err(e) = r {
-            for t in ctx.tasks.iter().filter(|t| t.skipped.is_none()) {
+            for t in ctx.tasks.iter().filter(|t| t.runs()) {
                 ctx.record(vec![Record::Task {
                     task: t.id,
                     status: TaskStatus::Cancelled,
@@ -818,6 +1157,8 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
                     ),
                 );
             }
+            // The post-plan script is the plan's `finally`: it runs after a failed pre-plan too.
+            post_plan(&ctx, RunStatus::Failed, &outcome).await?;
             return finish(
                 &ctx,
                 outcome,
@@ -839,7 +1180,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
                 .iter()
                 .all(|p| p.starts_with("plan."))
         });
-        if t.skipped.is_none() && !outcome.contains_key(&t.id) && first_preds_plan_only {
+        if t.runs() && !outcome.contains_key(&t.id) && first_preds_plan_only {
             limit.ready(t.id);
         }
     }
@@ -857,7 +1198,7 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     }
     let mut set = tokio::task::JoinSet::new();
     for i in 0..ctx.tasks.len() {
-        if ctx.tasks[i].skipped.is_some() || outcome.contains_key(&ctx.tasks[i].id) {
+        if !ctx.tasks[i].runs() || outcome.contains_key(&ctx.tasks[i].id) {
             continue;
         }
         let ctx = ctx.clone();
@@ -889,16 +1230,45 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
         .await;
     }
     let status = run_status(outcome.values().map(|(s, _, _)| *s));
-    if let Some(script) = &ctx.plan.post_plan {
-        let mut env = plan_env(&ctx, "post_plan", None, None);
-        env.insert("DPPLAN_STATUS".into(), status.as_str().into());
-        env.insert("DPPLAN_TASKS".into(), tasks_json(&ctx, &outcome));
-        if let Err(e) = task::run_script(&ctx, script, env, None, None).await {
-            ctx.log(None, None, format!("post-plan script failed: {e}"))
-                .await?;
-        }
-    }
+    post_plan(&ctx, status, &outcome).await?;
     finish(&ctx, outcome, status, None).await
+}
+
+/// The post-plan script, with the run's outcome in its environment, when its `when` matches
+/// the outcome: `succeeded` a COMPLETED run, `failed` any other.
+async fn post_plan(
+    ctx: &RunCtx,
+    status: RunStatus,
+    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+) -> Result<(), EngineError> {
+    let Some(script) = &ctx.plan.post_plan else {
+        return Ok(());
+    };
+    let wanted = match script.when {
+        crate::check::ScriptWhen::Always => true,
+        crate::check::ScriptWhen::Succeeded => status == RunStatus::Completed,
+        crate::check::ScriptWhen::Failed => status != RunStatus::Completed,
+    };
+    if !wanted {
+        ctx.log(
+            None,
+            None,
+            format!(
+                "post_plan: not run: its `when` does not match the run's outcome ({})",
+                status.as_str()
+            ),
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut env = plan_env(ctx, "post_plan", None, None);
+    env.insert("DPPLAN_STATUS".into(), status.as_str().into());
+    env.insert("DPPLAN_TASKS".into(), tasks_json(ctx, outcome));
+    if let Err(e) = task::run_script(ctx, script, env, None, None).await {
+        ctx.log(None, None, format!("post-plan script failed: {e}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Removes temporary names left in the store folders of the run's tasks (by a crash before
@@ -1083,6 +1453,7 @@ mod tests {
             device: format!("D{id}"),
             target: Target::Device,
             skipped: None,
+            failed: None,
             params: BTreeMap::new(),
             steps: steps.clone(),
         }
@@ -1127,7 +1498,7 @@ mod tests {
         };
         let graph = compile::graph(&plan, &tasks);
         let program = Program::default();
-        let out = StoredRunOut::new(&program, "p", &tasks, &graph);
+        let out = StoredRunOut::new(&program, "p", &tasks, &graph, StoredOptions::default());
         assert_eq!(out.step_sets.len(), 2);
         assert_eq!(out.task_steps, [0, 0, 1]);
         let text = serde_json::to_string(&out).unwrap();

@@ -65,7 +65,13 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(dir) = script.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    // The plan file's directory; runs stored before it was kept used the script's own.
+    let dir = if script.dir.as_os_str().is_empty() {
+        script.path.parent()
+    } else {
+        Some(script.dir.as_path())
+    };
+    if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
         cmd.current_dir(dir);
     }
     for (k, _) in std::env::vars_os() {

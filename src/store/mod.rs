@@ -48,6 +48,9 @@ pub enum RunStatus {
     StoreNotMounted,
     /// The store has less free space than required.
     StoreOutOfSpace,
+    /// A secret or file the run needs is missing (an unset `env()` variable, a missing
+    /// `file()`, `tls_ca` or script): nothing was touched.
+    InvalidConfig,
 }
 
 impl RunStatus {
@@ -78,6 +81,7 @@ impl RunStatus {
             RunStatus::OutsideWindow => "OUTSIDE_WINDOW",
             RunStatus::StoreNotMounted => "STORE_NOT_MOUNTED",
             RunStatus::StoreOutOfSpace => "STORE_OUT_OF_SPACE",
+            RunStatus::InvalidConfig => "INVALID_CONFIG",
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Test {
     args: Vec<String>,
     stdin: Option<String>,
     cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// What a run produced.
@@ -32,6 +33,7 @@ impl Test {
             args: Vec::new(),
             stdin: None,
             cwd: None,
+            env: Vec::new(),
         }
     }
 
@@ -68,6 +70,12 @@ impl Test {
         self
     }
 
+    /// Sets an environment variable for the run.
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Runs in `dir` instead of the temporary directory.
     pub fn cwd(mut self, dir: &Path) -> Test {
         self.cwd = Some(dir.to_path_buf());
@@ -86,6 +94,7 @@ impl Test {
             .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
             .env_remove("NO_COLOR")
             .env("DPPLAN_STATE", self.dir.path().join("state.redb"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -1,0 +1,519 @@
+//! The holes an administrator falls into in the first hour, each through the binary: script
+//! paths from any directory, `when` on post scripts, configuration mistakes that must not
+//! look like outages, mistyped names, and messages that say which device and plan line.
+
+use crate::engine::World;
+use crate::support::Test;
+use std::path::Path;
+
+/// One healthy device and one with domains, quick to back up.
+const FLEET: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "50ms"
+unquiesce_delay = "50ms"
+backup_file_size = "16KiB"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+[[device]]
+name = "MUC-PRD-GW2"
+"#;
+
+async fn blocking(t: Test) -> crate::support::Ran {
+    tokio::task::spawn_blocking(move || t.run()).await.unwrap()
+}
+
+/// The inventory of `w` with the password read from `secret` (an `env()` or `file()` call).
+fn inventory(w: &World, secret: &str) -> String {
+    w.inventory().replace("file(\"pw\")", secret)
+}
+
+fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A plan file `work/fleet.dpplan` under the world's directory with pre/post plan scripts
+/// that record their working directory; returns the plan's directory.
+fn scripted_plan(w: &World, plan_attrs: &str) -> std::path::PathBuf {
+    let work = w.dir.path().join("work");
+    write_script(
+        &work.join("scripts/pre-plan.sh"),
+        "pwd > pre-plan.ran\necho \"$DPPLAN_HOOK\" >> pre-plan.ran",
+    );
+    write_script(
+        &work.join("scripts/post-plan.sh"),
+        "pwd > post-plan.ran\necho \"$DPPLAN_STATUS\" >> post-plan.ran",
+    );
+    write_script(&work.join("scripts/fail.sh"), "exit 3");
+    let pw = w.dir.path().join("pw");
+    let text = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n{plan_attrs}\n  activity secure_backup {{\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n  }}\n}}\n",
+        w.store().display(),
+        inventory(w, &format!("file(\"{}\")", pw.display())),
+    );
+    std::fs::write(work.join("fleet.dpplan"), text).unwrap();
+    work
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_in_the_plan_directory_whatever_the_plan_path() {
+    let w = World::new(FLEET).await;
+    let work = scripted_plan(
+        &w,
+        "  pre_plan = script(\"scripts/pre-plan.sh\")\n  post_plan = script(\"scripts/post-plan.sh\")",
+    );
+    let abs = work.join("fleet.dpplan").display().to_string();
+    let cases = [
+        (work.clone(), "fleet.dpplan".to_string()),
+        (work.clone(), "./fleet.dpplan".to_string()),
+        (w.dir.path().to_path_buf(), "work/fleet.dpplan".to_string()),
+        (w.dir.path().to_path_buf(), abs.clone()),
+        (std::env::temp_dir(), abs),
+    ];
+    for (cwd, path) in cases {
+        let _ = std::fs::remove_file(work.join("pre-plan.ran"));
+        let _ = std::fs::remove_file(work.join("post-plan.ran"));
+        let t = Test::new()
+            .cwd(&cwd)
+            .args(["run", path.as_str(), "--quiet", "--json"]);
+        let ran = blocking(t).await;
+        assert_eq!(
+            ran.status, 0,
+            "from {} with {path}: {}{}",
+            cwd.display(),
+            ran.stdout,
+            ran.stderr
+        );
+        assert_eq!(ran.json()["status"], "COMPLETED");
+        let pre = std::fs::read_to_string(work.join("pre-plan.ran")).unwrap();
+        let post = std::fs::read_to_string(work.join("post-plan.ran")).unwrap();
+        let dir = std::fs::canonicalize(&work).unwrap();
+        assert_eq!(pre, format!("{}\npre_plan\n", dir.display()), "{path}");
+        assert_eq!(post, format!("{}\nCOMPLETED\n", dir.display()), "{path}");
+    }
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_plan_when_failed_skips_a_completed_run_and_runs_after_a_failed_pre_plan() {
+    let w = World::new(FLEET).await;
+    let work = scripted_plan(
+        &w,
+        "  post_plan = script(\"scripts/post-plan.sh\", when = failed)",
+    );
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let t = Test::new()
+        .cwd(&work)
+        .args(["run", "fleet.dpplan", "--quiet", "--state", &state]);
+    blocking(t).await.status(0);
+    assert!(
+        !work.join("post-plan.ran").exists(),
+        "post_plan with when = failed ran on a COMPLETED run"
+    );
+    let t = Test::new().cwd(&work).args(["log", "1", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("post_plan: not run: its `when` does not match the run's outcome (COMPLETED)");
+
+    // A failing pre-plan script: the post-plan script still runs (the plan's `finally`).
+    scripted_plan(
+        &w,
+        "  pre_plan = script(\"scripts/fail.sh\")\n  post_plan = script(\"scripts/post-plan.sh\", when = failed)",
+    );
+    let t = Test::new()
+        .cwd(&work)
+        .args(["run", "fleet.dpplan", "--quiet", "--json"]);
+    let ran = blocking(t).await.status(1);
+    assert_eq!(ran.json()["status"], "FAILED");
+    let post = std::fs::read_to_string(work.join("post-plan.ran")).unwrap();
+    assert!(post.ends_with("FAILED\n"), "{post}");
+
+    // `when = succeeded` on a failed run: not run.
+    std::fs::remove_file(work.join("post-plan.ran")).unwrap();
+    scripted_plan(
+        &w,
+        "  pre_plan = script(\"scripts/fail.sh\")\n  post_plan = script(\"scripts/post-plan.sh\", when = succeeded)",
+    );
+    let t = Test::new()
+        .cwd(&work)
+        .args(["run", "fleet.dpplan", "--quiet"]);
+    blocking(t).await.status(1);
+    assert!(!work.join("post-plan.ran").exists());
+}
+
+#[test]
+fn when_where_it_has_no_meaning_is_an_error() {
+    let plan = r#"import "std/datapower"
+inventory {
+  device "QA1" { host = "qa1" password = env("HOME") }
+}
+plan "p" {
+  pre_plan = script("pre.sh", when = failed)
+  activity secure_backup {
+    devices = "QA1"
+    cert = "c"
+    pre = script("pre.sh", when = succeeded)
+    post = script("pre.sh", when = failed)
+  }
+}
+"#;
+    let ran = Test::new()
+        .file("p.dpplan", plan)
+        .script("pre.sh", "#!/bin/sh\n")
+        .args(["check", "p.dpplan", "--format", "json"])
+        .run()
+        .status(1);
+    let v = ran.json();
+    let diags: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let dp40: Vec<u64> = diags
+        .iter()
+        .filter(|(c, _)| c == "DP0040")
+        .map(|(_, l)| *l)
+        .collect();
+    // pre_plan and the activity's `pre`, not its `post`.
+    assert_eq!(dp40, [6, 10], "{}", ran.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_or_file_ends_the_run_invalid_config_before_any_appliance() {
+    let w = World::new(FLEET).await;
+    let plan = |secret: &str, extra: &str| {
+        format!(
+            "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n    quiesce = 60s\n  }}\n}}\n",
+            w.store().display(),
+            inventory(&w, secret).replace("tls      = false", &format!("tls      = false\n{extra}")),
+        )
+    };
+    // check only warns: CI lacks the secrets.
+    let t = Test::new()
+        .file("p.dpplan", &plan("env(\"DPPLAN_TEST_UNSET_PW\")", ""))
+        .args(["check", "p.dpplan"]);
+    blocking(t)
+        .await
+        .status(0)
+        .stderr_has("DP0041")
+        .stderr_has("environment variable `DPPLAN_TEST_UNSET_PW` is not set");
+
+    let t = Test::new()
+        .file("p.dpplan", &plan("env(\"DPPLAN_TEST_UNSET_PW\")", ""))
+        .args(["run", "p.dpplan", "--json", "--quiet"]);
+    let ran = blocking(t).await.status(1);
+    let v = ran.json();
+    assert_eq!(v["status"], "INVALID_CONFIG", "{}", ran.stdout);
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("DPPLAN_TEST_UNSET_PW") && error.contains("p.dpplan:"),
+        "{error}"
+    );
+    assert!(v["tasks"].as_array().unwrap().is_empty());
+
+    let t = Test::new()
+        .file("p.dpplan", &plan("file(\"no-such-pw\")", ""))
+        .args(["run", "p.dpplan", "--quiet"]);
+    blocking(t)
+        .await
+        .status(1)
+        .stderr_has("INVALID_CONFIG")
+        .stderr_has("no-such-pw");
+
+    let pw = w.dir.path().join("pw").display().to_string();
+    let t = Test::new()
+        .file(
+            "p.dpplan",
+            &plan(
+                &format!("file(\"{pw}\")"),
+                "    tls_ca = \"certs/missing-ca.pem\"",
+            ),
+        )
+        .args(["run", "p.dpplan", "--quiet"]);
+    blocking(t)
+        .await
+        .status(1)
+        .stderr_has("INVALID_CONFIG")
+        .stderr_has("missing-ca.pem");
+    // Nothing was touched: no backup, no quiesce.
+    assert_eq!(std::fs::read_dir(w.store()).unwrap().count(), 0);
+    assert_eq!(w.state("QA1").device_quiesce_state, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_the_devices_tasks_instead_of_skipping_them() {
+    let w = World::new(FLEET).await;
+    std::fs::write(w.dir.path().join("wrong"), "not-the-password\n").unwrap();
+    let text = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"QA1\"\n    domains = \"DOMAIN*\"\n  }}\n}}\n",
+        w.store().display(),
+        inventory(
+            &w,
+            &format!("file(\"{}\")", w.dir.path().join("wrong").display())
+        ),
+    );
+    let t = Test::new()
+        .file("p.dpplan", &text)
+        .args(["run", "p.dpplan", "--json", "--quiet"]);
+    let ran = blocking(t).await.status(1);
+    let v = ran.json();
+    assert_eq!(v["status"], "FAILED");
+    let task = &v["tasks"][0];
+    assert_eq!(task["status"], "FAILED", "{}", ran.stdout);
+    assert!(
+        task["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("authentication failed for user admin on QA1"),
+        "{task}"
+    );
+}
+
+#[test]
+fn a_mistyped_device_name_or_zone_is_an_error_with_a_suggestion() {
+    let plan = r#"import "std/datapower"
+inventory {
+  defaults { password = env("HOME") }
+  device "MUC-PRD-GW2" { host = "gw2" }
+  device "FRA-PRD-GW1" { host = "gw1" }
+}
+plan "p" {
+  window { from = 22:00  to = 04:00  tz = "Europe/Pariss" }
+  activity secure_backup {
+    devices = ["FRA-PRD-*", "MUC-PROD-GW2"]
+    cert = "c"
+  }
+}
+plan "q" {
+  window { from = 22:00  to = 04:00  tz = "Europe/berlin" }
+  activity secure_backup {
+    devices = "NEW-*"
+    cert = "c"
+  }
+}
+"#;
+    Test::new()
+        .file("p.dpplan", plan)
+        .args(["check", "p.dpplan"])
+        .run()
+        .status(1)
+        .stderr_has("DP0039")
+        .stderr_has("no device is named `MUC-PROD-GW2`")
+        .stderr_has("did you mean `MUC-PRD-GW2`?")
+        .stderr_has("did you mean `Europe/Paris`?")
+        .stderr_has("did you mean `Europe/Berlin`?")
+        // A pattern that matches nothing stays a warning.
+        .stderr_has("DP0024");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_device_is_named_with_its_inventory_line() {
+    let w = World::new(FLEET).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let pw = w.dir.path().join("pw").display().to_string();
+    let text = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\ninventory {{\n  defaults {{ user = \"admin\" password = file(\"{pw}\") tls = false }}\n  device \"GONE\" {{ host = \"127.0.0.1\" port = {port} }}\n}}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"GONE\"\n    cert = \"c\"\n  }}\n}}\n",
+        w.store().display(),
+    );
+    let t = Test::new()
+        .file("p.dpplan", &text)
+        .args(["run", "p.dpplan", "--json", "--quiet"]);
+    let ran = blocking(t).await;
+    let v = ran.json();
+    let error = v["tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("GONE"), "{error}");
+    assert!(error.contains("cannot connect"), "{error}");
+    assert!(error.contains("inventory entry p.dpplan:5:"), "{error}");
+}
+
+/// Three devices backed up one at a time, the second one's first download failing.
+const RETRY_FLEET: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "50ms"
+unquiesce_delay = "50ms"
+backup_file_size = "16KiB"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+[[device]]
+name = "QA2"
+[[device.fault]]
+op = "get-file"
+times = 1
+kind = "soap-fault"
+[[device]]
+name = "QA3"
+"#;
+
+/// A plan backing up every QA device with `window` (may be empty) and settings.
+fn qa_plan(w: &World, window: &str) -> String {
+    let pw = w.dir.path().join("pw").display().to_string();
+    format!(
+        "import \"std/datapower\"\nsettings {{ max_parallel = 1 }}\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n{window}\n  activity secure_backup {{\n    devices = \"QA*\"\n    cert = \"backup-cert\"\n    quiesce = 60s\n  }}\n}}\n",
+        w.store().display(),
+        inventory(w, &format!("file(\"{pw}\")")),
+    )
+}
+
+/// A window that is closed now: it opens two hours from now, for an hour (UTC).
+fn closed_window() -> String {
+    use chrono::Timelike;
+    let h = chrono::Utc::now().hour();
+    format!(
+        "  window {{\n    from = {:02}:00\n    to = {:02}:00\n    tz = \"UTC\"\n  }}",
+        (h + 2) % 24,
+        (h + 3) % 24
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_manual_run_keeps_ignoring_the_window() {
+    let w = World::new(DPOD_QA).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let plan = w.dir.path().join("p.dpplan");
+    std::fs::write(&plan, qa_plan(&w, &closed_window())).unwrap();
+    let plan = plan.display().to_string();
+    // The run dies (like kill -9) after the third step result, mid-way through its tasks.
+    let t = Test::new()
+        .env("DPPLAN_FAILPOINT", "after-result:5")
+        .args([
+            "run",
+            &plan,
+            "--ignore-window",
+            "--quiet",
+            "--state",
+            &state,
+        ]);
+    let crashed = blocking(t).await;
+    assert_ne!(crashed.status, 0, "{}", crashed.stderr);
+    let t = Test::new().args(["resume", "--json", "--quiet", "--state", &state]);
+    let ran = blocking(t).await;
+    let v = ran.json();
+    assert_eq!(v["status"], "COMPLETED", "{}{}", ran.stdout, ran.stderr);
+    for t in v["tasks"].as_array().unwrap() {
+        assert_eq!(t["status"], "SUCCEEDED", "{t}");
+    }
+    let t = Test::new().args(["log", "1", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("started by ")
+        .stdout_has("--ignore-window")
+        .stdout_has("the maintenance window is ignored, as when the run started");
+    w.assert_clean();
+
+    // Without --ignore-window the window is honoured: OUTSIDE_WINDOW, nothing runs.
+    let t = Test::new().args(["run", &plan, "--quiet", "--json", "--state", &state]);
+    let ran = blocking(t).await.status(1);
+    assert_eq!(ran.json()["status"], "OUTSIDE_WINDOW");
+}
+
+const DPOD_QA: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "50ms"
+unquiesce_delay = "50ms"
+backup_file_size = "16KiB"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+[[device]]
+name = "QA2"
+[[device]]
+name = "QA3"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_runs_again_only_what_did_not_succeed() {
+    let w = World::new(RETRY_FLEET).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let plan = w.dir.path().join("p.dpplan");
+    std::fs::write(&plan, qa_plan(&w, "")).unwrap();
+    let plan = plan.display().to_string();
+    let t = Test::new().args(["run", &plan, "--quiet", "--json", "--state", &state]);
+    let ran = blocking(t).await.status(1);
+    let statuses: Vec<String> = ran.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{} {}", t["device"], t["status"]))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["\"QA1\" \"SUCCEEDED\"", "\"QA2\" \"FAILED\"", "\"QA3\" \"SUCCEEDED\""]
+    );
+    // The plan file changes (or goes): retry reads only the stored run.
+    std::fs::write(&plan, "this is not a plan").unwrap();
+    let t = Test::new().args(["retry", "1", "--quiet", "--json", "--state", &state]);
+    let ran = blocking(t).await.status(0);
+    let v = ran.json();
+    assert_eq!(v["run"], 2);
+    assert_eq!(v["status"], "COMPLETED");
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{v}");
+    assert_eq!(tasks[0]["device"], "QA2");
+    let t = Test::new().args(["log", "2", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("retries 1 task(s) of run 1");
+    // Nothing left to retry in run 2; a chosen task is run again on request.
+    let t = Test::new().args(["retry", "2", "--quiet", "--state", &state]);
+    blocking(t)
+        .await
+        .status(1)
+        .stderr_has("nothing to retry");
+    let t = Test::new().args([
+        "retry", "1", "--task", "3", "--quiet", "--json", "--state", &state,
+    ]);
+    let v = blocking(t).await.status(0).json();
+    assert_eq!(v["tasks"][0]["device"], "QA3");
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 1);
+    let t = Test::new().args(["retry", "1", "--task", "9", "--state", &state]);
+    blocking(t).await.status(1).stderr_has("no task 9");
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_devices_narrows_a_run_to_some_devices() {
+    let w = World::new(DPOD_QA).await;
+    let plan = w.dir.path().join("p.dpplan");
+    std::fs::write(&plan, qa_plan(&w, "")).unwrap();
+    let plan = plan.display().to_string();
+    let t = Test::new().args(["run", &plan, "--quiet", "--json", "--devices", "QA1,QA3"]);
+    let v = blocking(t).await.status(0).json();
+    let devices: Vec<&str> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["QA1", "QA3"]);
+    assert_eq!(v["tasks"][1]["id"], 2);
+    assert!(w.state("QA2").ops.is_empty(), "QA2 was contacted");
+    let t = Test::new().args(["run", &plan, "--quiet", "--devices", "QA9"]);
+    blocking(t)
+        .await
+        .status(2)
+        .stderr_has("--devices QA9 matches no device of plan p");
+}
