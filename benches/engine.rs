@@ -203,7 +203,7 @@ fn main() {
             Arc::new(SystemClock),
             RunOptions { ignore_window: true, ..RunOptions::default() },
             Some(first.clone()),
-            Arc::new(AtomicBool::new(false)),
+            Arc::new(dpplan::engine::Live::default()),
         )
         .await
         .expect("resume");

@@ -84,7 +84,8 @@ async fn scripts_run_in_the_plan_directory_whatever_the_plan_path() {
             .args(["run", path.as_str(), "--quiet", "--json"]);
         let ran = blocking(t).await;
         assert_eq!(
-            ran.status, 0,
+            ran.status,
+            0,
             "from {} with {path}: {}{}",
             cwd.display(),
             ran.stdout,
@@ -392,16 +393,14 @@ async fn resuming_a_manual_run_keeps_ignoring_the_window() {
     std::fs::write(&plan, qa_plan(&w, &closed_window())).unwrap();
     let plan = plan.display().to_string();
     // The run dies (like kill -9) after the third step result, mid-way through its tasks.
-    let t = Test::new()
-        .env("DPPLAN_FAILPOINT", "after-result:5")
-        .args([
-            "run",
-            &plan,
-            "--ignore-window",
-            "--quiet",
-            "--state",
-            &state,
-        ]);
+    let t = Test::new().env("DPPLAN_FAILPOINT", "after-result:5").args([
+        "run",
+        &plan,
+        "--ignore-window",
+        "--quiet",
+        "--state",
+        &state,
+    ]);
     let crashed = blocking(t).await;
     assert_ne!(crashed.status, 0, "{}", crashed.stderr);
     let t = Test::new().args(["resume", "--json", "--quiet", "--state", &state]);
@@ -460,7 +459,11 @@ async fn retry_runs_again_only_what_did_not_succeed() {
         .collect();
     assert_eq!(
         statuses,
-        ["\"QA1\" \"SUCCEEDED\"", "\"QA2\" \"FAILED\"", "\"QA3\" \"SUCCEEDED\""]
+        [
+            "\"QA1\" \"SUCCEEDED\"",
+            "\"QA2\" \"FAILED\"",
+            "\"QA3\" \"SUCCEEDED\""
+        ]
     );
     // The plan file changes (or goes): retry reads only the stored run.
     std::fs::write(&plan, "this is not a plan").unwrap();
@@ -479,10 +482,7 @@ async fn retry_runs_again_only_what_did_not_succeed() {
         .stdout_has("retries 1 task(s) of run 1");
     // Nothing left to retry in run 2; a chosen task is run again on request.
     let t = Test::new().args(["retry", "2", "--quiet", "--state", &state]);
-    blocking(t)
-        .await
-        .status(1)
-        .stderr_has("nothing to retry");
+    blocking(t).await.status(1).stderr_has("nothing to retry");
     let t = Test::new().args([
         "retry", "1", "--task", "3", "--quiet", "--json", "--state", &state,
     ]);

@@ -130,7 +130,7 @@ async fn graph_prints_templates_and_the_expanded_run() {
 fn a_held_state_file_is_a_clear_error_not_a_hang() {
     let t = Test::new().file(
         "p.dpplan",
-        "import \"std/datapower\"\nplan \"p\" {\n  activity secure_backup {\n    devices = \"X\"\n    cert = \"c\"\n  }\n}\n",
+        "import \"std/datapower\"\nplan \"p\" {\n  activity secure_backup {\n    devices = \"X*\"\n    cert = \"c\"\n  }\n}\n",
     );
     let state = t.path().join("held.redb");
     let held = dpplan::store::RedbStore::open(&state).unwrap();
@@ -161,7 +161,11 @@ async fn every_example_plan_runs_against_the_simulator() {
     let mut ran = 0;
     for path in plans {
         let checked = check::check_file(&path);
-        assert!(checked.diagnostics.is_empty(), "{}", path.display());
+        assert!(
+            crate::support::without_missing_secrets(checked.diagnostics).is_empty(),
+            "{}",
+            path.display()
+        );
         let mut program = checked.program;
         if program.plans.is_empty() {
             continue;

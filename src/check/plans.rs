@@ -682,5 +682,9 @@ fn zone_suggestion(tz: &str) -> Option<&'static str> {
     if let Some(z) = names.clone().find(|n| n.eq_ignore_ascii_case(tz)) {
         return Some(z);
     }
-    super::body::suggest(tz, names)
+    // Only a misspelt Area/City: an abbreviation such as CEST is near many unrelated names.
+    if !tz.contains('/') {
+        return None;
+    }
+    super::body::suggest(tz, names.filter(|n| n.contains('/')))
 }

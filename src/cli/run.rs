@@ -454,9 +454,13 @@ pub fn report(r: &RunReport, json: bool) -> u8 {
                 &rows
             )
         );
-        match &r.error {
-            Some(e) => eprintln!("run {}: {} ({e})", r.run, r.status.as_str()),
-            None => eprintln!("run {}: {}", r.run, r.status.as_str()),
+        match (&r.error, r.status) {
+            (_, RunStatus::Interrupted) => eprintln!(
+                "run {}: INTERRUPTED; `dpplan resume {}` continues it",
+                r.run, r.run
+            ),
+            (Some(e), _) => eprintln!("run {}: {} ({e})", r.run, r.status.as_str()),
+            (None, _) => eprintln!("run {}: {}", r.run, r.status.as_str()),
         }
     }
     exit_code(r.status)
@@ -539,10 +543,10 @@ fn run_program(
     if let Some(o) = progress.observer() {
         e = e.observe(o);
     }
-    let flag = e.interrupt_flag();
+    let live = e.live();
     let say = progress.sayer();
     let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(flag, say));
+        tokio::spawn(interrupts(live, say));
         e.run(text).await
     });
     progress.finish();
@@ -553,8 +557,8 @@ fn run_program(
 }
 
 /// First SIGINT/SIGTERM: no new step starts, running steps and owed `always` steps finish.
-/// Second: exit at once; `dpplan resume` puts things right.
-async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>, say: Say) {
+/// Second: exit at once, naming what is left quiesced; `dpplan resume` puts things right.
+async fn interrupts(live: Arc<crate::engine::Live>, say: Say) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -570,12 +574,28 @@ async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>, say: Say) {
         }
         seen += 1;
         if seen == 1 {
-            flag.store(true, Ordering::SeqCst);
+            live.interrupted.store(true, Ordering::SeqCst);
             say("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
         } else {
-            say("interrupt: exiting now; `dpplan resume` completes the run");
+            say(&forced_exit_message(live.run(), &live.quiesced()));
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
+    }
+}
+
+/// What a forced exit says: what is left quiesced, and the command that releases it.
+fn forced_exit_message(run: Option<crate::store::RunId>, quiesced: &[String]) -> String {
+    let resume = match run {
+        Some(r) => format!("`dpplan resume {r}`"),
+        None => "`dpplan resume`".to_string(),
+    };
+    if quiesced.is_empty() {
+        format!("interrupt: exiting now; nothing is left quiesced; {resume} completes the run")
+    } else {
+        format!(
+            "interrupt: exiting now; left quiesced (or quiescing): {}; {resume} releases them and completes the run",
+            quiesced.join(", ")
+        )
     }
 }
 
@@ -634,13 +654,13 @@ pub fn resume(args: ResumeArgs) -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_INTERNAL;
     };
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live = Arc::new(crate::engine::Live::default());
     let progress = Progress::new(args.quiet);
     let observer = progress.observer();
     let say = progress.sayer();
     let journal: Arc<dyn crate::store::Journal> = store.clone();
     let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(flag.clone(), say));
+        tokio::spawn(interrupts(live.clone(), say));
         Engine::resume(
             journal,
             store.as_ref(),
@@ -653,7 +673,7 @@ pub fn resume(args: ResumeArgs) -> u8 {
                 ..RunOptions::default()
             },
             observer,
-            flag,
+            live,
         )
         .await
     });

@@ -112,7 +112,7 @@ pub(crate) fn script_arg(t: &Task, call: &ActionCall) -> Option<Script> {
     }
 }
 
-fn quiesce_target(t: &Task, call: &ActionCall) -> QuiesceTarget {
+pub(crate) fn quiesce_target(t: &Task, call: &ActionCall) -> QuiesceTarget {
     match (call.args.get("target"), &t.target) {
         (Some(ArgValue::Domain), Target::Domain(d)) => QuiesceTarget::Domain(d.clone()),
         _ => QuiesceTarget::Device,
@@ -322,10 +322,25 @@ async fn quiesce(
     // A step attempted before (a retry, or a redo on resume) reads the state first: a
     // quiesce that was accepted is not requested again. A first attempt follows validate,
     // which found the target not quiesced.
+    let what = held(t, &target);
+    let asked = ctx.clock.now();
     if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Quiesced {
+        // Held from before the request: a forced exit names it even if the answer is lost.
+        ctx.live.hold(what.clone(), true);
         app.quiesce(&target, timeout.max(Duration::from_secs(60)))
             .await?;
+        log(
+            ctx,
+            t,
+            st,
+            "quiesce",
+            format!(
+                "quiesce of {what} issued (timeout {}s)",
+                timeout.max(Duration::from_secs(60)).as_secs()
+            ),
+        );
     }
+    ctx.live.hold(what.clone(), true);
     st.quiesced = true;
     if wait_state(
         ctx,
@@ -336,10 +351,24 @@ async fn quiesce(
     )
     .await?
     {
+        log(
+            ctx,
+            t,
+            st,
+            "quiesce",
+            format!("{what} quiesced (confirmed after {})", since(ctx, asked)),
+        );
         return Ok(());
     }
     // Not quiesced in time: release it now rather than leave it half-way.
     let _ = app.unquiesce(&target).await;
+    log(
+        ctx,
+        t,
+        st,
+        "quiesce",
+        format!("{what} not quiesced in time; unquiesce issued"),
+    );
     Err(StepError::permanent(format!(
         "{}: not quiesced within {}s (timeout {}s + grace {}s); unquiesce issued",
         t.device,
@@ -358,8 +387,17 @@ async fn unquiesce(
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
     // A first attempt releases what this task quiesced; a repeated one reads the state first.
+    let what = held(t, &target);
+    let asked = ctx.clock.now();
     if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Normal {
         app.unquiesce(&target).await?;
+        log(
+            ctx,
+            t,
+            st,
+            "unquiesce",
+            format!("unquiesce of {what} issued"),
+        );
     }
     if wait_state(
         ctx,
@@ -371,6 +409,14 @@ async fn unquiesce(
     .await?
     {
         st.quiesced = false;
+        ctx.live.hold(what.clone(), false);
+        log(
+            ctx,
+            t,
+            st,
+            "unquiesce",
+            format!("{what} unquiesced (confirmed after {})", since(ctx, asked)),
+        );
         return Ok(());
     }
     // The appliance's unquiesce goes on; dpplan stops waiting for it.
@@ -379,6 +425,30 @@ async fn unquiesce(
         t.device,
         (timeout + grace).as_secs()
     )))
+}
+
+/// What a quiesce holds, as a forced exit names it: `QA1` or `TEST8/DOMAIN1`.
+pub(crate) fn held(t: &Task, target: &QuiesceTarget) -> String {
+    match target {
+        QuiesceTarget::Device => t.device.clone(),
+        QuiesceTarget::Domain(d) => format!("{}/{d}", t.device),
+    }
+}
+
+/// A line of the task's activity log, written with the step's next records.
+fn log(ctx: &RunCtx, t: &Task, st: &mut TaskState, step: &str, message: String) {
+    st.pending.push(Record::Log {
+        task: Some(t.id),
+        step: Some(step.to_string()),
+        at: ctx.clock.now(),
+        message,
+    });
+}
+
+/// The time since `from`, as `1.2s`.
+fn since(ctx: &RunCtx, from: DateTime<Utc>) -> String {
+    let ms = (ctx.clock.now() - from).num_milliseconds().max(0);
+    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
 
 fn store_dir(ctx: &RunCtx) -> Result<PathBuf, StepError> {

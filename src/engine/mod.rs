@@ -178,6 +178,45 @@ impl Default for RunOptions {
     }
 }
 
+/// What a run is doing right now, for the process that drives it: the interrupt flag, the
+/// run's id, and what it holds quiesced (for the message of a forced exit).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Once set, no new step starts (a graceful interrupt).
+    pub interrupted: Arc<AtomicBool>,
+    run: std::sync::atomic::AtomicU64,
+    quiesced: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Live {
+    /// The run's id, once it exists.
+    pub fn run(&self) -> Option<RunId> {
+        match self.run.load(Ordering::SeqCst) {
+            0 => None,
+            r => Some(r),
+        }
+    }
+
+    /// What the run has quiesced (or asked to quiesce) and not yet seen released, as
+    /// `DEVICE` or `DEVICE/DOMAIN`.
+    pub fn quiesced(&self) -> Vec<String> {
+        self.quiesced
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn hold(&self, what: String, held: bool) {
+        if let Ok(mut q) = self.quiesced.lock() {
+            if held {
+                q.insert(what);
+            } else {
+                q.remove(&what);
+            }
+        }
+    }
+}
+
 /// What an [`Observer`] learns when a run's tasks exist.
 #[derive(Debug, Clone, Copy)]
 pub struct RunStart<'a> {
@@ -384,6 +423,8 @@ pub(crate) struct RunCtx {
     pub halted: AtomicBool,
     /// Set by an interrupt: no new step starts.
     pub interrupted: Arc<AtomicBool>,
+    /// The run's live state, shared with the process driving it.
+    pub live: Arc<Live>,
     /// Environment variables that hold credentials, kept from scripts.
     pub secret_vars: Vec<String>,
     /// One "finished" flag per graph node, by node id.
@@ -453,7 +494,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     options: RunOptions,
     observer: Option<Arc<dyn Observer>>,
-    interrupted: Arc<AtomicBool>,
+    live: Arc<Live>,
 }
 
 impl Engine {
@@ -474,7 +515,7 @@ impl Engine {
             clock,
             options,
             observer: None,
-            interrupted: Arc::new(AtomicBool::new(false)),
+            live: Arc::new(Live::default()),
         }
     }
 
@@ -486,7 +527,12 @@ impl Engine {
 
     /// A flag that, once set, stops new steps from starting (a graceful interrupt).
     pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
-        self.interrupted.clone()
+        self.live.interrupted.clone()
+    }
+
+    /// The run's live state (its id, what it holds quiesced), for the driving process.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     /// Probes the fleet, expands the plan into tasks and compiles the graph, changing nothing
@@ -533,11 +579,7 @@ impl Engine {
                 let facts = tokio::time::timeout(timeout, async {
                     app.probe().await?;
                     let domains = if needs_domains {
-                        app.domains()
-                            .await?
-                            .into_iter()
-                            .map(|d| d.name)
-                            .collect()
+                        app.domains().await?.into_iter().map(|d| d.name).collect()
                     } else {
                         Vec::new()
                     };
@@ -639,6 +681,7 @@ impl Engine {
         );
         let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
         let run = self.journal.create_run(new_run(records, stored)).await?;
+        self.live.run.store(run, Ordering::SeqCst);
         let mut records = self.origin_log();
         for t in &tasks {
             let why = t.skipped.as_ref().map(|r| ("skipped", r));
@@ -669,7 +712,8 @@ impl Engine {
             appliances,
             observer: self.observer.clone(),
             halted: AtomicBool::new(false),
-            interrupted: self.interrupted.clone(),
+            interrupted: self.live.interrupted.clone(),
+            live: self.live.clone(),
             secret_vars,
             done,
             prior: HashMap::new(),
@@ -739,7 +783,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         options: RunOptions,
         observer: Option<Arc<dyn Observer>>,
-        interrupted: Arc<AtomicBool>,
+        live: Arc<Live>,
     ) -> Result<RunReport, EngineError> {
         // The stored run is parsed on a second thread while the journal is folded on this one.
         let text = history.stored_run(run)?;
@@ -752,6 +796,7 @@ impl Engine {
             (detail, parsed)
         });
         let detail = detail?;
+        live.run.store(run, Ordering::SeqCst);
         if detail.summary.status.is_final() {
             return Err(EngineError::NotResumable {
                 run,
@@ -809,7 +854,8 @@ impl Engine {
             appliances,
             observer,
             halted: AtomicBool::new(false),
-            interrupted,
+            interrupted: live.interrupted.clone(),
+            live: live.clone(),
             secret_vars,
             done,
             prior,
@@ -974,11 +1020,8 @@ pub fn retry_plan(
         run,
         why: format!("its stored graph cannot be read: {e}"),
     })?;
-    let status: HashMap<u32, TaskStatus> = detail
-        .tasks
-        .iter()
-        .map(|t| (t.task.id, t.status))
-        .collect();
+    let status: HashMap<u32, TaskStatus> =
+        detail.tasks.iter().map(|t| (t.task.id, t.status)).collect();
     for id in chosen {
         if !stored.tasks.iter().any(|t| t.id == *id) {
             return Err(EngineError::NotResumable {
@@ -1399,21 +1442,43 @@ async fn finish(
     status: RunStatus,
     error: Option<String>,
 ) -> Result<RunReport, EngineError> {
-    ctx.record(vec![Record::Run {
+    let interrupted = status == RunStatus::Interrupted;
+    let mut records = Vec::new();
+    if interrupted {
+        let left = ctx
+            .tasks
+            .iter()
+            .filter(|t| outcome.get(&t.id).is_none_or(|(s, _, _)| !s.is_final()))
+            .count();
+        records.push(Record::Log {
+            task: None,
+            step: None,
+            at: ctx.clock.now(),
+            message: format!(
+                "interrupted: no new step started; {left} task(s) left for resume, nothing left quiesced by this run"
+            ),
+        });
+    }
+    records.push(Record::Run {
         status,
         error: error.clone(),
         at: ctx.clock.now(),
-    }])
-    .await?;
+    });
+    ctx.record(records).await?;
     let tasks = ctx
         .tasks
         .iter()
         .map(|t| {
-            let (s, e, f) =
+            let (mut s, mut e, f) =
                 outcome
                     .get(&t.id)
                     .cloned()
                     .unwrap_or((TaskStatus::Pending, None, Vec::new()));
+            if interrupted && !s.is_final() {
+                // Not running any more: it waits for `resume`, which continues it.
+                s = TaskStatus::Pending;
+                e = Some("interrupted before it finished; resume continues it".into());
+            }
             TaskReport {
                 id: t.id,
                 action: t.action.clone(),

@@ -384,6 +384,12 @@ fn restore(
         t.steps[*i].call.action == Action::Unquiesce && done.contains(i) && completed.contains(i)
     });
     st.quiesced = quiesce_tried && !released;
+    if st.quiesced {
+        if let Some(q) = t.steps.iter().find(|s| s.call.action == Action::Quiesce) {
+            let target = actions::quiesce_target(t, &q.call);
+            ctx.live.hold(actions::held(t, &target), true);
+        }
+    }
     // Files and facts recorded before.
     if let Some(root) = super::store_root(&ctx.program) {
         for f in &p.files {
