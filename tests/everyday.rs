@@ -517,3 +517,114 @@ async fn run_devices_narrows_a_run_to_some_devices() {
         .status(2)
         .stderr_has("--devices QA9 matches no device of plan p");
 }
+
+/// Starts `dpplan run` of a QA plan on `w` in the background, stderr captured.
+fn spawn_run(w: &World, state: &str) -> std::process::Child {
+    let plan = w.dir.path().join("p.dpplan");
+    std::fs::write(&plan, qa_plan(w, "")).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["run", plan.to_str().unwrap(), "--state", state])
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 20 s) until QA1 is quiescing or quiesced.
+async fn until_qa1_quiesces(w: &World) {
+    for _ in 0..400 {
+        if !w
+            .state("QA1")
+            .domains
+            .iter()
+            .all(|d| d.quiesce_state.is_empty())
+            || !w.state("QA1").device_quiesce_state.is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("QA1 never quiesced");
+}
+
+fn interrupt(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+}
+
+const SLOW_QA: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "1500ms"
+unquiesce_delay = "100ms"
+backup_file_size = "16KiB"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+[[device]]
+name = "QA2"
+[[device]]
+name = "QA3"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
+    let w = World::new(SLOW_QA).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let child = spawn_run(&w, &state);
+    until_qa1_quiesces(&w).await;
+    interrupt(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("run 1: INTERRUPTED; `dpplan resume 1` continues it"),
+        "{stderr}"
+    );
+    let table = &stderr[stderr.find("ID  ").expect("a final table")..];
+    assert!(!table.contains("RUNNING"), "{table}");
+    assert!(table.contains("PENDING"), "{table}");
+    // The graceful interrupt released QA1.
+    w.assert_clean();
+    let t = Test::new().args(["log", "1", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("interrupted: no new step started")
+        .stdout_has("QA1 unquiesced (confirmed after");
+    let t = Test::new().args(["resume", "--quiet", "--json", "--state", &state]);
+    let v = blocking(t).await.status(0).json();
+    assert_eq!(v["status"], "COMPLETED");
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_exit_names_what_is_left_quiesced() {
+    let w = World::new(SLOW_QA).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let child = spawn_run(&w, &state);
+    until_qa1_quiesces(&w).await;
+    interrupt(&child);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    interrupt(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("left quiesced (or quiescing): QA1;")
+            && stderr.contains("`dpplan resume 1` releases them"),
+        "{stderr}"
+    );
+    let t = Test::new().args(["resume", "--quiet", "--json", "--state", &state]);
+    let v = blocking(t).await.status(0).json();
+    assert_eq!(v["status"], "COMPLETED");
+    w.assert_clean();
+}
