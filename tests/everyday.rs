@@ -331,15 +331,22 @@ async fn an_unreachable_device_is_named_with_its_inventory_line() {
         "import \"std/datapower\"\nstore \"{}\" {{}}\ninventory {{\n  defaults {{ user = \"admin\" password = file(\"{pw}\") tls = false }}\n  device \"GONE\" {{ host = \"127.0.0.1\" port = {port} }}\n}}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"GONE\"\n    cert = \"c\"\n  }}\n}}\n",
         w.store().display(),
     );
+    let state = w.dir.path().join("state.redb").display().to_string();
     let t = Test::new()
         .file("p.dpplan", &text)
-        .args(["run", "p.dpplan", "--json", "--quiet"]);
+        .args(["run", "p.dpplan", "--json", "--quiet", "--state", &state]);
     let ran = blocking(t).await;
     let v = ran.json();
     let error = v["tasks"][0]["error"].as_str().unwrap();
     assert!(error.contains("GONE"), "{error}");
     assert!(error.contains("cannot connect"), "{error}");
     assert!(error.contains("inventory entry p.dpplan:5:"), "{error}");
+    // The activity log has the skip reason too.
+    let t = Test::new().args(["log", "1", "--task", "1", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("skipped: device not available: GONE");
 }
 
 /// Three devices backed up one at a time, the second one's first download failing.
@@ -465,6 +472,17 @@ async fn retry_runs_again_only_what_did_not_succeed() {
             "\"QA3\" \"SUCCEEDED\""
         ]
     );
+    // The log is the audit trail: each attempt's start and end, with its duration.
+    let t = Test::new().args(["log", "1", "--task", "2", "--state", &state]);
+    blocking(t)
+        .await
+        .status(0)
+        .stdout_has("validate   started (attempt 1)")
+        .stdout_has("validate   succeeded (attempt 1 after ")
+        .stdout_has("quiesce of QA2 issued")
+        .stdout_has("QA2 quiesced (confirmed after ")
+        .stdout_has("failed (attempt 1 after ")
+        .stdout_has("task FAILED");
     // The plan file changes (or goes): retry reads only the stored run.
     std::fs::write(&plan, "this is not a plan").unwrap();
     let t = Test::new().args(["retry", "1", "--quiet", "--json", "--state", &state]);

@@ -448,7 +448,11 @@ fn log(ctx: &RunCtx, t: &Task, st: &mut TaskState, step: &str, message: String) 
 /// The time since `from`, as `1.2s`.
 fn since(ctx: &RunCtx, from: DateTime<Utc>) -> String {
     let ms = (ctx.clock.now() - from).num_milliseconds().max(0);
-    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+    }
 }
 
 fn store_dir(ctx: &RunCtx) -> Result<PathBuf, StepError> {

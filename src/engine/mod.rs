@@ -689,7 +689,7 @@ impl Engine {
                 records.push(Record::Log {
                     task: Some(t.id),
                     step: None,
-                    at: started,
+                    at: self.clock.now(),
                     message: format!("{what}: {reason}"),
                 });
             }

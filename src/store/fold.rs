@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{LogLine, Record, StepState, TaskRecord, TaskState, TaskStatus};
+use super::{LogLine, Record, StepOutcome, StepState, TaskRecord, TaskState, TaskStatus};
 
 /// Task states being rebuilt, in task order.
 pub(super) struct Fold {
@@ -132,20 +132,114 @@ fn step_mut(steps: &mut Vec<StepState>, name: String) -> &mut StepState {
     &mut steps[i]
 }
 
-/// The log line of a record, if it is one and belongs to `task` (any task when `None`).
-pub(super) fn log_line(record: Record, task: Option<u32>) -> Option<LogLine> {
-    match record {
-        Record::Log {
-            task: t,
-            step,
+/// Turns a run's journal into its activity log (the audit trail): the `Log` records, and a
+/// line for each step attempt's start and end (with its duration), each task's and the
+/// run's status changes.
+#[derive(Debug, Default)]
+pub(super) struct LogFold {
+    /// Only the lines of this task (and none of the run's own), when set.
+    task: Option<u32>,
+    /// When each step attempt's intent was written, for its duration.
+    intents: std::collections::HashMap<(u32, String, u32), chrono::DateTime<chrono::Utc>>,
+}
+
+impl LogFold {
+    /// A fold for the whole run, or for one task.
+    pub(super) fn new(task: Option<u32>) -> LogFold {
+        LogFold {
+            task,
+            intents: Default::default(),
+        }
+    }
+
+    /// The log line of `record`, if it makes one for this fold.
+    pub(super) fn line(&mut self, record: Record) -> Option<LogLine> {
+        let (task, step, at, message) = match record {
+            Record::Log {
+                task,
+                step,
+                at,
+                message,
+            } => (task, step, at, message),
+            Record::StepIntent {
+                task,
+                step,
+                attempt,
+                at,
+            } => {
+                self.intents.insert((task, step.clone(), attempt), at);
+                (
+                    Some(task),
+                    Some(step),
+                    at,
+                    format!("started (attempt {attempt})"),
+                )
+            }
+            Record::StepResult {
+                task,
+                step,
+                attempt,
+                outcome,
+                error,
+                at,
+                retry,
+            } => {
+                let took = self
+                    .intents
+                    .remove(&(task, step.clone(), attempt))
+                    .map(|from| {
+                        let ms = (at - from).num_milliseconds().max(0);
+                        if ms < 1000 {
+                            format!(" after {ms}ms")
+                        } else {
+                            format!(" after {}.{:01}s", ms / 1000, (ms % 1000) / 100)
+                        }
+                    })
+                    .unwrap_or_default();
+                let what = match outcome {
+                    StepOutcome::Succeeded => format!("succeeded (attempt {attempt}{took})"),
+                    StepOutcome::Failed => format!("failed (attempt {attempt}{took})"),
+                    StepOutcome::Skipped => "not run".to_string(),
+                    StepOutcome::Undone => "undone".to_string(),
+                };
+                let mut m = match error {
+                    Some(e) => format!("{what}: {e}"),
+                    None => what,
+                };
+                if retry {
+                    m.push_str("; a retry follows");
+                }
+                (Some(task), Some(step), at, m)
+            }
+            Record::Task {
+                task,
+                status,
+                error,
+                at,
+            } => {
+                let m = match error {
+                    Some(e) => format!("task {}: {e}", status.as_str()),
+                    None => format!("task {}", status.as_str()),
+                };
+                (Some(task), None, at, m)
+            }
+            Record::Run { status, error, at } => {
+                let m = match error {
+                    Some(e) => format!("run {}: {e}", status.as_str()),
+                    None => format!("run {}", status.as_str()),
+                };
+                (None, None, at, m)
+            }
+            Record::File { .. } | Record::Facts { .. } => return None,
+        };
+        if self.task.is_some() && task != self.task {
+            return None;
+        }
+        Some(LogLine {
             at,
-            message,
-        } if task.is_none() || t == task => Some(LogLine {
-            at,
-            task: t,
+            task,
             step,
             message,
-        }),
-        _ => None,
+        })
     }
 }

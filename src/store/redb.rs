@@ -16,7 +16,7 @@ use ::redb::{
 };
 use tokio::sync::oneshot;
 
-use super::fold::{log_line, Fold};
+use super::fold::{Fold, LogFold};
 use super::schema::{
     db, decode, encode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL,
     META, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS,
@@ -344,7 +344,8 @@ impl History for RedbStore {
         let txn = self.read()?;
         header(&txn.open_table(RUNS).map_err(db)?, id)?;
         let mut lines = Vec::new();
-        journal(&txn, id, |record| lines.extend(log_line(record, task)))?;
+        let mut fold = LogFold::new(task);
+        journal(&txn, id, |record| lines.extend(fold.line(record)))?;
         Ok(lines)
     }
 
