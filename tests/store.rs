@@ -166,11 +166,22 @@ async fn concurrent_appends_survive_reopen_in_order() {
             assert_eq!(step.finished, Some(at(12 + k * 3)));
         }
         let log = store.log(id, Some(t)).unwrap();
-        let messages: Vec<String> = log.into_iter().map(|l| l.message).collect();
+        // The test's own log records, without the lines the log derives from transitions.
+        let messages: Vec<String> = log
+            .into_iter()
+            .map(|l| l.message)
+            .filter(|m| !m.contains(' '))
+            .collect();
         let expected: Vec<String> = (0..16).map(|k| format!("{t}:{k}")).collect();
         assert_eq!(messages, expected, "task {t}'s records out of order");
     }
-    assert_eq!(store.log(id, None).unwrap().len(), 64 * 16);
+    let own = store
+        .log(id, None)
+        .unwrap()
+        .into_iter()
+        .filter(|l| !l.message.contains(' '))
+        .count();
+    assert_eq!(own, 64 * 16);
     let s = &detail.summary;
     assert_eq!((s.succeeded, s.failed, s.skipped), (32, 16, 16));
     assert_eq!((s.devices, s.domains), (64, 0));
@@ -576,7 +587,8 @@ async fn a_version_1_file_still_opens() {
     assert_eq!(t1.status, TaskStatus::Running);
     assert_eq!(t1.steps.len(), 2);
     assert!(t1.steps[1].in_flight);
-    assert_eq!(store.log(1, Some(1)).unwrap()[0].message, "QuiesceDP sent");
+    let log = store.log(1, Some(1)).unwrap();
+    assert!(log.iter().any(|l| l.message == "QuiesceDP sent"), "{log:?}");
     // Schema 1 kept the stored graph inside the run's text.
     assert_eq!(store.stored_run(1).unwrap(), "{\"nodes\":[]}");
     // It takes new records after the old ones.

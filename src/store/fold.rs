@@ -202,9 +202,10 @@ impl LogFold {
                     StepOutcome::Skipped => "not run".to_string(),
                     StepOutcome::Undone => "undone".to_string(),
                 };
+                // A retried failure's text is in the engine's own line about the retry.
                 let mut m = match error {
-                    Some(e) => format!("{what}: {e}"),
-                    None => what,
+                    Some(e) if !retry => format!("{what}: {e}"),
+                    _ => what,
                 };
                 if retry {
                     m.push_str("; a retry follows");
