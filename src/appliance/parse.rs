@@ -75,13 +75,29 @@ fn local(name: &[u8]) -> String {
     }
 }
 
+/// How deep elements may nest. SOMA answers nest about ten deep; a hostile one nested
+/// thousands deep would overflow the stack of every recursive walk (and of the tree's drop).
+pub const MAX_DEPTH: usize = 128;
+
+/// How many elements and attributes one document may hold: each costs about a hundred bytes
+/// of tree for a few bytes of input, so this bounds an answer's tree (to some 30 MiB) whatever
+/// its shape. The largest real answers (a filestore listing of thousands of files) hold tens
+/// of thousands.
+pub const MAX_ITEMS: usize = 250_000;
+
 /// Parses a whole document into its root element. A document that ends inside an element is
-/// [`ProtocolError::Truncated`]; other syntax errors are [`ProtocolError::Malformed`].
+/// [`ProtocolError::Truncated`]; other syntax errors, and documents nested deeper than
+/// [`MAX_DEPTH`] or holding more than [`MAX_ITEMS`] elements and attributes, are
+/// [`ProtocolError::Malformed`].
 pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
     let mut reader = Reader::from_reader(xml);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
-    loop {
+    let mut items = 0usize;
+    let result = loop {
+        if let Some(e) = tree_limit(stack.len(), items) {
+            break Err(e);
+        }
         let event = reader.read_event().map_err(|e| {
             if is_eof(&e) {
                 ProtocolError::Truncated(format!("document ends early: {e}"))
@@ -96,9 +112,14 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
                     "content after the root element".into(),
                 ));
             }
-            Event::Start(e) => stack.push(start_node(&e)?),
+            Event::Start(e) => {
+                let node = start_node(&e)?;
+                items += 1 + node.attrs.len();
+                stack.push(node);
+            }
             Event::Empty(e) => {
                 let node = start_node(&e)?;
+                items += 1 + node.attrs.len();
                 close(node, &mut stack, &mut root);
             }
             Event::End(_) => {
@@ -130,9 +151,13 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
                     top.text.push_str(&resolve_ref(&r)?);
                 }
             }
-            Event::Eof => break,
+            Event::Eof => break Ok(()),
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
         }
+    };
+    if let Err(e) = result {
+        drop_flat(stack, root);
+        return Err(e);
     }
     if !stack.is_empty() {
         return Err(ProtocolError::Truncated(format!(
@@ -147,6 +172,31 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
             ProtocolError::Malformed("no XML element in the response".into())
         }
     })
+}
+
+/// The error for a tree past [`MAX_DEPTH`] or [`MAX_ITEMS`].
+fn tree_limit(depth: usize, items: usize) -> Option<ProtocolError> {
+    if depth > MAX_DEPTH {
+        return Some(ProtocolError::Malformed(format!(
+            "elements nested deeper than {MAX_DEPTH}"
+        )));
+    }
+    if items > MAX_ITEMS {
+        return Some(ProtocolError::Malformed(format!(
+            "more than {MAX_ITEMS} elements and attributes"
+        )));
+    }
+    None
+}
+
+/// Frees a partial tree without recursion (its depth is bounded, but never trust a tree
+/// built from a rejected document).
+fn drop_flat(stack: Vec<Node>, root: Option<Node>) {
+    let mut pending: Vec<Node> = stack;
+    pending.extend(root);
+    while let Some(mut n) = pending.pop() {
+        pending.append(&mut n.children);
+    }
 }
 
 /// quick-xml reports input that ends inside markup as one of the `Unclosed*` syntax errors.
@@ -382,5 +432,35 @@ mod tests {
         assert_eq!(x.child("sp").unwrap().text, "");
         let names: Vec<&str> = x.children.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["t", "e", "sp"]);
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    /// 40,000 nested elements (280 KB) overflowed the stack of a worker thread.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 40_000;
+        let doc = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let e = parse_tree(doc.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nested deeper than 128"), "{e}");
+        // Unclosed too.
+        let e = parse_tree("<a>".repeat(depth).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nested deeper"), "{e}");
+        // Real depths pass.
+        let ok = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
+        assert!(parse_tree(ok.as_bytes()).is_ok());
+    }
+
+    /// A 31 MiB answer of tiny siblings took 1.3 GB as a tree.
+    #[test]
+    fn element_count_is_bounded() {
+        let doc = format!("<r>{}</r>", "<a/>".repeat(MAX_ITEMS + 10));
+        let e = parse_tree(doc.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("more than 250000"), "{e}");
+        let attrs = format!("<r {}/>", (0..MAX_ITEMS + 10).map(|i| format!("a{i}=''")).collect::<Vec<_>>().join(" "));
+        assert!(parse_tree(attrs.as_bytes()).is_err());
     }
 }
