@@ -269,6 +269,7 @@ codes! {
     DP0039 UnknownDevice Error "unknown device name",
     DP0040 WhenNotAllowed Error "script condition where it has no meaning",
     DP0041 UnresolvedSecret Warning "secret or file not found",
+    DP0042 FolderClash Warning "device names that differ only in case",
 }
 
 impl fmt::Display for Code {

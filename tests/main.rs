@@ -16,6 +16,7 @@ mod everyday;
 mod examples;
 mod flows;
 mod fuzz;
+mod hardening;
 mod language;
 mod policies;
 mod progress;

@@ -460,7 +460,13 @@ mod limits {
         let doc = format!("<r>{}</r>", "<a/>".repeat(MAX_ITEMS + 10));
         let e = parse_tree(doc.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("more than 250000"), "{e}");
-        let attrs = format!("<r {}/>", (0..MAX_ITEMS + 10).map(|i| format!("a{i}=''")).collect::<Vec<_>>().join(" "));
+        let attrs = format!(
+            "<r {}/>",
+            (0..MAX_ITEMS + 10)
+                .map(|i| format!("a{i}=''"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         assert!(parse_tree(attrs.as_bytes()).is_err());
     }
 }

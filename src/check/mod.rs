@@ -175,10 +175,44 @@ impl Cx<'_> {
         for inv in inventories {
             self.inventory(inv);
         }
+        self.folder_clashes();
         let index = patterns::NameIndex::new(self.program.devices.iter().map(|d| d.name.as_str()));
         let mut seen: HashMap<String, Span> = HashMap::new();
         for p in plans {
             self.plan(p, &index, &mut seen);
+        }
+    }
+
+    /// DP0042 for devices whose names differ only in ASCII case: their folders in the store
+    /// are one folder on a case-insensitive filesystem (SMB shares, macOS).
+    fn folder_clashes(&mut self) {
+        let mut seen: HashMap<String, (String, Span)> = HashMap::new();
+        let mut found = Vec::new();
+        for d in &self.program.devices {
+            match seen.get(&d.name.to_ascii_lowercase()) {
+                Some((first, first_span)) => {
+                    found.push((d.name.clone(), d.span, first.clone(), *first_span))
+                }
+                None => {
+                    seen.insert(d.name.to_ascii_lowercase(), (d.name.clone(), d.span));
+                }
+            }
+        }
+        for (name, span, first, first_span) in found {
+            let mut d = Diagnostic::new(
+                crate::diag::Code::FolderClash,
+                span,
+                format!("devices `{first}` and `{name}` differ only in case"),
+            )
+            .label("same folder as another device on a case-insensitive store")
+            .help(format!(
+                "`{first}` is declared at {}; on a case-insensitive store (SMB, macOS) both devices' backups go to one folder: rename one",
+                self.location(first_span)
+            ));
+            if first_span.file == span.file {
+                d = d.also(first_span, "the other device");
+            }
+            self.push(d);
         }
     }
 

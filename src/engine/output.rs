@@ -13,25 +13,24 @@ pub fn timestamp(started: DateTime<Utc>) -> String {
     started.format("%Y-%m-%d-%H-%M-%S-%3f").to_string()
 }
 
-/// A device or domain name made into one safe path component: letters, digits, `.`, `_`
-/// and `-` are kept, anything else becomes `_`; names of only dots become underscores.
-/// The result never contains a separator and is never `.` or `..`.
+/// A device or domain name made into one safe path component, reversibly: ASCII letters,
+/// digits, `_` and `-` are kept, and so is `.` except at the start; every other byte of the
+/// name's UTF-8 (`/`, spaces, `%`, a leading `.`, `日本`...) becomes `%XX`. Two names never
+/// share a component (`a/b` is `a%2Fb`, `a_b` stays `a_b`); the result never contains a
+/// separator, is never `.` or `..`, and never starts with `.`, so it never looks like one of
+/// dpplan's temporary names ([`is_tmp_name`]). The empty name is `%`.
 pub fn sanitize(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.chars().all(|c| c == '.') {
-        out = out.replace('.', "_");
+    if name.is_empty() {
+        return "%".to_string();
     }
-    if out.is_empty() {
-        out.push('_');
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
     out
 }
@@ -296,11 +295,24 @@ mod tests {
 
     #[test]
     fn names_cannot_escape() {
-        assert_eq!(sanitize("../../etc"), ".._.._etc");
-        assert_eq!(sanitize(".."), "__");
-        assert_eq!(sanitize("a/b\\c"), "a_b_c");
-        assert_eq!(sanitize(""), "_");
+        assert_eq!(sanitize("../../etc"), "%2E.%2F..%2Fetc");
+        assert_eq!(sanitize(".."), "%2E.");
+        assert_eq!(sanitize("a/b\\c"), "a%2Fb%5Cc");
+        assert_eq!(sanitize(""), "%");
         assert_eq!(sanitize("QA1"), "QA1");
+        assert_eq!(sanitize("my-domain_2.0"), "my-domain_2.0");
+        // Names that used to share a folder no longer do.
+        for (a, b) in [
+            ("a/b", "a_b"),
+            ("..", "日本"),
+            ("QA 1", "QA_1"),
+            ("a%2Fb", "a/b"),
+        ] {
+            assert_ne!(sanitize(a), sanitize(b), "{a} {b}");
+        }
+        // No output name is a temporary name.
+        assert!(!is_tmp_name(&sanitize(".dpplan-tmp-x")));
+        assert!(!is_tmp_name(&export_file(&sanitize(".dpplan-tmp-x"), true)));
         for bad in ["../../etc", "..", "/", "a/../../b", "."] {
             let s = sanitize(bad);
             assert!(!s.contains('/') && s != "." && s != "..", "{bad} -> {s}");
