@@ -370,11 +370,16 @@ fn recorded() -> (tempfile::TempDir, PathBuf) {
     (dir, state)
 }
 
+/// `dpplan ARGS --state DIR/state.redb` in `dir`, in Berlin (`TZ`), output piped.
 fn dpplan(dir: &Path, args: &[&str]) -> crate::support::Ran {
     let state = dir.join("state.redb").display().to_string();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--state", &state]);
-    Test::new().cwd(dir).args(all).run()
+    Test::new()
+        .cwd(dir)
+        .env("TZ", "Europe/Berlin")
+        .args(all)
+        .run()
 }
 
 #[test]
@@ -413,14 +418,8 @@ fn every_page_matches_its_golden_file() {
         if ran.stdout.contains('\x1b') {
             failures.push(format!("{name}: colour in a pipe"));
         }
-        if name.ends_with(".txt") {
-            for line in ran.stdout.lines() {
-                // Paths and log messages are never cut; tables fit 80 columns.
-                let exempt = line.starts_with("  ") || name.starts_with("log");
-                if !exempt && line.chars().count() > 80 {
-                    failures.push(format!("{name}: wider than 80 columns: {line}"));
-                }
-            }
+        if ran.stdout.contains('…') {
+            failures.push(format!("{name}: a value cut in a pipe"));
         }
         let path = golden.join(name);
         if bless {
@@ -440,6 +439,102 @@ fn every_page_matches_its_golden_file() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A state file in `dir` with one FAILED run of a plan with a long name and a long error.
+fn long_values(dir: &Path) -> (&'static str, &'static str) {
+    let plan = "prod-nightly-every-appliance-in-the-frankfurt-data-centre";
+    let error = "pre-plan script exited 3: the change freeze calendar says no backups during the quarter-end close";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let store = RedbStore::open(&dir.join("state.redb")).unwrap();
+    rt.block_on(async {
+        let id = store
+            .create_run(new_run(plan, t0(), vec![task(1, 1, "QA1", "all-domains")]))
+            .await
+            .unwrap();
+        let r = vec![Record::Run {
+            status: RunStatus::Failed,
+            error: Some(error.into()),
+            at: at(t0(), 500),
+        }];
+        store.append(id, r).await.unwrap();
+    });
+    (plan, error)
+}
+
+#[test]
+fn a_pipe_gets_every_value_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, error) = long_values(dir.path());
+    let ran = dpplan(dir.path(), &["runs"]).status(0);
+    ran.stdout_has(plan).stdout_has(error);
+}
+
+#[test]
+fn a_terminal_gets_its_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, error) = long_values(dir.path());
+    let d = dir.path();
+    // A wide terminal: everything fits, nothing is cut.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[], 250);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.contains(plan) && screen.contains(error), "{screen}");
+    // A narrower one: every line fits it; the error is cut first, with `…`.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[], 160);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 160), "{screen}");
+    assert!(screen.contains(plan), "{screen}");
+    assert!(screen.contains("pre-plan script exited 3: the"), "{screen}");
+    assert!(!screen.contains(error) && screen.contains('…'), "{screen}");
+    // COLUMNS wins over what the terminal says.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[("COLUMNS", "100")], 250);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 100), "{screen}");
+    assert!(screen.contains("prod-nightly-every-a"), "{screen}");
+    assert!(!screen.contains(plan), "{screen}");
+    assert!(
+        screen.contains("FAILED"),
+        "statuses are never cut: {screen}"
+    );
+}
+
+#[test]
+fn times_are_local_with_their_offset_or_utc_with_the_flag() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    // Berlin in September is UTC+2 (the golden pages are in Berlin too).
+    dpplan(d, &["show", "1"])
+        .status(0)
+        .stdout_has("started   2026-09-21 16:13:20 +02:00\n");
+    // --utc on every page that shows a time.
+    dpplan(d, &["show", "1", "--utc"])
+        .status(0)
+        .stdout_has("started   2026-09-21 14:13:20 +00:00\n")
+        .stdout_has("finished  2026-09-21 14:14:02 +00:00  (42.1s)\n");
+    dpplan(d, &["show", "1", "--task", "1", "--utc"])
+        .status(0)
+        .stdout_has("started   2026-09-21 14:13:20 +00:00\n");
+    dpplan(d, &["runs", "--utc"])
+        .status(0)
+        .stdout_has(" 1  2026-09-21 14:13 +00:00  nightly");
+    dpplan(d, &["log", "1", "--utc"])
+        .status(0)
+        .stdout_has("2026-09-21 +00:00\n14:13:20.000 ");
+    // Another zone, another offset: New York in September is UTC-4.
+    Test::new()
+        .cwd(d)
+        .env("TZ", "America/New_York")
+        .args(["runs", "--state", "state.redb"])
+        .run()
+        .status(0)
+        .stdout_has(" 1  2026-09-21 10:13 -04:00  nightly");
+    // JSON keeps RFC 3339 UTC whatever the zone or flag.
+    for args in [&["runs", "--json"][..], &["runs", "--json", "--utc"][..]] {
+        let ran = dpplan(d, args).status(0);
+        assert_eq!(ran.json()[2]["started"], "2026-09-21T14:13:20.000Z");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use super::report::{self, RunsArgs, ShowArgs, StateArg};
 use super::run::{load, report as outcome_table, run_checked, runtime, PlanArgs};
+use super::screen::UtcArg;
 use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK};
 use crate::engine::RunReport;
 use crate::sim::{self, Fleet, RunningFleet};
@@ -248,6 +249,7 @@ fn pages(r: &RunReport, state: &Path) {
         plan: None,
         limit: 40,
         json: false,
+        utc: UtcArg { utc: false },
         state: arg(),
     });
     let views: [(Option<u32>, Option<u32>); 4] = [
@@ -270,6 +272,7 @@ fn pages(r: &RunReport, state: &Path) {
             activity,
             task,
             json: false,
+            utc: UtcArg { utc: false },
             state: arg(),
         });
     }

@@ -2,11 +2,13 @@
 
 use super::progress::{Progress, Say};
 use super::render::Human;
-use super::{color_stderr, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::screen::Stream;
+use super::{color_stderr, out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
+use crate::report::table::{Column, Table, Tone};
 use crate::store::RedbStore;
 use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
@@ -241,42 +243,18 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "ACTIVITY", "ACTION", "DEVICE", "DOMAIN", "STATUS"],
-            &rows
-        )
-    );
-    EXIT_OK
-}
-
-/// A plain text table, columns padded to their widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
+    let mut t = Table::new(vec![
+        Column::right("ID"),
+        Column::left("ACTIVITY"),
+        Column::whole("ACTION"),
+        Column::left("DEVICE"),
+        Column::left("DOMAIN"),
+        Column::left("STATUS"),
+    ]);
+    for row in rows {
+        t.row(row);
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
+    out(&t.render(Stream::Stdout.fit()))
 }
 
 /// `dpplan graph`.
@@ -401,28 +379,30 @@ pub fn report(r: &RunReport, json: bool) -> u8 {
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        let rows: Vec<Vec<String>> = r
-            .tasks
-            .iter()
-            .map(|t| {
-                vec![
-                    t.id.to_string(),
-                    t.action.clone(),
-                    t.device.clone(),
-                    t.domain.clone(),
-                    t.files.len().to_string(),
-                    t.status.as_str().to_string(),
-                    t.error.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        eprint!(
-            "{}",
-            table(
-                &["ID", "ACTION", "DEVICE", "DOMAIN", "FILES", "STATUS", "ERROR"],
-                &rows
-            )
-        );
+        let mut table = Table::new(vec![
+            Column::right("ID"),
+            Column::whole("ACTION"),
+            Column::left("DEVICE"),
+            Column::left("DOMAIN"),
+            Column::right("FILES"),
+            Column::whole("STATUS"),
+            Column::left("ERROR"),
+        ]);
+        for t in &r.tasks {
+            let status = t.status.as_str();
+            table.toned_row(vec![
+                (t.id.to_string(), Tone::Plain),
+                (t.action.clone(), Tone::Plain),
+                (t.device.clone(), Tone::Plain),
+                (t.domain.clone(), Tone::Plain),
+                (t.files.len().to_string(), Tone::Plain),
+                (status.to_string(), Tone::of_status(status)),
+                (t.error.clone().unwrap_or_default(), Tone::Plain),
+            ]);
+        }
+        if !r.tasks.is_empty() {
+            eprint!("{}", table.render(Stream::Stderr.fit()));
+        }
         match &r.error {
             Some(e) => eprintln!("run {}: {} ({e})", r.run, r.status.as_str()),
             None => eprintln!("run {}: {}", r.run, r.status.as_str()),

@@ -16,6 +16,7 @@ pub struct Test {
     args: Vec<String>,
     stdin: Option<String>,
     cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// What a run produced.
@@ -32,7 +33,14 @@ impl Test {
             args: Vec::new(),
             stdin: None,
             cwd: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the run (`TZ`, `COLUMNS`...).
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Writes a file into the test directory (creating folders as needed).
@@ -86,6 +94,7 @@ impl Test {
             .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
             .env_remove("NO_COLOR")
             .env("DPPLAN_STATE", self.dir.path().join("state.redb"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -146,6 +155,67 @@ impl Ran {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).expect("stdout is JSON")
     }
+}
+
+/// A fresh pseudo-terminal of `rows` x `cols`: its master side (read what was written to the
+/// terminal; reads end with an error once every slave descriptor is closed) and its slave side
+/// (give it to a child as stdout or stderr, then drop every copy of it).
+pub fn pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    (std::fs::File::from(master), slave)
+}
+
+/// Runs `dpplan ARGS` in `dir` with standard output on a fresh pseudo-terminal `cols` wide
+/// (no colour: `NO_COLOR` is set), with `env` added; returns the exit status and what the
+/// terminal received, carriage returns dropped.
+pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16) -> (i32, String) {
+    use std::io::Read;
+    let (mut master, slave) = pty(50, cols);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("COLUMNS")
+        .env("DPPLAN_STATE", dir.join("state.redb"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    let out = child.wait_with_output().unwrap();
+    let bytes = reader.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&bytes).replace('\r', ""),
+    )
 }
 
 pub mod soma;
