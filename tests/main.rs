@@ -24,3 +24,4 @@ mod sim_client;
 mod soma_fixtures;
 mod store;
 mod ui;
+mod windows;

@@ -2,12 +2,14 @@
 
 use super::progress::{Progress, Say};
 use super::render::Human;
-use super::screen::Stream;
+use super::report::json_out;
+use super::screen::{Stream, UtcArg};
 use super::{color_stderr, out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
-use crate::engine::clock::SystemClock;
+use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
+use crate::report::plan::{dry_run_text, PlanView};
 use crate::report::table::{Column, Table, Tone};
 use crate::store::RedbStore;
 use crate::store::RunStatus;
@@ -39,6 +41,8 @@ pub struct DryRunArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub utc: UtcArg,
 }
 
 /// Graph formats.
@@ -200,61 +204,19 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
         Ok((tasks, _)) => tasks,
         Err(code) => return code,
     };
-    let activity = |t: &Task| -> String {
-        checked
-            .program
-            .plan(&plan)
-            .and_then(|p| p.activities.get(t.activity as usize - 1))
-            .map(|a| a.label.clone().unwrap_or_else(|| a.kind.clone()))
-            .unwrap_or_default()
-    };
+    let now = SystemClock.now();
+    let view = PlanView::new(&checked.program, &plan, &tasks, now);
     if args.json {
-        let rows: Vec<serde_json::Value> = tasks
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "id": t.id,
-                    "activity": activity(t),
-                    "action": t.action,
-                    "device": t.device,
-                    "domain": t.target.domain_label(),
-                    "status": if t.skipped.is_some() { "SKIPPED" } else { "PENDING" },
-                    "reason": t.skipped,
-                })
-            })
-            .collect();
-        let v = serde_json::json!({ "plan": plan, "tasks": rows });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return EXIT_OK;
+        return json_out(&view);
     }
-    let rows: Vec<Vec<String>> = tasks
-        .iter()
-        .map(|t| {
-            vec![
-                t.id.to_string(),
-                activity(t),
-                t.action.clone(),
-                t.device.clone(),
-                t.target.domain_label().to_string(),
-                match &t.skipped {
-                    Some(r) => format!("SKIPPED: {r}"),
-                    None => "PENDING".into(),
-                },
-            ]
-        })
-        .collect();
-    let mut t = Table::new(vec![
-        Column::right("ID"),
-        Column::left("ACTIVITY"),
-        Column::whole("ACTION"),
-        Column::left("DEVICE"),
-        Column::left("DOMAIN"),
-        Column::left("STATUS"),
-    ]);
-    for row in rows {
-        t.row(row);
-    }
-    out(&t.render(Stream::Stdout.fit()))
+    let window = checked.program.plan(&plan).and_then(|p| p.window.as_ref());
+    out(&dry_run_text(
+        &view,
+        window,
+        now,
+        Stream::Stdout.fit(),
+        args.utc.utc,
+    ))
 }
 
 /// `dpplan graph`.
