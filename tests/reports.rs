@@ -609,6 +609,91 @@ fn verify_passes_a_sound_store() {
         .stderr_has("in 4 manifests: all as recorded");
 }
 
+#[test]
+fn verify_of_nothing_says_so_and_fails() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    // Run 4: both tasks CANCELLED before writing anything.
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = RedbStore::open(&d.join("state.redb")).unwrap();
+        let s = t0() + Duration::days(3);
+        let tasks = vec![
+            task(1, 1, "QA1", "all-domains"),
+            task(2, 2, "TEST8", "DOMAIN1"),
+        ];
+        rt.block_on(async {
+            let id = store
+                .create_run(new_run("nightly", s, tasks))
+                .await
+                .unwrap();
+            let why = Some("cancelled: the maintenance window closed");
+            let r = vec![
+                status(1, TaskStatus::Cancelled, why, at(s, 10)),
+                status(2, TaskStatus::Cancelled, why, at(s, 10)),
+                Record::Run {
+                    status: RunStatus::Failed,
+                    error: None,
+                    at: at(s, 20),
+                },
+            ];
+            store.append(id, r).await.unwrap();
+        });
+    }
+    let ran = dpplan(d, &["verify", "4", "--store", "store"]).status(1);
+    assert_eq!(
+        ran.stderr,
+        "error: nothing to verify: run 4 recorded no backup files (its 2 tasks: 2 CANCELLED)\n"
+    );
+    assert_eq!(ran.stdout, "");
+    let v = dpplan(d, &["verify", "4", "--store", "store", "--json"])
+        .status(1)
+        .json();
+    assert_eq!(v["outcome"], "NOTHING_TO_VERIFY");
+    assert_eq!(v["run"], 4);
+    assert_eq!(v["files"], 0);
+    // A folder with no manifests is nothing to verify too.
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    Test::new()
+        .cwd(d)
+        .args(["verify", "empty"])
+        .run()
+        .status(1)
+        .stderr_has("nothing to verify: no manifests listing files under empty");
+}
+
+#[test]
+fn verify_json_has_the_documented_fields() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    let v = dpplan(d, &["verify", "1", "--store", "store", "--json"])
+        .status(0)
+        .json();
+    assert_eq!(v["outcome"], "AS_RECORDED");
+    assert_eq!(v["run"], 1);
+    assert_eq!(v["files"], 3);
+    assert_eq!(v["manifests"], 2);
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["store"], "store");
+    // A truncated file: one problem, its path relative to the store.
+    let tgz = qa1_dir(d, 0).join("config.tgz");
+    std::fs::write(&tgz, b"short").unwrap();
+    let v = dpplan(d, &["verify", "1", "--store", "store", "--json"])
+        .status(1)
+        .json();
+    assert_eq!(v["outcome"], "PROBLEMS");
+    let problems = v["problems"].as_array().unwrap();
+    let rel = format!("QA1/secure-backup/{}/config.tgz", timestamp(t0()));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == rel.as_str() && p["what"].as_str().unwrap().contains("bytes")),
+        "{v}"
+    );
+}
+
 fn qa1_dir(dir: &Path, day: i64) -> PathBuf {
     dir.join("store/QA1/secure-backup")
         .join(timestamp(t0() + Duration::days(day)))
@@ -794,6 +879,57 @@ fn prune_keeps_what_it_must() {
     dpplan(d, &["prune", &file, "--now", &now])
         .status(0)
         .stderr_has("removed 0 backups");
+}
+
+#[test]
+fn prune_json_lists_what_goes_and_what_stays_with_why() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    let file = plan_file(d, "keep_last = 1");
+    let now = (t0() + Duration::days(4)).to_rfc3339();
+    let v = dpplan(d, &["prune", &file, "--dry-run", "--json", "--now", &now])
+        .status(0)
+        .json();
+    assert_eq!(v["dry_run"], true);
+    let removed = v["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v}");
+    let ts1 = timestamp(t0());
+    assert_eq!(
+        removed[0]["manifest"],
+        format!("QA1/secure-backup/{ts1}/manifest.json")
+    );
+    assert_eq!(removed[0]["run"], 1);
+    assert_eq!(removed[0]["files"], 2);
+    assert_eq!(removed[0]["bytes"], 223);
+    assert_eq!(removed[0]["keep"], serde_json::Value::Null);
+    assert_eq!(v["bytes_removed"], 223);
+    let mut why: Vec<(u64, String)> = v["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["run"].as_u64().unwrap(),
+                format!("{} {}", b["device"].as_str().unwrap(), b["keep"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    why.sort();
+    assert_eq!(
+        why,
+        [
+            (1, "TEST8 last".to_string()),
+            (2, "QA1 newest_successful".to_string()),
+            (3, "QA1 unfinished".to_string()),
+        ]
+    );
+    assert!(qa1_dir(d, 0).exists(), "a dry run removes nothing");
+    let v = dpplan(d, &["prune", &file, "--json", "--now", &now])
+        .status(0)
+        .json();
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["removed"][0]["error"], serde_json::Value::Null);
+    assert!(!qa1_dir(d, 0).exists());
 }
 
 #[test]
