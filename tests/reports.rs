@@ -910,7 +910,11 @@ fn prune_json_lists_what_goes_and_what_stays_with_why() {
         .map(|b| {
             (
                 b["run"].as_u64().unwrap(),
-                format!("{} {}", b["device"].as_str().unwrap(), b["keep"].as_str().unwrap()),
+                format!(
+                    "{} {}",
+                    b["device"].as_str().unwrap(),
+                    b["keep"].as_str().unwrap()
+                ),
             )
         })
         .collect();

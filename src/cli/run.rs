@@ -110,9 +110,12 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Checks the file; on errors prints them and returns the exit code.
+/// Checks the file; on errors prints them and returns the exit code. The file is named by its
+/// absolute path, so paths in the plan (scripts, the store, secrets) and the plan text stored
+/// with a run do not depend on the directory the command was started in.
 pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
-    let checked = check::check_file(&args.file);
+    let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
+    let checked = check::check_file(&file);
     if checked.has_errors() {
         let h = Human::new(&checked.sources, color_stderr());
         for d in &checked.diagnostics {

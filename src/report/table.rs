@@ -244,7 +244,14 @@ mod tests {
         assert!(text.starts_with("ID  NAME  "), "{text}");
         // Narrow: the message down to its minimum, then the name.
         let text = sample().render(fit(40));
-        assert!(text.contains("prod-ni…"), "{text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= 40, "{line}");
+        }
+        assert!(
+            text.contains("xxxxxxx…"),
+            "the message at its minimum: {text}"
+        );
+        assert!(text.contains(" prod-nightly-with…  "), "{text}");
         assert!(text.contains("FAILED"), "statuses are never cut: {text}");
     }
 
