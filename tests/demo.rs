@@ -1,12 +1,42 @@
 //! `dpplan demo`: the nightly example against the embedded simulated fleet, through the
-//! binary, with no setup.
+//! binary, with no setup. Each test gives the demo a temporary directory of its own
+//! (`TMPDIR`), so `--clean` in one never removes another's directory.
 
 use crate::support::Test;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A test whose `TMPDIR` is its own directory.
+fn isolated() -> (Test, String) {
+    let t = Test::new();
+    let tmp = t.path().display().to_string();
+    (t.env("TMPDIR", &tmp), tmp)
+}
+
+/// The directory a demo's output names.
+fn demo_dir(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("directory"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
 
 #[test]
 fn demo_runs_dpods_example_and_shows_its_pages() {
     let started = std::time::Instant::now();
-    let ran = Test::new().args(["demo"]).run().status(0);
+    let (t, _tmp) = isolated();
+    let t = t.args(["demo"]); // kept: its directory holds the demo's
+    let ran = t.run().status(0);
+    assert!(
+        ran.stdout
+            .starts_with("dpplan demo: the nightly example plan against a simulated"),
+        "{}",
+        ran.stdout
+    );
+    assert!(!ran.stdout.contains("DESIGN"), "{}", ran.stdout);
     let out = &ran.stdout;
     // The outcome table (stderr): DPOD's example's six tasks.
     let table: Vec<&str> = ran
@@ -52,11 +82,8 @@ fn demo_runs_dpods_example_and_shows_its_pages() {
     );
     assert!(out.contains("-nonpersisted.zip"), "{out}");
     // The directory it names is kept, with a plan that checks clean and is canonical.
-    let dir = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("directory"))
-        .unwrap()
-        .trim();
+    let dir = demo_dir(out);
+    let dir = dir.as_str();
     assert!(out.contains(&format!("files stay in {dir}")), "{out}");
     let plan = std::path::Path::new(dir).join("demo.dpplan");
     let plan = plan.to_str().unwrap();
@@ -65,22 +92,80 @@ fn demo_runs_dpods_example_and_shows_its_pages() {
         .run()
         .status(0);
     Test::new().args(["fmt", "--check", plan]).run().status(0);
-    std::fs::remove_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(plan).unwrap();
+    assert!(!text.contains("DESIGN"), "{text}");
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 }
 
+/// What the demo's plan says to do to run it again, done verbatim: in its directory, start
+/// `dpplan sim --fleet fleet.toml --tls --ca-out ca.pem`, then run the plan against it.
 #[test]
-fn demo_clean_removes_its_directory() {
-    let ran = Test::new()
-        .args(["demo", "--clean", "--quiet"])
-        .run()
-        .status(0);
-    let dir = ran
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("directory"))
-        .unwrap()
-        .trim();
-    assert!(!std::path::Path::new(dir).exists(), "{dir} is still there");
-    assert!(!ran.stdout.contains("files stay in"), "{}", ran.stdout);
+fn the_kept_demo_runs_again_against_its_fleet_file() {
+    let (t, _tmp) = isolated();
+    let t = t.args(["demo", "--quiet"]); // kept: its directory holds the demo's
+    let ran = t.run().status(0);
+    let dir = demo_dir(&ran.stdout);
+    let dir = Path::new(&dir);
+    let plan = std::fs::read_to_string(dir.join("demo.dpplan")).unwrap();
+    let sim_cmd = "dpplan sim --fleet fleet.toml --tls --ca-out ca.pem";
+    let run_cmd = "dpplan run demo.dpplan --state state.redb";
+    let said = plan.replace("\n# ", " ");
+    assert!(
+        said.contains(&format!("`{sim_cmd}`")) && said.contains(&format!("`{run_cmd}`")),
+        "{plan}"
+    );
+    let argv =
+        |cmd: &str| -> Vec<String> { cmd.split_whitespace().skip(1).map(String::from).collect() };
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(argv(sim_cmd))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // One line per device once every one listens.
+    let mut lines = std::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut served = Vec::new();
+    while served.len() < 5 {
+        match lines.next() {
+            Some(Ok(l)) => served.push(l),
+            _ => break,
+        }
+    }
+    let again = Test::new()
+        .cwd(dir)
+        .args(argv(run_cmd))
+        .args(["--quiet"])
+        .run();
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_eq!(served.len(), 5, "the fleet file serves: {served:?}");
+    // DPOD's example again: WARNING (TEST9 is down), run 2 of the kept state file.
+    let again = again.status(5);
+    again.stderr_has("run 2: WARNING");
+}
+
+#[test]
+fn demo_clean_removes_the_directories_earlier_demos_kept() {
+    let (t, tmp) = isolated();
+    let t = t.args(["demo", "--quiet"]); // kept: its directory holds the demo's
+    let ran = t.run().status(0);
+    let dir = demo_dir(&ran.stdout);
+    assert!(Path::new(&dir).join("fleet.toml").is_file());
+    // A directory that only looks like a demo's is left alone.
+    let lookalike = Path::new(&tmp).join("dpplan-demo-not-ours");
+    std::fs::create_dir_all(&lookalike).unwrap();
+    let clean = || {
+        Test::new()
+            .env("TMPDIR", &tmp)
+            .args(["demo", "--clean"])
+            .run()
+            .status(0)
+    };
+    let ran = clean();
+    assert_eq!(ran.stdout, format!("removed {dir}\n"));
+    assert!(!Path::new(&dir).exists(), "{dir} is still there");
+    assert!(lookalike.exists());
+    clean().stdout_has("no demo directories to remove");
 }

@@ -26,3 +26,4 @@ mod sim_client;
 mod soma_fixtures;
 mod store;
 mod ui;
+mod windows;

@@ -370,11 +370,16 @@ fn recorded() -> (tempfile::TempDir, PathBuf) {
     (dir, state)
 }
 
+/// `dpplan ARGS --state DIR/state.redb` in `dir`, in Berlin (`TZ`), output piped.
 fn dpplan(dir: &Path, args: &[&str]) -> crate::support::Ran {
     let state = dir.join("state.redb").display().to_string();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--state", &state]);
-    Test::new().cwd(dir).args(all).run()
+    Test::new()
+        .cwd(dir)
+        .env("TZ", "Europe/Berlin")
+        .args(all)
+        .run()
 }
 
 #[test]
@@ -413,14 +418,8 @@ fn every_page_matches_its_golden_file() {
         if ran.stdout.contains('\x1b') {
             failures.push(format!("{name}: colour in a pipe"));
         }
-        if name.ends_with(".txt") {
-            for line in ran.stdout.lines() {
-                // Paths and log messages are never cut; tables fit 80 columns.
-                let exempt = line.starts_with("  ") || name.starts_with("log");
-                if !exempt && line.chars().count() > 80 {
-                    failures.push(format!("{name}: wider than 80 columns: {line}"));
-                }
-            }
+        if ran.stdout.contains('…') {
+            failures.push(format!("{name}: a value cut in a pipe"));
         }
         let path = golden.join(name);
         if bless {
@@ -440,6 +439,102 @@ fn every_page_matches_its_golden_file() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A state file in `dir` with one FAILED run of a plan with a long name and a long error.
+fn long_values(dir: &Path) -> (&'static str, &'static str) {
+    let plan = "prod-nightly-every-appliance-in-the-frankfurt-data-centre";
+    let error = "pre-plan script exited 3: the change freeze calendar says no backups during the quarter-end close";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let store = RedbStore::open(&dir.join("state.redb")).unwrap();
+    rt.block_on(async {
+        let id = store
+            .create_run(new_run(plan, t0(), vec![task(1, 1, "QA1", "all-domains")]))
+            .await
+            .unwrap();
+        let r = vec![Record::Run {
+            status: RunStatus::Failed,
+            error: Some(error.into()),
+            at: at(t0(), 500),
+        }];
+        store.append(id, r).await.unwrap();
+    });
+    (plan, error)
+}
+
+#[test]
+fn a_pipe_gets_every_value_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, error) = long_values(dir.path());
+    let ran = dpplan(dir.path(), &["runs"]).status(0);
+    ran.stdout_has(plan).stdout_has(error);
+}
+
+#[test]
+fn a_terminal_gets_its_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, error) = long_values(dir.path());
+    let d = dir.path();
+    // A wide terminal: everything fits, nothing is cut.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[], 250);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.contains(plan) && screen.contains(error), "{screen}");
+    // A narrower one: every line fits it; the error is cut first, with `…`.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[], 160);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 160), "{screen}");
+    assert!(screen.contains(plan), "{screen}");
+    assert!(screen.contains("pre-plan script exited 3: the"), "{screen}");
+    assert!(!screen.contains(error) && screen.contains('…'), "{screen}");
+    // COLUMNS wins over what the terminal says.
+    let (status, screen) = crate::support::stdout_on_pty(d, &["runs"], &[("COLUMNS", "100")], 250);
+    assert_eq!(status, 0, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 100), "{screen}");
+    assert!(screen.contains("prod-nightly-every-a"), "{screen}");
+    assert!(!screen.contains(plan), "{screen}");
+    assert!(
+        screen.contains("FAILED"),
+        "statuses are never cut: {screen}"
+    );
+}
+
+#[test]
+fn times_are_local_with_their_offset_or_utc_with_the_flag() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    // Berlin in September is UTC+2 (the golden pages are in Berlin too).
+    dpplan(d, &["show", "1"])
+        .status(0)
+        .stdout_has("started   2026-09-21 16:13:20 +02:00\n");
+    // --utc on every page that shows a time.
+    dpplan(d, &["show", "1", "--utc"])
+        .status(0)
+        .stdout_has("started   2026-09-21 14:13:20 +00:00\n")
+        .stdout_has("finished  2026-09-21 14:14:02 +00:00  (42.1s)\n");
+    dpplan(d, &["show", "1", "--task", "1", "--utc"])
+        .status(0)
+        .stdout_has("started   2026-09-21 14:13:20 +00:00\n");
+    dpplan(d, &["runs", "--utc"])
+        .status(0)
+        .stdout_has(" 1  2026-09-21 14:13 +00:00  nightly");
+    dpplan(d, &["log", "1", "--utc"])
+        .status(0)
+        .stdout_has("2026-09-21 +00:00\n14:13:20.000 ");
+    // Another zone, another offset: New York in September is UTC-4.
+    Test::new()
+        .cwd(d)
+        .env("TZ", "America/New_York")
+        .args(["runs", "--state", "state.redb"])
+        .run()
+        .status(0)
+        .stdout_has(" 1  2026-09-21 10:13 -04:00  nightly");
+    // JSON keeps RFC 3339 UTC whatever the zone or flag.
+    for args in [&["runs", "--json"][..], &["runs", "--json", "--utc"][..]] {
+        let ran = dpplan(d, args).status(0);
+        assert_eq!(ran.json()[2]["started"], "2026-09-21T14:13:20.000Z");
+    }
 }
 
 #[test]
@@ -512,6 +607,91 @@ fn verify_passes_a_sound_store() {
         .run()
         .status(0)
         .stderr_has("in 4 manifests: all as recorded");
+}
+
+#[test]
+fn verify_of_nothing_says_so_and_fails() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    // Run 4: both tasks CANCELLED before writing anything.
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = RedbStore::open(&d.join("state.redb")).unwrap();
+        let s = t0() + Duration::days(3);
+        let tasks = vec![
+            task(1, 1, "QA1", "all-domains"),
+            task(2, 2, "TEST8", "DOMAIN1"),
+        ];
+        rt.block_on(async {
+            let id = store
+                .create_run(new_run("nightly", s, tasks))
+                .await
+                .unwrap();
+            let why = Some("cancelled: the maintenance window closed");
+            let r = vec![
+                status(1, TaskStatus::Cancelled, why, at(s, 10)),
+                status(2, TaskStatus::Cancelled, why, at(s, 10)),
+                Record::Run {
+                    status: RunStatus::Failed,
+                    error: None,
+                    at: at(s, 20),
+                },
+            ];
+            store.append(id, r).await.unwrap();
+        });
+    }
+    let ran = dpplan(d, &["verify", "4", "--store", "store"]).status(1);
+    assert_eq!(
+        ran.stderr,
+        "error: nothing to verify: run 4 recorded no backup files (its 2 tasks: 2 CANCELLED)\n"
+    );
+    assert_eq!(ran.stdout, "");
+    let v = dpplan(d, &["verify", "4", "--store", "store", "--json"])
+        .status(1)
+        .json();
+    assert_eq!(v["outcome"], "NOTHING_TO_VERIFY");
+    assert_eq!(v["run"], 4);
+    assert_eq!(v["files"], 0);
+    // A folder with no manifests is nothing to verify too.
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    Test::new()
+        .cwd(d)
+        .args(["verify", "empty"])
+        .run()
+        .status(1)
+        .stderr_has("nothing to verify: no manifests listing files under empty");
+}
+
+#[test]
+fn verify_json_has_the_documented_fields() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    let v = dpplan(d, &["verify", "1", "--store", "store", "--json"])
+        .status(0)
+        .json();
+    assert_eq!(v["outcome"], "AS_RECORDED");
+    assert_eq!(v["run"], 1);
+    assert_eq!(v["files"], 3);
+    assert_eq!(v["manifests"], 2);
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["store"], "store");
+    // A truncated file: one problem, its path relative to the store.
+    let tgz = qa1_dir(d, 0).join("config.tgz");
+    std::fs::write(&tgz, b"short").unwrap();
+    let v = dpplan(d, &["verify", "1", "--store", "store", "--json"])
+        .status(1)
+        .json();
+    assert_eq!(v["outcome"], "PROBLEMS");
+    let problems = v["problems"].as_array().unwrap();
+    let rel = format!("QA1/secure-backup/{}/config.tgz", timestamp(t0()));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == rel.as_str() && p["what"].as_str().unwrap().contains("bytes")),
+        "{v}"
+    );
 }
 
 fn qa1_dir(dir: &Path, day: i64) -> PathBuf {
@@ -699,6 +879,61 @@ fn prune_keeps_what_it_must() {
     dpplan(d, &["prune", &file, "--now", &now])
         .status(0)
         .stderr_has("removed 0 backups");
+}
+
+#[test]
+fn prune_json_lists_what_goes_and_what_stays_with_why() {
+    let (dir, _) = recorded();
+    let d = dir.path();
+    let file = plan_file(d, "keep_last = 1");
+    let now = (t0() + Duration::days(4)).to_rfc3339();
+    let v = dpplan(d, &["prune", &file, "--dry-run", "--json", "--now", &now])
+        .status(0)
+        .json();
+    assert_eq!(v["dry_run"], true);
+    let removed = v["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v}");
+    let ts1 = timestamp(t0());
+    assert_eq!(
+        removed[0]["manifest"],
+        format!("QA1/secure-backup/{ts1}/manifest.json")
+    );
+    assert_eq!(removed[0]["run"], 1);
+    assert_eq!(removed[0]["files"], 2);
+    assert_eq!(removed[0]["bytes"], 223);
+    assert_eq!(removed[0]["keep"], serde_json::Value::Null);
+    assert_eq!(v["bytes_removed"], 223);
+    let mut why: Vec<(u64, String)> = v["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["run"].as_u64().unwrap(),
+                format!(
+                    "{} {}",
+                    b["device"].as_str().unwrap(),
+                    b["keep"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    why.sort();
+    assert_eq!(
+        why,
+        [
+            (1, "TEST8 last".to_string()),
+            (2, "QA1 newest_successful".to_string()),
+            (3, "QA1 unfinished".to_string()),
+        ]
+    );
+    assert!(qa1_dir(d, 0).exists(), "a dry run removes nothing");
+    let v = dpplan(d, &["prune", &file, "--json", "--now", &now])
+        .status(0)
+        .json();
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["removed"][0]["error"], serde_json::Value::Null);
+    assert!(!qa1_dir(d, 0).exists());
 }
 
 #[test]

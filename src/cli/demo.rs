@@ -1,10 +1,12 @@
-//! `dpplan demo`: DESIGN.md's nightly example against an embedded simulated fleet (DPOD's
+//! `dpplan demo`: the nightly example plan against an embedded simulated fleet (DPOD's
 //! example: QA1-3 secure backups, TEST8's DOMAIN1 and DOMAIN2 exports, TEST9 down), in a
 //! fresh directory, then the run's result pages. No setup, no network beyond loopback, no
-//! environment variables.
+//! environment variables. The directory is kept, with the fleet file, so the plan can be run
+//! again against the same fleet; `--clean` removes the directories earlier demos kept.
 
 use super::report::{self, RunsArgs, ShowArgs, StateArg};
 use super::run::{load, report as outcome_table, run_checked, runtime, PlanArgs};
+use super::screen::UtcArg;
 use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK};
 use crate::engine::RunReport;
 use crate::sim::{self, Fleet, RunningFleet};
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// `dpplan demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Remove the demo's directory (plan, state, store) at the end instead of keeping it.
+    /// Remove the directories earlier demos kept (plan, fleet, state, store), and run nothing.
     #[arg(long)]
     pub clean: bool,
     /// No progress lines.
@@ -29,6 +31,15 @@ const TEMPLATE: &str = include_str!("demo.dpplan.in");
 
 /// The password every simulated device accepts; the plan reads it from the file `pw`.
 const PASSWORD: &str = "demo-s3cret";
+
+/// The prefix of the demo's directories, in the temporary directory.
+const PREFIX: &str = "dpplan-demo-";
+
+/// The file that marks a directory as a demo's: `--clean` removes only those.
+const MARKER: &str = ".dpplan-demo";
+
+/// The fleet file written into the demo's directory: [`FLEET`] on the ports the demo used.
+const FLEET_FILE: &str = "fleet.toml";
 
 /// DPOD's example fleet, with a little latency so the progress display has something to show.
 const FLEET: &str = r#"
@@ -117,9 +128,35 @@ fn inventory(fleet: &RunningFleet) -> String {
     s
 }
 
-/// Writes the demo's files into `dir`: CA, password, scripts, store, and the plan.
+/// [`FLEET`] with each device on the port it got, so `dpplan sim --fleet` serves the fleet
+/// the demo's plan names.
+fn fleet_file(fleet: &RunningFleet) -> String {
+    let mut text = String::from(
+        "# The demo's simulated fleet, on the ports its plan names. In this directory:\n\
+         #   dpplan sim --fleet fleet.toml --tls --ca-out ca.pem\n\
+         # then, while it runs: dpplan run demo.dpplan --state state.redb\n",
+    );
+    for line in FLEET.lines() {
+        text.push_str(line);
+        text.push('\n');
+        let name = line
+            .strip_prefix("name = \"")
+            .and_then(|rest| rest.strip_suffix('"'));
+        if let Some(d) = name.and_then(|n| fleet.device(n)) {
+            text.push_str(&format!("port = {}\n", d.addr.port()));
+        }
+    }
+    text
+}
+
+/// Writes the demo's files into `dir`: CA, password, scripts, store, fleet file and plan.
 fn prepare(dir: &Path, fleet: &RunningFleet) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        dir.join(MARKER),
+        "a directory `dpplan demo` made; `dpplan demo --clean` removes it\n",
+    )?;
+    std::fs::write(dir.join(FLEET_FILE), fleet_file(fleet))?;
     std::fs::write(dir.join("ca.pem"), fleet.ca_pem.as_deref().unwrap_or(""))?;
     std::fs::write(dir.join("pw"), format!("{PASSWORD}\n"))?;
     std::fs::set_permissions(dir.join("pw"), std::fs::Permissions::from_mode(0o600))?;
@@ -138,7 +175,10 @@ fn prepare(dir: &Path, fleet: &RunningFleet) -> std::io::Result<PathBuf> {
 
 /// `dpplan demo`.
 pub fn demo(args: DemoArgs) -> u8 {
-    let dir = match tempfile::Builder::new().prefix("dpplan-demo-").tempdir() {
+    if args.clean {
+        return clean();
+    }
+    let dir = match tempfile::Builder::new().prefix(PREFIX).tempdir() {
         Ok(d) => d.keep(),
         Err(e) => {
             eprintln!("error: cannot create a temporary directory: {e}");
@@ -146,15 +186,44 @@ pub fn demo(args: DemoArgs) -> u8 {
         }
     };
     let code = demo_in(&dir, &args);
-    if args.clean {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            eprintln!("error: cannot remove {}: {e}", dir.display());
+    println!(
+        "\nThe demo's files stay in {} (`dpplan demo --clean` removes them).",
+        dir.display()
+    );
+    code
+}
+
+/// `dpplan demo --clean`: removes every directory an earlier demo kept in the temporary
+/// directory (named `dpplan-demo-*` and holding the demo's marker file), saying which.
+fn clean() -> u8 {
+    let tmp = std::env::temp_dir();
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", tmp.display());
+            return EXIT_FAILED;
         }
-    } else {
-        println!(
-            "\nThe demo's files stay in {} (`dpplan demo --clean` removes them).",
-            dir.display()
-        );
+    };
+    let mut kept: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .map(|e| e.path())
+        .filter(|p| p.join(MARKER).is_file())
+        .collect();
+    kept.sort();
+    if kept.is_empty() {
+        println!("no demo directories to remove in {}", tmp.display());
+        return EXIT_OK;
+    }
+    let mut code = EXIT_OK;
+    for dir in kept {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => println!("removed {}", dir.display()),
+            Err(e) => {
+                eprintln!("error: cannot remove {}: {e}", dir.display());
+                code = EXIT_FAILED;
+            }
+        }
     }
     code
 }
@@ -195,13 +264,16 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         }
     };
     let state = dir.join("state.redb");
-    println!("dpplan demo: DESIGN.md's nightly plan against a simulated DataPower fleet");
+    println!("dpplan demo: the nightly example plan against a simulated DataPower fleet");
     println!();
     println!("  directory  {}", dir.display());
     println!("  plan       {}", plan_file.display());
     println!("  state      {}", state.display());
     println!("  store      {}", dir.join("store").display());
-    println!("  fleet      (SOMA over HTTPS on loopback)");
+    println!(
+        "  fleet      {} (SOMA over HTTPS on loopback)",
+        dir.join(FLEET_FILE).display()
+    );
     for d in &fleet.devices {
         if d.down {
             println!("    {:<6} {} (down)", d.name, d.connect_addr());
@@ -252,6 +324,7 @@ fn pages(r: &RunReport, state: &Path) {
         plan: None,
         limit: 40,
         json: false,
+        utc: UtcArg { utc: false },
         state: arg(),
     });
     let views: [(Option<u32>, Option<u32>); 4] = [
@@ -274,6 +347,7 @@ fn pages(r: &RunReport, state: &Path) {
             activity,
             task,
             json: false,
+            utc: UtcArg { utc: false },
             state: arg(),
         });
     }

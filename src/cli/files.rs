@@ -1,12 +1,12 @@
 //! `dpplan verify` and `dpplan prune`: the store's files checked against their manifests,
 //! and retention applied.
 
-use super::report::{open_state, store_error, StateArg};
+use super::report::{json_out, open_state, store_error, StateArg};
 use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check;
 use crate::engine::clock::{Clock, SystemClock};
-use crate::report::prune::{self, Policy};
-use crate::report::verify::{self, Verified};
+use crate::report::prune::{self, BackupView, Policy, PruneView, UnreadableView};
+use crate::report::verify::{self, Outcome, Verified};
 use crate::store::{History, Journal, Record, RunDetail};
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -24,6 +24,9 @@ pub struct VerifyArgs {
     /// from).
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Print what was found as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub state: StateArg,
 }
@@ -39,16 +42,20 @@ pub struct PruneArgs {
     /// The time to age backups against (RFC 3339), instead of the clock: for tests.
     #[arg(long, hide = true, value_name = "TIME")]
     pub now: Option<DateTime<Utc>>,
+    /// Print what was (or would be) removed and kept as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub state: StateArg,
 }
 
-/// `dpplan verify`: exit 0 when every file is as recorded, 1 on any problem.
+/// `dpplan verify`: exit 0 when every file is as recorded, 1 on any problem or when there was
+/// nothing to verify.
 pub fn verify(args: VerifyArgs) -> u8 {
     if let Some(t) = &args.target {
         let p = Path::new(t);
         if p.exists() {
-            return verify_path(p);
+            return verify_path(p, args.json);
         }
         if t.parse::<u64>().is_err() {
             eprintln!("error: {t} is neither a run's number nor an existing file or folder");
@@ -94,17 +101,36 @@ pub fn verify(args: VerifyArgs) -> u8 {
     for (task, why) in &v.skipped {
         eprintln!("task {task} not checked: {why}");
     }
-    finish(&v, Some(&root))
+    let nothing = format!("run {id} recorded no backup files{}", tally(&detail));
+    finish(&v, Some(id), Some(&root), &nothing, args.json)
 }
 
-fn verify_path(p: &Path) -> u8 {
+/// ` (its 4 tasks: 3 CANCELLED, 1 SKIPPED)`: the statuses of a run's tasks, or ` (no tasks)`.
+fn tally(detail: &RunDetail) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for t in &detail.tasks {
+        let s = t.status.as_str();
+        match counts.iter_mut().find(|(name, _)| *name == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return " (it has no tasks)".into();
+    }
+    let n = detail.tasks.len();
+    let each: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
+    format!(
+        " (its {n} task{}: {})",
+        if n == 1 { "" } else { "s" },
+        each.join(", ")
+    )
+}
+
+fn verify_path(p: &Path, json: bool) -> u8 {
     let mut v = Verified::default();
     if p.is_dir() {
         match verify::find_manifests(p) {
-            Ok(found) if found.is_empty() => {
-                eprintln!("error: no manifests under {}", p.display());
-                return EXIT_FAILED;
-            }
             Ok(found) => found.iter().for_each(|m| v.manifest(m)),
             Err(e) => {
                 eprintln!("error: cannot read {}: {e}", p.display());
@@ -114,33 +140,45 @@ fn verify_path(p: &Path) -> u8 {
     } else {
         v.manifest(p);
     }
-    finish(&v, None)
+    let nothing = if p.is_dir() {
+        format!("no manifests listing files under {}", p.display())
+    } else {
+        format!("{} lists no files", p.display())
+    };
+    finish(&v, None, None, &nothing, json)
 }
 
-/// Prints each problem (stdout) and a summary (stderr); the exit code.
-fn finish(v: &Verified, root: Option<&Path>) -> u8 {
-    let mut text = String::new();
-    for p in &v.problems {
-        let shown = root
-            .and_then(|r| p.path.strip_prefix(r).ok())
-            .unwrap_or(&p.path);
-        text.push_str(&format!("{}: {}\n", shown.display(), p.what));
-    }
-    let code = out(&text);
-    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-    eprintln!(
-        "verified {} in {}: {}",
-        plural(v.files, "file"),
-        plural(v.manifests, "manifest"),
-        if v.problems.is_empty() {
-            "all as recorded".to_string()
-        } else {
-            plural(v.problems.len(), "problem")
+/// Prints each problem (stdout; or everything as JSON with `json`) and a summary (stderr);
+/// the exit code: 0 only when files were checked and all are as recorded. `nothing` says why
+/// there was nothing to verify, when there was not.
+fn finish(v: &Verified, run: Option<u64>, root: Option<&Path>, nothing: &str, json: bool) -> u8 {
+    let code = if json {
+        json_out(&v.view(run, root))
+    } else {
+        let mut text = String::new();
+        for p in &v.problems {
+            text.push_str(&format!("{}: {}\n", Verified::shown(p, root), p.what));
         }
-    );
+        out(&text)
+    };
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let outcome = v.outcome();
+    match outcome {
+        Outcome::NothingToVerify => eprintln!("error: nothing to verify: {nothing}"),
+        Outcome::AsRecorded | Outcome::Problems => eprintln!(
+            "verified {} in {}: {}",
+            plural(v.files, "file"),
+            plural(v.manifests, "manifest"),
+            if v.problems.is_empty() {
+                "all as recorded".to_string()
+            } else {
+                plural(v.problems.len(), "problem")
+            }
+        ),
+    }
     if code != EXIT_OK {
         code
-    } else if v.problems.is_empty() {
+    } else if outcome == Outcome::AsRecorded {
         EXIT_OK
     } else {
         EXIT_FAILED
@@ -215,17 +253,30 @@ pub fn prune(args: PruneArgs) -> u8 {
             return EXIT_INTERNAL;
         }
     };
-    let (mut removed, mut kept, mut bytes) = (0usize, 0usize, 0u64);
+    let mut view = PruneView {
+        dry_run: args.dry_run,
+        store: root.display().to_string(),
+        removed: Vec::new(),
+        kept: Vec::new(),
+        bytes_removed: 0,
+        unreadable: unreadable
+            .iter()
+            .map(|(p, why)| UnreadableView {
+                path: p.display().to_string(),
+                why: why.clone(),
+            })
+            .collect(),
+    };
     let mut text = String::new();
     for b in &backups {
+        let mut bv = BackupView::new(&root, b);
         if b.keep.is_some() {
-            kept += 1;
+            view.kept.push(bv);
             continue;
         }
-        let rel = b.manifest.strip_prefix(&root).unwrap_or(&b.manifest);
         let line = format!(
             "{} (run {}, task {}, {} files, {})",
-            rel.display(),
+            bv.manifest,
             b.run,
             b.task,
             b.files.len(),
@@ -233,18 +284,20 @@ pub fn prune(args: PruneArgs) -> u8 {
         );
         if args.dry_run {
             text.push_str(&format!("would remove {line}\n"));
-            removed += 1;
-            bytes += b.bytes;
+            view.bytes_removed += b.bytes;
+            view.removed.push(bv);
             continue;
         }
         if let Err(e) = prune::remove(b) {
-            eprintln!("error: removing {}: {e}", rel.display());
+            eprintln!("error: removing {}: {e}", bv.manifest);
             code = EXIT_FAILED;
+            bv.error = Some(e.to_string());
+            view.removed.push(bv);
             continue;
         }
         text.push_str(&format!("removed {line}\n"));
-        removed += 1;
-        bytes += b.bytes;
+        view.bytes_removed += b.bytes;
+        view.removed.push(bv);
         let record = Record::Log {
             task: Some(b.task),
             step: None,
@@ -256,16 +309,22 @@ pub fn prune(args: PruneArgs) -> u8 {
             code = EXIT_FAILED;
         }
     }
-    let written = out(&text);
+    let written = if args.json {
+        json_out(&view)
+    } else {
+        out(&text)
+    };
+    let removed = view.removed.iter().filter(|b| b.error.is_none()).count();
     eprintln!(
-        "{} {removed} backup{} ({}); kept {kept}",
+        "{} {removed} backup{} ({}); kept {}",
         if args.dry_run {
             "would remove"
         } else {
             "removed"
         },
         if removed == 1 { "" } else { "s" },
-        crate::report::size(bytes)
+        crate::report::size(view.bytes_removed),
+        view.kept.len()
     );
     if written != EXIT_OK {
         written

@@ -10,10 +10,11 @@ mod progress;
 mod render;
 mod report;
 mod run;
+mod screen;
 mod sim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -139,7 +140,7 @@ enum Command {
 
 /// Whether stderr gets colour.
 pub(crate) fn color_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    screen::Stream::Stderr.color()
 }
 
 /// Parse argv, run the command, and return the process exit code.

@@ -1,12 +1,13 @@
 //! `dpplan runs`, `dpplan show`, `dpplan log` and `dpplan completions`: the result pages, as
-//! tables that fit 80 columns or as `--json` (docs/cli.md names the fields).
+//! tables (a terminal's width, whole values in a pipe; times in the local zone or `--utc`) or
+//! as `--json` (docs/cli.md names the fields).
 
+use super::screen::{Stream, UtcArg};
 use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::{History, RedbStore, RunId, StoreError};
 use clap::Args;
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// The state file option every report command takes.
@@ -30,6 +31,8 @@ pub struct RunsArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub utc: UtcArg,
+    #[command(flatten)]
     pub state: StateArg,
 }
 
@@ -48,6 +51,8 @@ pub struct ShowArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub utc: UtcArg,
+    #[command(flatten)]
     pub state: StateArg,
 }
 
@@ -62,6 +67,8 @@ pub struct LogArgs {
     /// Print a JSON array instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub utc: UtcArg,
     #[command(flatten)]
     pub state: StateArg,
 }
@@ -88,11 +95,6 @@ pub(crate) fn store_error(e: &StoreError) -> u8 {
         }
         StoreError::Db(_) => EXIT_INTERNAL,
     }
-}
-
-/// Whether stdout gets colour: a terminal, and `NO_COLOR` unset or empty.
-pub(crate) fn color_stdout() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 /// Pretty JSON and a newline on stdout.
@@ -124,7 +126,10 @@ pub fn runs(args: RunsArgs) -> u8 {
         eprintln!("no runs");
         return EXIT_OK;
     }
-    out(&report::runs_table(&runs, color_stdout()))
+    out(&report::runs_table(
+        &runs,
+        Stream::Stdout.look(args.utc.zone()),
+    ))
 }
 
 /// `dpplan show`.
@@ -137,7 +142,7 @@ pub fn show(args: ShowArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return store_error(&e),
     };
-    let color = color_stdout();
+    let look = Stream::Stdout.look(args.utc.zone());
     if let Some(n) = args.task {
         let Some(page) = TaskPage::new(&detail, n) else {
             eprintln!("error: run {} has no task {n}", args.run);
@@ -146,7 +151,7 @@ pub fn show(args: ShowArgs) -> u8 {
         return if args.json {
             json_out(&page)
         } else {
-            out(&page.render(&detail, color))
+            out(&page.render(&detail, look))
         };
     }
     if let Some(n) = args.activity {
@@ -157,13 +162,13 @@ pub fn show(args: ShowArgs) -> u8 {
         return if args.json {
             json_out(&page)
         } else {
-            out(&page.render(color))
+            out(&page.render(look))
         };
     }
     if args.json {
         json_out(&RunPage::new(&detail))
     } else {
-        out(&report::run_page(&detail, color))
+        out(&report::run_page(&detail, look))
     }
 }
 
@@ -197,7 +202,7 @@ pub fn log(args: LogArgs) -> u8 {
         eprintln!("no log lines");
         return EXIT_OK;
     }
-    out(&report::log_text(&lines, &views))
+    out(&report::log_text(&lines, &views, args.utc.zone()))
 }
 
 /// `dpplan completions SHELL`: the completion script on stdout.

@@ -2,11 +2,15 @@
 
 use super::progress::{Progress, Say};
 use super::render::Human;
-use super::{color_stderr, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::report::json_out;
+use super::screen::{Stream, UtcArg};
+use super::{color_stderr, out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
-use crate::engine::clock::SystemClock;
+use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
+use crate::report::plan::{dry_run_text, PlanView};
+use crate::report::table::{Column, Table, Tone};
 use crate::store::RedbStore;
 use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
@@ -37,6 +41,8 @@ pub struct DryRunArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub utc: UtcArg,
 }
 
 /// Graph formats.
@@ -133,7 +139,9 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Checks the file; on errors prints them and returns the exit code.
+/// Checks the file; on errors prints them and returns the exit code. The file is named by its
+/// absolute path, so paths in the plan (scripts, the store, secrets) and the plan text stored
+/// with a run do not depend on the directory the command was started in.
 pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
     let checked = check::check_file(&args.file);
     if checked.has_errors() {
@@ -227,86 +235,19 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
         Ok((tasks, _)) => tasks,
         Err(code) => return code,
     };
-    let activity = |t: &Task| -> String {
-        checked
-            .program
-            .plan(&plan)
-            .and_then(|p| p.activities.get(t.activity as usize - 1))
-            .map(|a| a.label.clone().unwrap_or_else(|| a.kind.clone()))
-            .unwrap_or_default()
-    };
+    let now = SystemClock.now();
+    let view = PlanView::new(&checked.program, &plan, &tasks, now);
     if args.json {
-        let rows: Vec<serde_json::Value> = tasks
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "id": t.id,
-                    "activity": activity(t),
-                    "action": t.action,
-                    "device": t.device,
-                    "domain": t.target.domain_label(),
-                    "status": if t.skipped.is_some() { "SKIPPED" } else if t.failed.is_some() { "FAILED" } else { "PENDING" },
-                    "reason": t.skipped.as_ref().or(t.failed.as_ref()),
-                })
-            })
-            .collect();
-        let v = serde_json::json!({ "plan": plan, "tasks": rows });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return EXIT_OK;
+        return json_out(&view);
     }
-    let rows: Vec<Vec<String>> = tasks
-        .iter()
-        .map(|t| {
-            vec![
-                t.id.to_string(),
-                activity(t),
-                t.action.clone(),
-                t.device.clone(),
-                t.target.domain_label().to_string(),
-                match (&t.skipped, &t.failed) {
-                    (Some(r), _) => format!("SKIPPED: {r}"),
-                    (None, Some(r)) => format!("FAILED: {r}"),
-                    (None, None) => "PENDING".into(),
-                },
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "ACTIVITY", "ACTION", "DEVICE", "DOMAIN", "STATUS"],
-            &rows
-        )
-    );
-    EXIT_OK
-}
-
-/// A plain text table, columns padded to their widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
+    let window = checked.program.plan(&plan).and_then(|p| p.window.as_ref());
+    out(&dry_run_text(
+        &view,
+        window,
+        now,
+        Stream::Stdout.fit(),
+        args.utc.utc,
+    ))
 }
 
 /// `dpplan graph`.
@@ -432,28 +373,30 @@ pub fn report(r: &RunReport, json: bool) -> u8 {
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        let rows: Vec<Vec<String>> = r
-            .tasks
-            .iter()
-            .map(|t| {
-                vec![
-                    t.id.to_string(),
-                    t.action.clone(),
-                    t.device.clone(),
-                    t.domain.clone(),
-                    t.files.len().to_string(),
-                    t.status.as_str().to_string(),
-                    t.error.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        eprint!(
-            "{}",
-            table(
-                &["ID", "ACTION", "DEVICE", "DOMAIN", "FILES", "STATUS", "ERROR"],
-                &rows
-            )
-        );
+        let mut table = Table::new(vec![
+            Column::right("ID"),
+            Column::whole("ACTION"),
+            Column::left("DEVICE"),
+            Column::left("DOMAIN"),
+            Column::right("FILES"),
+            Column::whole("STATUS"),
+            Column::left("ERROR"),
+        ]);
+        for t in &r.tasks {
+            let status = t.status.as_str();
+            table.toned_row(vec![
+                (t.id.to_string(), Tone::Plain),
+                (t.action.clone(), Tone::Plain),
+                (t.device.clone(), Tone::Plain),
+                (t.domain.clone(), Tone::Plain),
+                (t.files.len().to_string(), Tone::Plain),
+                (status.to_string(), Tone::of_status(status)),
+                (t.error.clone().unwrap_or_default(), Tone::Plain),
+            ]);
+        }
+        if !r.tasks.is_empty() {
+            eprint!("{}", table.render(Stream::Stderr.fit()));
+        }
         match (&r.error, r.status) {
             (_, RunStatus::Interrupted) => eprintln!(
                 "run {}: INTERRUPTED; `dpplan resume {}` continues it",

@@ -880,11 +880,7 @@ impl Engine {
         if !self.options.ignore_window {
             if let Some(w) = &plan.window {
                 if !window::is_open(w, now) {
-                    return Some((
-                        RunStatus::OutsideWindow,
-                        "outside the plan's maintenance window (--ignore-window runs anyway)"
-                            .into(),
-                    ));
+                    return Some((RunStatus::OutsideWindow, window::closed_message(w, now)));
                 }
             }
         }

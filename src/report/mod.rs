@@ -3,9 +3,11 @@
 //! (field names are stable, documented in docs/cli.md). Also the store's file tools:
 //! [`verify`] (files against their manifests) and [`prune`] (retention).
 //!
-//! Reads only through [`History`] and the filesystem; prints nothing (the CLI does). Times are
-//! UTC, so the same history renders the same text everywhere.
+//! Reads only through [`History`] and the filesystem; prints nothing (the CLI does). Pages show
+//! times in the [`Zone`] the CLI passes (the local zone, or UTC), always with the offset;
+//! tables fit the width the CLI passes (a terminal's), or cut nothing.
 
+pub mod plan;
 pub mod prune;
 pub mod table;
 pub mod verify;
@@ -16,16 +18,55 @@ use serde::Serialize;
 use crate::store::{
     ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState, TaskStatus,
 };
-use table::{Column, Table, Tone, WIDTH};
+pub use table::Fit;
+use table::{Column, Table, Tone};
 
 /// A time as JSON shows it: RFC 3339, UTC, milliseconds (`2026-09-21T14:13:20.000Z`).
 pub fn json_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A time as tables show it: `2026-09-21 14:13:20` (UTC).
-pub fn table_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+/// The zone pages show times in; every time shown carries its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// UTC (`--utc`).
+    Utc,
+    /// An IANA zone, as `TZ=Europe/Berlin` names it.
+    Named(chrono_tz::Tz),
+    /// The host's zone (`/etc/localtime`, or a POSIX `TZ` rule), as chrono reads it.
+    Local,
+}
+
+impl Zone {
+    /// The zone a `TZ` value names: an IANA name (a leading `:` allowed), else the host's.
+    pub fn from_tz(tz: Option<&str>) -> Zone {
+        tz.map(|z| z.trim_start_matches(':'))
+            .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+            .map_or(Zone::Local, Zone::Named)
+    }
+
+    /// `t` in this zone, formatted with chrono's `fmt`.
+    pub fn format(self, t: DateTime<Utc>, fmt: &str) -> String {
+        match self {
+            Zone::Utc => t.format(fmt).to_string(),
+            Zone::Named(tz) => t.with_timezone(&tz).format(fmt).to_string(),
+            Zone::Local => t.with_timezone(&chrono::Local).format(fmt).to_string(),
+        }
+    }
+
+    /// A time as pages show it: `2026-11-30 18:02:11 +01:00`.
+    pub fn time(self, t: DateTime<Utc>) -> String {
+        self.format(t, "%Y-%m-%d %H:%M:%S %:z")
+    }
+}
+
+/// How a page is rendered for where it goes: the table's fit and the zone of its times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// Width and colour of its tables.
+    pub fit: Fit,
+    /// The zone of its times.
+    pub zone: Zone,
 }
 
 /// A time in a run's tables, as time since the run started (its heading has the start):
@@ -132,23 +173,23 @@ impl RunView {
 }
 
 /// The `dpplan runs` table.
-pub fn runs_table(runs: &[RunSummary], color: bool) -> String {
+pub fn runs_table(runs: &[RunSummary], look: Look) -> String {
     let mut t = Table::new(vec![
         Column::right("ID"),
-        Column::whole("STARTED (UTC)"),
-        Column::left("PLAN", 24),
+        Column::whole("STARTED"),
+        Column::left("PLAN"),
         Column::right("DEV"),
         Column::right("DOM"),
         Column::whole("STATUS"),
         Column::right("OK"),
         Column::right("FAIL"),
         Column::right("SKIP"),
-        Column::left("ERROR", WIDTH),
+        Column::left("ERROR"),
     ]);
     for r in runs {
         t.toned_row(vec![
             plain(r.id),
-            plain(r.started.format("%Y-%m-%d %H:%M").to_string()),
+            plain(look.zone.format(r.started, "%Y-%m-%d %H:%M %:z")),
             plain(&r.plan),
             plain(r.devices),
             plain(r.domains),
@@ -159,7 +200,7 @@ pub fn runs_table(runs: &[RunSummary], color: bool) -> String {
             plain(r.error.as_deref().unwrap_or("")),
         ]);
     }
-    t.render(color)
+    t.render(look.fit)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -296,13 +337,13 @@ impl RunPage {
 }
 
 /// The heading of a run's pages: what it is and how it ended.
-fn run_heading(s: &RunSummary) -> String {
+fn run_heading(s: &RunSummary, zone: Zone) -> String {
     let mut out = format!("Run {}  plan {}  {}\n", s.id, s.plan, s.status.as_str());
-    out.push_str(&format!("started   {} UTC\n", table_time(s.started)));
+    out.push_str(&format!("started   {}\n", zone.time(s.started)));
     if let Some(f) = s.finished {
         out.push_str(&format!(
-            "finished  {} UTC  ({})\n",
-            table_time(f),
+            "finished  {}  ({})\n",
+            zone.time(f),
             duration(f - s.started)
         ));
     }
@@ -317,12 +358,12 @@ fn run_heading(s: &RunSummary) -> String {
 }
 
 /// The `dpplan show RUN` page: the run's heading and its activities.
-pub fn run_page(detail: &RunDetail, color: bool) -> String {
+pub fn run_page(detail: &RunDetail, look: Look) -> String {
     let mut t = Table::new(vec![
         Column::right("ID"),
         Column::whole("TIME"),
-        Column::left("DEVICES", 24),
-        Column::left("DOMAINS", 24),
+        Column::left("DEVICES"),
+        Column::left("DOMAINS"),
         Column::whole("ACTION"),
         Column::whole("STATUS"),
         Column::right("OK"),
@@ -346,7 +387,11 @@ pub fn run_page(detail: &RunDetail, color: bool) -> String {
             plain(v.skipped),
         ]);
     }
-    format!("{}\n{}", run_heading(&detail.summary), t.render(color))
+    format!(
+        "{}\n{}",
+        run_heading(&detail.summary, look.zone),
+        t.render(look.fit)
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,7 +489,7 @@ impl ActivityPage {
     }
 
     /// The `dpplan show RUN --activity N` page.
-    pub fn render(&self, color: bool) -> String {
+    pub fn render(&self, look: Look) -> String {
         let a = &self.activity;
         let mut out = format!(
             "Run {}  activity {}  {}{}  {}\n",
@@ -468,12 +513,12 @@ impl ActivityPage {
         let mut t = Table::new(vec![
             Column::right("ID"),
             Column::whole("TIME"),
-            Column::left("DEVICE", 24),
-            Column::left("DOMAIN", 24),
+            Column::left("DEVICE"),
+            Column::left("DOMAIN"),
             Column::right("FILES"),
             Column::right("ERRS"),
             Column::whole("STATUS"),
-            Column::left("ERROR", WIDTH),
+            Column::left("ERROR"),
         ]);
         for task in &self.tasks {
             let time = match (parse_time(&self.run.started), task.status_time.as_deref()) {
@@ -493,7 +538,7 @@ impl ActivityPage {
                 plain(task.error.as_deref().unwrap_or("")),
             ]);
         }
-        out.push_str(&t.render(color));
+        out.push_str(&t.render(look.fit));
         out
     }
 }
@@ -620,7 +665,7 @@ impl TaskPage {
     }
 
     /// The `dpplan show RUN --task N` page.
-    pub fn render(&self, detail: &RunDetail, color: bool) -> String {
+    pub fn render(&self, detail: &RunDetail, look: Look) -> String {
         let v = &self.task;
         let state = detail.tasks.iter().find(|t| t.task.id == v.id);
         let mut out = format!(
@@ -628,11 +673,11 @@ impl TaskPage {
             self.run, v.id, v.action, v.device, v.domain, v.status
         );
         if let Some(s) = state.and_then(|s| s.started) {
-            out.push_str(&format!("started   {} UTC\n", table_time(s)));
+            out.push_str(&format!("started   {}\n", look.zone.time(s)));
             if let Some(f) = state.and_then(|s| s.finished) {
                 out.push_str(&format!(
-                    "finished  {} UTC  ({})\n",
-                    table_time(f),
+                    "finished  {}  ({})\n",
+                    look.zone.time(f),
                     duration(f - s)
                 ));
             }
@@ -660,11 +705,11 @@ impl TaskPage {
         if let Some(s) = state.filter(|s| !s.steps.is_empty()) {
             out.push('\n');
             let mut t = Table::new(vec![
-                Column::left("STEP", 24),
+                Column::left("STEP"),
                 Column::right("TRIES"),
                 Column::whole("OUTCOME"),
                 Column::right("TOOK"),
-                Column::left("ERROR", WIDTH),
+                Column::left("ERROR"),
             ]);
             for step in &s.steps {
                 let took = match (step.started, step.finished) {
@@ -680,7 +725,7 @@ impl TaskPage {
                     plain(step.error.as_deref().unwrap_or("")),
                 ]);
             }
-            out.push_str(&t.render(color));
+            out.push_str(&t.render(look.fit));
         }
         let total: u64 = self.files.iter().map(|f| f.size).sum();
         out.push_str(&format!(
@@ -738,13 +783,14 @@ pub fn log_views(started: DateTime<Utc>, lines: &[LogLine]) -> Vec<LogView> {
         .collect()
 }
 
-/// The `dpplan log RUN` text: a date line whenever the (UTC) day changes, then
-/// `TIME  +SINCE  TASK  STEP  MESSAGE`. Messages are never cut.
-pub fn log_text(lines: &[LogLine], views: &[LogView]) -> String {
+/// The `dpplan log RUN` text: a date line with the zone's offset (`2026-09-21 +02:00`)
+/// whenever the day or the offset changes, then `TIME  +SINCE  TASK  STEP  MESSAGE`.
+/// Messages are never cut.
+pub fn log_text(lines: &[LogLine], views: &[LogView], zone: Zone) -> String {
     let mut rows: Vec<[String; 4]> = Vec::new();
     for (l, v) in lines.iter().zip(views) {
         rows.push([
-            l.at.format("%H:%M:%S%.3f").to_string(),
+            zone.format(l.at, "%H:%M:%S%.3f"),
             format!(
                 "+{}",
                 duration(chrono::Duration::milliseconds(v.since_previous_ms))
@@ -760,9 +806,10 @@ pub fn log_text(lines: &[LogLine], views: &[LogView]) -> String {
     let mut out = String::new();
     let mut day = None;
     for (l, r) in lines.iter().zip(&rows) {
-        let d = l.at.date_naive();
-        if day != Some(d) {
-            out.push_str(&format!("{} (UTC)\n", d.format("%Y-%m-%d")));
+        let d = zone.format(l.at, "%Y-%m-%d %:z");
+        if day.as_ref() != Some(&d) {
+            out.push_str(&d);
+            out.push('\n');
             day = Some(d);
         }
         let line = format!(
@@ -778,6 +825,19 @@ pub fn log_text(lines: &[LogLine], views: &[LogView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_carry_their_zone_offset() {
+        use chrono::TimeZone;
+        let t = Utc.with_ymd_and_hms(2026, 11, 30, 17, 2, 11).unwrap();
+        let berlin = Zone::from_tz(Some("Europe/Berlin"));
+        assert_eq!(berlin.time(t), "2026-11-30 18:02:11 +01:00");
+        assert_eq!(Zone::from_tz(Some(":Europe/Berlin")), berlin);
+        assert_eq!(Zone::Utc.time(t), "2026-11-30 17:02:11 +00:00");
+        let summer = Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap();
+        assert_eq!(berlin.time(summer), "2026-07-01 14:00:00 +02:00");
+        assert_eq!(Zone::from_tz(Some("not/a zone")), Zone::Local);
+    }
 
     #[test]
     fn durations_and_sizes() {

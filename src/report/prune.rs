@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::verify::{find_manifests, ManifestOnDisk};
 use crate::engine::output;
@@ -26,7 +27,8 @@ pub struct Policy {
 }
 
 /// Why a backup stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Keep {
     /// Among the newest `keep_last`.
     Last,
@@ -76,6 +78,84 @@ pub struct Backup {
     pub bytes: u64,
     /// `None`: to remove.
     pub keep: Option<Keep>,
+}
+
+/// One backup, as `prune --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupView {
+    /// Its manifest, relative to the store.
+    pub manifest: String,
+    /// The run.
+    pub run: RunId,
+    /// The task.
+    pub task: u32,
+    /// The device.
+    pub device: String,
+    /// The domain.
+    pub domain: String,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The run's start (RFC 3339, UTC).
+    pub started: String,
+    /// Its files, the manifest excluded.
+    pub files: usize,
+    /// Their recorded size in bytes.
+    pub bytes: u64,
+    /// Why it stays (`last`, `days`, `newest_successful`, `unfinished`, `unknown_run`);
+    /// `null` for one removed.
+    pub keep: Option<Keep>,
+    /// Why removing it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl BackupView {
+    /// The view of `b`, its manifest relative to `root`.
+    pub fn new(root: &Path, b: &Backup) -> BackupView {
+        BackupView {
+            manifest: b
+                .manifest
+                .strip_prefix(root)
+                .unwrap_or(&b.manifest)
+                .display()
+                .to_string(),
+            run: b.run,
+            task: b.task,
+            device: b.device.clone(),
+            domain: b.domain.clone(),
+            action: b.action.clone(),
+            started: super::json_time(b.started),
+            files: b.files.len(),
+            bytes: b.bytes,
+            keep: b.keep,
+            error: None,
+        }
+    }
+}
+
+/// A manifest prune could not read, as `prune --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreadableView {
+    /// The manifest.
+    pub path: String,
+    /// Why.
+    pub why: String,
+}
+
+/// What `dpplan prune --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneView {
+    /// Nothing was removed: this is what would be.
+    pub dry_run: bool,
+    /// The store's root.
+    pub store: String,
+    /// Backups removed (or, in a dry run, to remove); `error` set where removing failed.
+    pub removed: Vec<BackupView>,
+    /// Backups kept, each with why.
+    pub kept: Vec<BackupView>,
+    /// Bytes removed (or to remove).
+    pub bytes_removed: u64,
+    /// Manifests that could not be read; left alone.
+    pub unreadable: Vec<UnreadableView>,
 }
 
 /// What [`plan`] decided.

@@ -1,8 +1,24 @@
-//! Plain-text tables that fit a fixed width: columns sized to their content, the last column
-//! (a message) cut to what is left. Colour is applied after padding, so it never moves text.
+//! The one table renderer of the CLI: plain-text columns sized to their content, separated by
+//! two spaces. Given a width (a terminal's), the last column is cut first, then the widest
+//! other one that may be cut, each with `…`; without one (a pipe, a file) nothing is ever
+//! cut. Colour is applied after padding, so it never moves text.
 
-/// The width every table fits, whatever the terminal: output is the same in a pipe.
-pub const WIDTH: usize = 80;
+/// How a table is laid out for where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fit {
+    /// The width to fit (a terminal's columns); `None` never cuts a value.
+    pub width: Option<usize>,
+    /// Colour statuses (a terminal, `NO_COLOR` unset).
+    pub color: bool,
+}
+
+impl Fit {
+    /// Whole values and no colour: what a pipe gets.
+    pub const PLAIN: Fit = Fit {
+        width: None,
+        color: false,
+    };
+}
 
 /// How a cell is coloured on a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,28 +56,25 @@ impl Tone {
     }
 }
 
-/// A column: its header and whether numbers are right-aligned.
+/// A column: its header, its alignment, and how far it may be cut to fit a width.
 #[derive(Debug, Clone)]
 pub struct Column {
     /// The header.
     pub header: &'static str,
     /// Right-aligned.
     pub right: bool,
-    /// At most this many characters (longer cells are cut with `…`).
-    pub max: usize,
     /// Never cut below this many characters to fit the width.
     pub min: usize,
 }
 
 impl Column {
-    /// A left-aligned column of at most `max` characters, cut (down to 8, or its header)
-    /// when the table would not fit.
-    pub fn left(header: &'static str, max: usize) -> Column {
+    /// A left-aligned column that may be cut (down to 8 characters, or its header) when the
+    /// table would not fit the width: names, patterns, messages.
+    pub fn left(header: &'static str) -> Column {
         Column {
             header,
             right: false,
-            max,
-            min: header.chars().count().max(8).min(max),
+            min: header.chars().count().max(8),
         }
     }
 
@@ -70,7 +83,6 @@ impl Column {
         Column {
             header,
             right: false,
-            max: usize::MAX,
             min: usize::MAX,
         }
     }
@@ -80,7 +92,6 @@ impl Column {
         Column {
             header,
             right: true,
-            max: usize::MAX,
             min: usize::MAX,
         }
     }
@@ -94,8 +105,9 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table with these columns. When the rows are wider than [`WIDTH`], the last column
-    /// is cut first, then the widest other one that may be cut, each down to its minimum.
+    /// A table with these columns. When the rows are wider than the width they must fit,
+    /// the last column is cut first, then the widest other one that may be cut, each down to
+    /// its minimum.
     pub fn new(columns: Vec<Column>) -> Table {
         Table {
             columns,
@@ -115,7 +127,8 @@ impl Table {
     }
 
     /// The table as text, one line per row after the header, each ending in `\n`.
-    pub fn render(&self, color: bool) -> String {
+    pub fn render(&self, fit: Fit) -> String {
+        let color = fit.color;
         let n = self.columns.len();
         let mut widths: Vec<usize> = self
             .columns
@@ -124,12 +137,12 @@ impl Table {
             .collect();
         for row in &self.rows {
             for (i, (cell, _)) in row.iter().enumerate().take(n) {
-                let w = cell.chars().count().min(self.columns[i].max);
-                widths[i] = widths[i].max(w);
+                widths[i] = widths[i].max(cell.chars().count());
             }
         }
         let mut total: usize = widths.iter().sum::<usize>() + 2 * n.saturating_sub(1);
-        while total > WIDTH {
+        let width = fit.width.unwrap_or(usize::MAX);
+        while total > width {
             let can = |i: usize| widths[i] > self.columns[i].min;
             let pick = if n > 0 && can(n - 1) {
                 Some(n - 1)
@@ -195,21 +208,62 @@ pub fn cut(text: &str, width: usize) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fits_the_width_and_cuts_the_last_column() {
+    fn sample() -> Table {
         let mut t = Table::new(vec![
             Column::right("ID"),
-            Column::left("NAME", 10),
-            Column::left("MESSAGE", WIDTH),
+            Column::left("NAME"),
+            Column::whole("STATUS"),
+            Column::left("MESSAGE"),
         ]);
-        t.row(vec!["8".into(), "short".into(), "ok".into()]);
-        t.row(vec!["7".into(), "a very long name".into(), "x".repeat(200)]);
-        let text = t.render(false);
+        t.row(vec!["8".into(), "short".into(), "OK".into(), "ok".into()]);
+        t.row(vec![
+            "7".into(),
+            "prod-nightly-with-a-very-long-name".into(),
+            "FAILED".into(),
+            "x".repeat(200),
+        ]);
+        t
+    }
+
+    #[test]
+    fn a_width_cuts_the_last_column_first_then_the_widest() {
+        let fit = |w| Fit {
+            width: Some(w),
+            color: false,
+        };
+        // Wide enough for everything but the message: only the message is cut.
+        let text = sample().render(fit(120));
         for line in text.lines() {
-            assert!(line.chars().count() <= WIDTH, "{line}");
+            assert!(line.chars().count() <= 120, "{line}");
         }
-        assert!(text.contains("a very lo…"));
-        assert!(text.starts_with("ID  NAME        MESSAGE\n"));
+        assert!(
+            text.contains("prod-nightly-with-a-very-long-name"),
+            "{text}"
+        );
+        assert!(text.contains("x…"), "{text}");
+        assert!(text.starts_with("ID  NAME  "), "{text}");
+        // Narrow: the message down to its minimum, then the name.
+        let text = sample().render(fit(40));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 40, "{line}");
+        }
+        assert!(
+            text.contains("xxxxxxx…"),
+            "the message at its minimum: {text}"
+        );
+        assert!(text.contains(" prod-nightly-with…  "), "{text}");
+        assert!(text.contains("FAILED"), "statuses are never cut: {text}");
+    }
+
+    #[test]
+    fn without_a_width_nothing_is_cut() {
+        let text = sample().render(Fit::PLAIN);
+        assert!(
+            text.contains("prod-nightly-with-a-very-long-name"),
+            "{text}"
+        );
+        assert!(text.contains(&"x".repeat(200)), "{text}");
+        assert!(!text.contains('…'), "{text}");
     }
 
     #[test]
@@ -219,8 +273,11 @@ mod tests {
             ("FAILED".into(), Tone::Bad),
             ("1".into(), Tone::Plain),
         ]);
-        let plain = t.render(false);
-        let coloured = t.render(true);
+        let plain = t.render(Fit::PLAIN);
+        let coloured = t.render(Fit {
+            width: None,
+            color: true,
+        });
         assert_eq!(
             coloured.replace("\x1b[31m", "").replace("\x1b[0m", ""),
             plain

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::engine::output::{self, Layout};
@@ -118,7 +118,102 @@ pub struct Verified {
     pub skipped: Vec<(u32, String)>,
 }
 
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    /// Files were checked and every one is as recorded.
+    AsRecorded,
+    /// Something is not as recorded.
+    Problems,
+    /// No file was checked: nothing was recorded, or all of it was skipped.
+    NothingToVerify,
+}
+
+/// A problem, as `verify --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemView {
+    /// The file (relative to the store, for a run).
+    pub path: String,
+    /// What is wrong with it.
+    pub what: String,
+}
+
+/// A task not checked, as `verify --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedView {
+    /// The task.
+    pub task: u32,
+    /// Why (its status, or `pruned`).
+    pub why: String,
+}
+
+/// What `dpplan verify --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyView {
+    /// The run verified, when a run was.
+    pub run: Option<u64>,
+    /// The store's root, for a run.
+    pub store: Option<String>,
+    /// `AS_RECORDED`, `PROBLEMS` or `NOTHING_TO_VERIFY`.
+    pub outcome: Outcome,
+    /// Manifests read.
+    pub manifests: usize,
+    /// Files checked.
+    pub files: usize,
+    /// Everything wrong, in the order found.
+    pub problems: Vec<ProblemView>,
+    /// Tasks not checked.
+    pub skipped: Vec<SkippedView>,
+}
+
 impl Verified {
+    /// How it ended: problems first; else nothing checked is nothing verified.
+    pub fn outcome(&self) -> Outcome {
+        if !self.problems.is_empty() {
+            Outcome::Problems
+        } else if self.files == 0 {
+            Outcome::NothingToVerify
+        } else {
+            Outcome::AsRecorded
+        }
+    }
+
+    /// A problem's path as shown: relative to `root` when it is below it.
+    pub fn shown(p: &Problem, root: Option<&Path>) -> String {
+        root.and_then(|r| p.path.strip_prefix(r).ok())
+            .unwrap_or(&p.path)
+            .display()
+            .to_string()
+    }
+
+    /// The JSON view, paths relative to `root` (a run's store).
+    pub fn view(&self, run: Option<u64>, root: Option<&Path>) -> VerifyView {
+        VerifyView {
+            run,
+            store: root.map(|r| r.display().to_string()),
+            outcome: self.outcome(),
+            manifests: self.manifests,
+            files: self.files,
+            problems: self
+                .problems
+                .iter()
+                .map(|p| ProblemView {
+                    path: Verified::shown(p, root),
+                    what: p.what.clone(),
+                })
+                .collect(),
+            skipped: self
+                .skipped
+                .iter()
+                .map(|(task, why)| SkippedView {
+                    task: *task,
+                    why: why.clone(),
+                })
+                .collect(),
+        }
+    }
+
     fn problem(&mut self, path: &Path, what: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_path_buf(),

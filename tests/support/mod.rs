@@ -37,6 +37,12 @@ impl Test {
         }
     }
 
+    /// Sets an environment variable for the run (`TZ`, `COLUMNS`...).
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Writes a file into the test directory (creating folders as needed).
     pub fn file(self, name: &str, text: &str) -> Test {
         let path = self.dir.path().join(name);
@@ -67,12 +73,6 @@ impl Test {
 
     pub fn stdin(mut self, text: &str) -> Test {
         self.stdin = Some(text.to_string());
-        self
-    }
-
-    /// Sets an environment variable for the run.
-    pub fn env(mut self, key: &str, value: &str) -> Test {
-        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -169,6 +169,67 @@ pub fn without_missing_secrets(
         .into_iter()
         .filter(|d| d.code != dpplan::diag::Code::UnresolvedSecret)
         .collect()
+}
+
+/// A fresh pseudo-terminal of `rows` x `cols`: its master side (read what was written to the
+/// terminal; reads end with an error once every slave descriptor is closed) and its slave side
+/// (give it to a child as stdout or stderr, then drop every copy of it).
+pub fn pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    (std::fs::File::from(master), slave)
+}
+
+/// Runs `dpplan ARGS` in `dir` with standard output on a fresh pseudo-terminal `cols` wide
+/// (no colour: `NO_COLOR` is set), with `env` added; returns the exit status and what the
+/// terminal received, carriage returns dropped.
+pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16) -> (i32, String) {
+    use std::io::Read;
+    let (mut master, slave) = pty(50, cols);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("COLUMNS")
+        .env("DPPLAN_STATE", dir.join("state.redb"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    let out = child.wait_with_output().unwrap();
+    let bytes = reader.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&bytes).replace('\r', ""),
+    )
 }
 
 pub mod soma;
