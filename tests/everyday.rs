@@ -646,3 +646,22 @@ async fn a_forced_exit_names_what_is_left_quiesced() {
     assert_eq!(v["status"], "COMPLETED");
     w.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_runs_store_from_any_directory() {
+    let w = World::new(FLEET).await;
+    scripted_plan(&w, "");
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let t = Test::new().cwd(w.dir.path()).args([
+        "run",
+        "work/fleet.dpplan",
+        "--quiet",
+        "--state",
+        &state,
+    ]);
+    blocking(t).await.status(0);
+    let t = Test::new()
+        .cwd(&std::env::temp_dir())
+        .args(["verify", "1", "--state", &state]);
+    blocking(t).await.status(0);
+}

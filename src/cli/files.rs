@@ -81,7 +81,13 @@ pub fn verify(args: VerifyArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return store_error(&e),
     };
-    let root = match args.store.clone().or_else(|| store_of_run(&detail)) {
+    let stored = store.stored_run(id).ok();
+    let root = match args
+        .store
+        .clone()
+        .or_else(|| stored.as_deref().and_then(crate::engine::stored_store_root))
+        .or_else(|| store_of_run(&detail))
+    {
         Some(r) => r,
         None => {
             eprintln!("error: cannot tell where run {id}'s store is; name it with --store DIR");
@@ -185,8 +191,9 @@ fn finish(v: &Verified, run: Option<u64>, root: Option<&Path>, nothing: &str, js
     }
 }
 
-/// The store of the plan file a run was started from: the first file header of its stored
-/// text names the file, which is checked again for its store block.
+/// The store of the plan file a run was started from, for runs that stored no program
+/// (those that ended in pre-validation): the first file header of its stored text names the
+/// file, which is checked again for its store block.
 fn store_of_run(detail: &RunDetail) -> Option<PathBuf> {
     let first = detail.plan_text.lines().next()?;
     let name = first.strip_prefix("# ==== ")?.strip_suffix(" ====")?;

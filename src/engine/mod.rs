@@ -387,6 +387,17 @@ fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), String> {
     Ok((stored, graph))
 }
 
+/// The store root of a stored run's program (absolute, as the run resolved it), if the run
+/// stored one.
+pub fn stored_store_root(stored_run: &str) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        program: Program,
+    }
+    let only: Only = serde_json::from_str(stored_run).ok()?;
+    only.program.store.map(|s| s.path)
+}
+
 /// Errors that stop the engine itself (as opposed to a task or run failing).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
