@@ -58,3 +58,64 @@ async fn names_that_sanitise_alike_get_their_own_files() {
     );
     w.assert_clean();
 }
+
+const CONTROL_NAMES: &str = "
+[defaults]
+user = \"admin\"
+password = \"s3cret\"
+backup_file_size = \"4KiB\"
+domains = [\"default\", \"evil\\u001b]0;pwned\\u0007\\u001b[31mred\\u0000nul\"]
+
+[[device]]
+name = \"QA1\"
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_text_reaches_the_terminal_escaped() {
+    let w = World::new(CONTROL_NAMES).await;
+    let pw = w.dir.path().join("pw").display().to_string();
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let plan = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"QA1\"\n    domains = \"evil*\"\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    );
+    let dir = w.dir.path().to_path_buf();
+    std::fs::write(dir.join("p.dpplan"), &plan).unwrap();
+    let mut outputs = vec![
+        Test::new()
+            .cwd(&dir)
+            .args(["plan", "p.dpplan"])
+            .run()
+            .stdout,
+    ];
+    let ran = Test::new()
+        .cwd(&dir)
+        .args(["run", "p.dpplan", "--state", &state])
+        .run();
+    outputs.push(ran.stderr);
+    for args in [
+        vec!["show", "1", "--activity", "1"],
+        vec!["show", "1", "--task", "1"],
+        vec!["log", "1"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--state", state.as_str()]);
+        outputs.push(Test::new().args(a).run().stdout);
+    }
+    for out in &outputs {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\0') && !out.contains('\u{7}'),
+            "raw control characters: {out:?}"
+        );
+    }
+    assert!(
+        outputs[0].contains("evil\\x1b]0;pwned\\x07"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs.iter().skip(2).any(|o| o.contains("\\x00nul")),
+        "{outputs:?}"
+    );
+}

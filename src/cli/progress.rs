@@ -85,8 +85,8 @@ impl Observer for Lines {
             "task {} {} {} {}: {}",
             t.id,
             t.action,
-            t.device,
-            t.target.domain_label(),
+            crate::report::table::printable(&t.device, false),
+            crate::report::table::printable(t.target.domain_label(), false),
             status.as_str()
         );
     }
@@ -200,8 +200,8 @@ fn task_line(state: &State, r: &Running, bytes: u64) -> String {
     let (dw, mw) = state.width;
     let mut line = format!(
         "{:<dw$}  {:<mw$}  {:<11} {:>5}",
-        r.task.device,
-        r.task.target.domain_label(),
+        crate::report::table::printable(&r.task.device, false),
+        crate::report::table::printable(r.task.target.domain_label(), false),
         r.step,
         clock(r.since.elapsed()),
     );

@@ -402,7 +402,12 @@ pub fn report(r: &RunReport, json: bool) -> u8 {
                 "run {}: INTERRUPTED; `dpplan resume {}` continues it",
                 r.run, r.run
             ),
-            (Some(e), _) => eprintln!("run {}: {} ({e})", r.run, r.status.as_str()),
+            (Some(e), _) => eprintln!(
+                "run {}: {} ({})",
+                r.run,
+                r.status.as_str(),
+                crate::report::table::printable(e, false)
+            ),
             (None, _) => eprintln!("run {}: {}", r.run, r.status.as_str()),
         }
     }

@@ -352,7 +352,7 @@ fn run_heading(s: &RunSummary, zone: Zone) -> String {
         s.succeeded, s.failed, s.skipped, s.devices, s.domains
     ));
     if let Some(e) = &s.error {
-        out.push_str(&format!("error     {e}\n"));
+        out.push_str(&format!("error     {}\n", table::printable(e, false)));
     }
     out
 }
@@ -670,7 +670,12 @@ impl TaskPage {
         let state = detail.tasks.iter().find(|t| t.task.id == v.id);
         let mut out = format!(
             "Run {}  task {}  {}  {} / {}  {}\n",
-            self.run, v.id, v.action, v.device, v.domain, v.status
+            self.run,
+            v.id,
+            v.action,
+            table::printable(&v.device, false),
+            table::printable(&v.domain, false),
+            v.status
         );
         if let Some(s) = state.and_then(|s| s.started) {
             out.push_str(&format!("started   {}\n", look.zone.time(s)));
@@ -683,9 +688,13 @@ impl TaskPage {
             }
         }
         if let Some(e) = &v.error {
-            out.push_str(&format!("error     {e}\n"));
+            out.push_str(&format!("error     {}\n", table::printable(e, false)));
         }
-        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        let dash = |o: &Option<String>| {
+            o.as_deref()
+                .map(|t| table::printable(t, false))
+                .unwrap_or_else(|| "-".into())
+        };
         match &self.firmware {
             Some(fw) => {
                 out.push_str(&format!(
@@ -814,7 +823,11 @@ pub fn log_text(lines: &[LogLine], views: &[LogView], zone: Zone) -> String {
         }
         let line = format!(
             "{}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0], r[1], r[2], r[3], l.message
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            table::printable(&l.message, true)
         );
         out.push_str(line.trim_end());
         out.push('\n');

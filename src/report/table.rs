@@ -20,6 +20,34 @@ impl Fit {
     };
 }
 
+/// `text` made safe for a terminal: control characters (ESC, NUL, carriage returns, ...),
+/// which a hostile appliance may put in a domain name or an error text, are shown escaped
+/// (`\x1b`) instead of acting on the terminal; line breaks (and tabs) are kept only when
+/// `lines` is set, else shown as `\n`.
+pub fn printable(text: &str, lines: bool) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' if lines => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let n = u32::from(c);
+                if n <= 0xff {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else {
+                    out.push_str(&format!("\\u{{{n:x}}}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// How a cell is coloured on a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {
@@ -117,13 +145,22 @@ impl Table {
 
     /// Adds a row of plain cells.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows
-            .push(cells.into_iter().map(|c| (c, Tone::Plain)).collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| (printable(&c, false), Tone::Plain))
+                .collect(),
+        );
     }
 
     /// Adds a row whose cells carry tones.
     pub fn toned_row(&mut self, cells: Vec<(String, Tone)>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|(c, t)| (printable(&c, false), t))
+                .collect(),
+        );
     }
 
     /// The table as text, one line per row after the header, each ending in `\n`.
