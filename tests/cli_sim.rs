@@ -80,6 +80,10 @@ fn sim_serves_prints_writes_inventory_and_stops_on_sigterm() {
     assert!(sim.lines[0].1.starts_with("http://127.0.0.1:"));
     assert!(sim.lines[0].1.ends_with("/service/mgmt/current"));
     let text = std::fs::read_to_string(&inventory).unwrap();
+    // Its comment names the password: the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&inventory).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     assert!(
         text.contains(&format!(
             "device \"QA1\" {{ host = \"127.0.0.1\"  port = {qa1} }}"

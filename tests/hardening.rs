@@ -119,3 +119,47 @@ async fn device_text_reaches_the_terminal_escaped() {
         "{outputs:?}"
     );
 }
+
+/// Backups hold keys and password maps: files 0600 and folders 0700 whatever the umask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(ODD_NAMES).await;
+    let pw = w.dir.path().join("pw").display().to_string();
+    let plan = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA_1\"\n    cert = \"backup-cert\"\n  }}\n  activity export_domain {{\n    devices = \"QA_1\"\n    domains = \"a_b\"\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    );
+    std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
+    // A permissive umask, as a shell's 022 or worse.
+    let script = format!(
+        "umask 000; exec {} run p.dpplan --quiet",
+        env!("CARGO_BIN_EXE_dpplan")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(w.dir.path())
+        .env("DPPLAN_STATE", w.dir.path().join("state.redb"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = 0;
+    let mut stack = vec![w.store().join("QA_1")];
+    while let Some(p) = stack.pop() {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        if p.is_dir() {
+            assert_eq!(mode, 0o700, "{}", p.display());
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", p.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "{seen} files");
+}

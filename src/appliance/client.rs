@@ -173,7 +173,7 @@ impl SomaClient {
         dest: &Path,
         empty_is_error: bool,
     ) -> Result<Downloaded, ApplianceError> {
-        let file = std::fs::File::create(dest).map_err(|e| ApplianceError::Io {
+        let file = super::payload::create_private(dest).map_err(|e| ApplianceError::Io {
             device: self.config.device.clone(),
             op: op.to_string(),
             text: format!("{}: {e}", dest.display()),

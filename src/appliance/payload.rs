@@ -402,6 +402,25 @@ fn tail_error(rest: &[u8]) -> ProtocolError {
     ProtocolError::Malformed(format!("unexpected content after the payload: {shown:?}"))
 }
 
+/// Creates a file for writing, readable by its owner only (backups hold keys and password
+/// maps), whatever the umask. An existing file is truncated and made private.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let f = o.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
 /// Reads a whole response (held in memory) through the streaming decoder: the code path of
 /// downloads, for tests and fixtures.
 pub fn decode_document(
@@ -410,7 +429,7 @@ pub fn decode_document(
     chunk: usize,
     empty_is_error: bool,
 ) -> Result<Downloaded, ProtocolError> {
-    let file = File::create(dest).map_err(|e| io_error(dest, &e))?;
+    let file = create_private(dest).map_err(|e| io_error(dest, &e))?;
     let mut sink = PayloadSink::new(file, dest, 32 * 1024 * 1024);
     let result = xml
         .chunks(chunk.max(1))

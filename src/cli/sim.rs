@@ -107,7 +107,12 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
             ca_file = Some(path);
         }
         if let Some(path) = &args.inventory_out {
-            if let Err(e) = std::fs::write(path, running.inventory(ca_file.as_deref())) {
+            // Its comment names the fleet's password: readable by its owner only.
+            let written = crate::appliance::payload::create_private(path).and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(running.inventory(ca_file.as_deref()).as_bytes())
+            });
+            if let Err(e) = written {
                 eprintln!(
                     "error: cannot write the inventory to {}: {e}",
                     path.display()

@@ -94,8 +94,10 @@ impl Layout {
     }
 }
 
-/// Creates `dir` and its parents, fsyncing each directory created and its parent, so a
-/// rename into it survives a crash.
+pub use crate::appliance::payload::create_private;
+
+/// Creates `dir` and its parents (each accessible to its owner only, whatever the umask),
+/// fsyncing each directory created and its parent, so a rename into it survives a crash.
 pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -103,7 +105,13 @@ pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
     if let Some(parent) = dir.parent() {
         create_dirs(parent)?;
     }
-    match std::fs::create_dir(dir) {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
@@ -137,7 +145,7 @@ pub fn commit_rename(from: &Path, to: &Path) -> std::io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_name(path);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         commit_rename(&tmp, path)
