@@ -163,3 +163,34 @@ async fn backups_are_private_whatever_the_umask() {
     }
     assert!(seen >= 10, "{seen} files");
 }
+
+/// Cron runs never see `check`: a run repeats the plain-HTTP and insecure-TLS warnings, even
+/// with --quiet, and records them in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_repeats_its_safety_warnings() {
+    let w = World::new(ODD_NAMES).await;
+    let pw = w.dir.path().join("pw").display().to_string();
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let plan = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA_1\"\n    cert = \"backup-cert\"\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    );
+    std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
+    let dir = w.dir.path().to_path_buf();
+    let t = Test::new()
+        .cwd(&dir)
+        .args(["run", "p.dpplan", "--quiet", "--state", &state]);
+    tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(0)
+        .stderr_has(
+            "warning DP0034: tls = false sends credentials and backups in plain HTTP (p.dpplan:",
+        );
+    Test::new()
+        .args(["log", "1", "--state", &state])
+        .run()
+        .status(0)
+        .stdout_has("warning DP0034: tls = false");
+}

@@ -89,6 +89,29 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// The checker's warnings that a run must repeat every time (cron runs never see `check`):
+/// certificate verification off (DP0033) and plain HTTP (DP0034), as
+/// `warning DP0033: ... (fleet.dpplan:7:5)`.
+fn safety_warnings(checked: &Checked) -> Vec<String> {
+    use crate::diag::Code;
+    checked
+        .diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, Code::TlsInsecure | Code::PlainHttp))
+        .map(|d| {
+            let at = d
+                .span
+                .map(|sp| {
+                    let f = checked.sources.get(sp.file);
+                    let (l, c) = f.line_col(sp.start);
+                    format!(" ({}:{l}:{c})", f.name)
+                })
+                .unwrap_or_default();
+            format!("warning {}: {}{at}", d.code.as_str(), d.message)
+        })
+        .collect()
+}
+
 /// Who runs this command and how, for the first line of a run's log: user, host, the
 /// command line, and the plan file with its SHA-256 when there is one.
 pub(crate) fn origin(plan_file: Option<&Path>) -> String {
@@ -441,10 +464,15 @@ pub fn run(args: RunArgs) -> u8 {
             }
         }
     }
+    let warnings = safety_warnings(&checked);
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     let options = RunOptions {
         ignore_window: args.ignore_window,
         devices: args.devices.clone(),
         origin: Some(origin(Some(&args.plan.file))),
+        warnings,
         ..RunOptions::default()
     };
     match run_checked(checked, &plan, &path, options, args.quiet) {

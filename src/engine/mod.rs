@@ -101,6 +101,9 @@ pub struct RunOptions {
     /// Who started the run and how (user, host, command, plan file and its SHA-256): the
     /// first line of its activity log.
     pub origin: Option<String>,
+    /// Warnings about the run's safety (certificate checks off, plain HTTP), recorded in its
+    /// log after the origin.
+    pub warnings: Vec<String>,
 }
 
 /// The tasks of an earlier run that `dpplan retry` runs again.
@@ -166,6 +169,7 @@ impl RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
+            warnings: Vec::new(),
             devices: Vec::new(),
             retry: None,
             origin: None,
@@ -739,6 +743,7 @@ impl Engine {
         if let Some(o) = &self.options.origin {
             lines.push(format!("started by {o}"));
         }
+        lines.extend(self.options.warnings.iter().cloned());
         if self.options.ignore_window {
             lines.push("the maintenance window is ignored (--ignore-window)".to_string());
         }
