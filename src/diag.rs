@@ -270,6 +270,7 @@ codes! {
     DP0040 WhenNotAllowed Error "script condition where it has no meaning",
     DP0041 UnresolvedSecret Warning "secret or file not found",
     DP0042 FolderClash Warning "device names that differ only in case",
+    DP0043 UnreadableFile Error "plan file that cannot be read as text",
 }
 
 impl fmt::Display for Code {

@@ -35,6 +35,9 @@ fn each_diagnostic_page_example_triggers_its_code() {
             // The page's example names a script that exists without its executable bit.
             t = t.file("scripts/post-plan.sh", "#!/bin/sh\n");
         }
+        if *code == Code::UnreadableFile {
+            std::fs::write(t.path().join("latin1.dpplan"), b"plan \"caf\xe9\" {}\n").unwrap();
+        }
         if *code == Code::WhenNotAllowed {
             t = t.script("scripts/pre-plan.sh", "#!/bin/sh\n");
         }

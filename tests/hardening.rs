@@ -194,3 +194,132 @@ async fn a_run_repeats_its_safety_warnings() {
         .status(0)
         .stdout_has("warning DP0034: tls = false");
 }
+
+const CLEAN: &str = "import \"std/datapower\"\n\ninventory {\n  device \"QA1\" { host = \"qa1\" password = env(\"DP_PASSWORD\") }\n}\n\nplan \"p\" {\n  activity secure_backup {\n    devices = \"QA1\"\n    cert    = \"c\"\n  }\n}\n";
+
+#[test]
+fn check_refuses_what_is_not_a_plan_file_without_hanging() {
+    Test::new()
+        .args(["check", "/dev/zero"])
+        .run()
+        .status(1)
+        .stderr_has("DP0043")
+        .stderr_has("not a regular file (a device)");
+    let t = Test::new().file("ok.dpplan", CLEAN);
+    let fifo = t.path().join("pipe.dpplan");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    t.args(["check", fifo.to_str().unwrap()])
+        .run()
+        .status(1)
+        .stderr_has("not a regular file (a FIFO)");
+    // Invalid UTF-8 is named as such, not as a missing import; a byte-order mark is fine.
+    let t = Test::new();
+    std::fs::write(t.path().join("latin1.dpplan"), b"plan \"caf\xe9\" {}\n").unwrap();
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend_from_slice(CLEAN.as_bytes());
+    std::fs::write(t.path().join("bom.dpplan"), bom).unwrap();
+    t.args(["check", "latin1.dpplan"])
+        .run()
+        .status(1)
+        .stderr_has("DP0043")
+        .stderr_has("not UTF-8 text (invalid byte at offset 9)");
+    Test::new()
+        .file("x", "")
+        .args(["fmt", "-"])
+        .stdin("plan \"p\" {}\n")
+        .run()
+        .status(0);
+}
+
+#[test]
+fn check_of_directories_ends_and_an_empty_one_fails() {
+    let t = Test::new().file("plans/ok.dpplan", CLEAN);
+    std::fs::create_dir_all(t.path().join("empty")).unwrap();
+    std::os::unix::fs::symlink("..", t.path().join("plans/loop")).unwrap();
+    let dir = t.path().to_path_buf();
+    Test::new()
+        .cwd(&dir)
+        .args(["check", "plans"])
+        .run()
+        .status(0)
+        .stderr_has("1 file checked: no problems");
+    Test::new()
+        .cwd(&dir)
+        .args(["check", "empty"])
+        .run()
+        .status(1)
+        .stderr_has("no .dpplan files in empty");
+}
+
+#[test]
+fn many_mistakes_on_one_line_give_bounded_output() {
+    let attrs: String = (0..20_000).map(|i| format!("x{i} = 1 ")).collect();
+    let plan = format!("settings {{ {attrs} }}\n");
+    let ran = Test::new()
+        .file("p.dpplan", &plan)
+        .args(["check", "p.dpplan"])
+        .run()
+        .status(1)
+        .stderr_has("... and 19950 more in p.dpplan")
+        .stderr_has("20000 errors");
+    // Linear in the file, not in the file times its mistakes.
+    assert!(
+        ran.stderr.len() < 4 * plan.len(),
+        "{} bytes",
+        ran.stderr.len()
+    );
+}
+
+#[test]
+fn fmt_keeps_links_and_writes_through_them() {
+    use std::os::unix::fs::MetadataExt;
+    let messy = CLEAN.replace("  activity", "      activity");
+    let t = Test::new().file("real/p.dpplan", &messy);
+    let dir = t.path().to_path_buf();
+    std::os::unix::fs::symlink("real/p.dpplan", dir.join("link.dpplan")).unwrap();
+    std::fs::write(dir.join("real/h.dpplan"), &messy).unwrap();
+    std::fs::hard_link(dir.join("real/h.dpplan"), dir.join("h2.dpplan")).unwrap();
+    Test::new()
+        .cwd(&dir)
+        .args(["fmt", "link.dpplan", "h2.dpplan"])
+        .run()
+        .status(0);
+    assert!(std::fs::symlink_metadata(dir.join("link.dpplan"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let canonical = dpplan::syntax::format(CLEAN).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("real/p.dpplan")).unwrap(),
+        canonical
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("real/h.dpplan")).unwrap(),
+        canonical
+    );
+    assert_eq!(std::fs::metadata(dir.join("h2.dpplan")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn fmt_of_stdin_that_is_not_utf8_is_bad_input() {
+    let t = Test::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["fmt", "-"])
+        .current_dir(t.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"plan \"\xff\" {}\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
+}

@@ -15,6 +15,82 @@ pub const STDLIB: &[(&str, &str)] = &[(
     include_str!("../../stdlib/datapower.dpplan"),
 )];
 
+/// The largest plan file read: far above any real plan, far below what would exhaust memory
+/// (`/dev/zero` given as a plan is refused, not read forever).
+pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a plan file cannot be read as text.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The path does not exist (or cannot be reached).
+    #[error("{0}")]
+    Missing(std::io::Error),
+    /// A directory, FIFO, device or socket: reading it would hang or mean nothing.
+    #[error("it is not a regular file (a {0})")]
+    NotAFile(&'static str),
+    /// Larger than [`MAX_PLAN_BYTES`].
+    #[error("it is larger than {} MiB", MAX_PLAN_BYTES / (1024 * 1024))]
+    TooLarge,
+    /// Not UTF-8.
+    #[error("it is not UTF-8 text (invalid byte at offset {0})")]
+    NotUtf8(usize),
+    /// Any other I/O error.
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+impl ReadError {
+    /// Whether the file is simply not there (an import that names nothing).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ReadError::Missing(_))
+    }
+}
+
+/// Reads a plan file as text: a regular file (a symlink to one is followed), at most
+/// [`MAX_PLAN_BYTES`], UTF-8, with a leading byte-order mark dropped.
+pub fn read_plan_file(path: &Path) -> Result<String, ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Missing)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_dir() {
+            "directory"
+        } else if ft.is_fifo() {
+            "FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "device"
+        } else if ft.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        };
+        return Err(ReadError::NotAFile(what));
+    }
+    if meta.len() > MAX_PLAN_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    {
+        use std::io::Read;
+        let f = std::fs::File::open(path).map_err(ReadError::Io)?;
+        f.take(MAX_PLAN_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(ReadError::Io)?;
+    }
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    text_of(bytes)
+}
+
+/// Plan text from bytes: UTF-8 required, a leading byte-order mark dropped.
+pub fn text_of(mut bytes: Vec<u8>) -> Result<String, ReadError> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        bytes.drain(..3);
+    }
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
+}
+
 /// The root file of a check.
 #[derive(Debug, Clone)]
 pub enum Root {
@@ -48,19 +124,23 @@ pub fn load(root: &Root, sink: &mut Sink) -> Loaded {
         stack: Vec::new(),
     };
     match root {
-        Root::Path(path) => match std::fs::read_to_string(path) {
+        Root::Path(path) => match read_plan_file(path) {
             Ok(text) => {
                 let key = key_for(path);
                 let file = SourceFile::new(path.display().to_string(), Some(path.clone()), text);
                 loader.file(key, file, sink);
             }
-            Err(e) => sink.push(
-                Diagnostic::nowhere(
-                    Code::ImportNotFound,
-                    format!("cannot read `{}`: {e}", path.display()),
+            Err(e) => {
+                let code = if e.is_missing() {
+                    Code::ImportNotFound
+                } else {
+                    Code::UnreadableFile
+                };
+                sink.push(
+                    Diagnostic::nowhere(code, format!("cannot read `{}`: {e}", path.display()))
+                        .help("check the path given on the command line"),
                 )
-                .help("check the path given on the command line"),
-            ),
+            }
         },
         Root::Text { name, text, base } => {
             let file = SourceFile::new(name.clone(), Some(base.join(name)), text.as_str());
@@ -134,11 +214,20 @@ impl Loader {
         if self.cycle(&key, span, sink) || self.done.contains_key(&key) {
             return;
         }
-        match std::fs::read_to_string(&path) {
+        match read_plan_file(&path) {
             Ok(text) => {
                 let file = SourceFile::new(path.display().to_string(), Some(path.clone()), text);
                 self.file(key, file, sink);
             }
+            Err(e) if !e.is_missing() => sink.push(
+                Diagnostic::new(
+                    Code::UnreadableFile,
+                    span,
+                    format!("cannot import `{target}`: {e}"),
+                )
+                .label("imported here")
+                .help(format!("{} must be a UTF-8 plan file", path.display())),
+            ),
             Err(e) => sink.push(
                 Diagnostic::new(
                     Code::ImportNotFound,

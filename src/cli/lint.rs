@@ -1,7 +1,7 @@
 //! `dpplan check`, `dpplan fmt` and `dpplan explain`.
 
 use super::render::{self, Human};
-use super::{color_stderr, Format, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::{color_stderr, Format, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::check;
 use crate::diag::{Code, Severity, SourceMap};
 use crate::syntax;
@@ -9,13 +9,18 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Expands directories into the `.dpplan` files below them, sorted.
+/// Expands directories into the `.dpplan` files below them, sorted. Symbolic links to
+/// directories are not followed (a link loop would never end); links to files are. A
+/// directory with no plan file is an error: a check of nothing must not pass.
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
             walk(p, &mut found).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            if found.is_empty() {
+                return Err(format!("no .dpplan files in {}", p.display()));
+            }
             found.sort();
             out.extend(found);
         } else {
@@ -27,8 +32,11 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
+        let entry = entry?;
+        let path = entry.path();
+        // The entry's own type: a symlink is not followed into a directory.
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
             walk(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "dpplan") {
             out.push(path);
@@ -37,13 +45,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How many diagnostics of one file are rendered for people; the rest are counted (and all
+/// are in `--format json`). A line of 20,000 mistakes would otherwise print its line 20,000
+/// times.
+const RENDERED_PER_FILE: usize = 50;
+
 /// `dpplan check`: exit 0 clean (warnings allowed), 1 errors (or warnings when denied).
 pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
     let files = match expand(paths) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return EXIT_FAILED;
         }
     };
     let color = color_stderr();
@@ -56,6 +69,8 @@ pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
         let root = file.display().to_string();
         let human = (format == Format::Human && !checked.diagnostics.is_empty())
             .then(|| Human::new(&checked.sources, color));
+        let mut rendered = 0usize;
+        let mut unrendered = 0usize;
         for d in &checked.diagnostics {
             // A file imported by several roots reports its problems once.
             let key = (
@@ -72,11 +87,19 @@ pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
                 Severity::Warning => warnings += 1,
             }
             match &human {
+                Some(_) if rendered >= RENDERED_PER_FILE => unrendered += 1,
                 Some(h) => {
+                    rendered += 1;
                     let _ = write!(stderr, "{}", h.render(d));
                 }
                 None => json_results.push(render::json_object(&checked.sources, d, &root)),
             }
+        }
+        if unrendered > 0 {
+            let _ = writeln!(
+                stderr,
+                "... and {unrendered} more in {root} (`--format json` lists every one)"
+            );
         }
         // The process ends soon: freeing a large program node by node costs more than the
         // check of a clean plan, and the operating system reclaims it at once.
@@ -121,11 +144,23 @@ fn summary(files: usize, errors: usize, warnings: usize) -> String {
 /// `dpplan fmt`: rewrite in place, or with `--check` report what is not canonical.
 pub fn fmt(paths: &[PathBuf], check_only: bool) -> u8 {
     if paths.len() == 1 && paths[0].as_os_str() == "-" {
-        let mut text = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        let mut bytes = Vec::new();
+        let limit = check::load::MAX_PLAN_BYTES;
+        if let Err(e) = std::io::stdin().take(limit + 1).read_to_end(&mut bytes) {
             eprintln!("error: cannot read stdin: {e}");
-            return EXIT_INTERNAL;
+            return EXIT_FAILED;
         }
+        if bytes.len() as u64 > limit {
+            eprintln!("error: stdin is larger than {} MiB", limit / (1024 * 1024));
+            return EXIT_FAILED;
+        }
+        let text = match check::load::text_of(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read stdin: {e}");
+                return EXIT_FAILED;
+            }
+        };
         return match format_text("<stdin>", &text) {
             Some(out) => {
                 if check_only && out != text {
@@ -144,13 +179,13 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> u8 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return EXIT_FAILED;
         }
     };
     let mut code = EXIT_OK;
     for file in &files {
         let name = file.display().to_string();
-        let text = match std::fs::read_to_string(file) {
+        let text = match check::load::read_plan_file(file) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot read {name}: {e}");
@@ -170,7 +205,7 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> u8 {
             code = EXIT_FAILED;
         } else if let Err(e) = write_atomic(file, out.as_bytes()) {
             eprintln!("error: cannot write {name}: {e}");
-            code = EXIT_INTERNAL;
+            code = EXIT_FAILED;
         } else {
             eprintln!("formatted {name}");
         }
@@ -204,27 +239,43 @@ fn print_diff(name: &str, old: &str, new: &str) {
     print!("{text}");
 }
 
-/// Writes `bytes` to a temporary file beside `path`, fsyncs it, and renames it over `path`,
-/// so a crash leaves either the old file or the new one.
+/// Writes `bytes` over the plan file `path`, so a crash leaves either the old text or the
+/// new one: a temporary file beside the real file (a symbolic link is followed, and stays a
+/// link), fsynced, given the file's mode, owner and group, and renamed over it. A file with
+/// several hard links is rewritten in place instead, or the rename would split the links.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    if meta.nlink() > 1 {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&target)?;
+        f.write_all(bytes)?;
+        return f.sync_all();
+    }
+    let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let file_name = path
+    let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.dpplan-fmt.tmp"));
-    let perms = std::fs::metadata(path).map(|m| m.permissions()).ok();
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        if let Some(p) = perms {
-            std::fs::set_permissions(&tmp, p)?;
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+        // As root, the file keeps its owner; as its owner, this changes nothing.
+        if let Err(e) = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid())) {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                return Err(e);
+            }
         }
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, &target)?;
         std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {

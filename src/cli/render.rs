@@ -68,6 +68,9 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
+/// Lines longer than this are not shown in snippets.
+const LONG_LINE: usize = 1000;
+
 /// Renders diagnostics for a terminal or a log.
 pub struct Human {
     handler: GraphicalReportHandler,
@@ -92,15 +95,30 @@ impl Human {
         Human { handler, sources }
     }
 
-    /// One diagnostic as text.
+    /// One diagnostic as text. A diagnostic on a very long line is shown without its
+    /// snippet, with its `file:line:col`: a snippet would repeat the whole line.
     pub fn render(&self, d: &Diagnostic) -> String {
-        let report = Report {
-            diag: d,
-            source: d.span.and_then(|s| self.sources.get(s.file.0 as usize)),
-        };
+        let mut source = d.span.and_then(|s| self.sources.get(s.file.0 as usize));
+        let mut at = None;
+        if let (Some(span), Some(src)) = (d.span, source) {
+            let text = src.inner().as_str();
+            let start = (span.start as usize).min(text.len());
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            if line_end - line_start > LONG_LINE {
+                let line = text[..start].matches('\n').count() + 1;
+                let col = text[line_start..start].chars().count() + 1;
+                at = Some(format!("  at {}:{line}:{col}\n", src.name()));
+                source = None;
+            }
+        }
+        let report = Report { diag: d, source };
         let mut out = String::new();
         if self.handler.render_report(&mut out, &report).is_err() {
             out = format!("{}: {} [{}]\n", d.severity().as_str(), d.message, d.code);
+        }
+        if let Some(at) = at {
+            out.push_str(&at);
         }
         out
     }
