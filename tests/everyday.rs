@@ -665,3 +665,52 @@ async fn verify_finds_a_runs_store_from_any_directory() {
         .args(["verify", "1", "--state", &state]);
     blocking(t).await.status(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_exit_leaves_no_hook_script_running() {
+    let w = World::new(FLEET).await;
+    let work = scripted_plan(&w, "  pre_plan = script(\"scripts/slow.sh\")");
+    write_script(
+        &work.join("scripts/slow.sh"),
+        "echo $$ > slow.pid\nsleep 30\ntouch slow.finished",
+    );
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["run", "fleet.dpplan", "--quiet", "--state", &state])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = work.join("slow.pid");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let script_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    interrupt(&child);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    interrupt(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("killed 1 running hook script"), "{stderr}");
+    let pid = rustix::process::Pid::from_raw(script_pid).unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if rustix::process::test_kill_process(pid).is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the hook script {script_pid} outlived dpplan");
+}

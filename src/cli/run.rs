@@ -553,6 +553,12 @@ async fn interrupts(live: Arc<crate::engine::Live>, say: Say) {
             live.interrupted.store(true, Ordering::SeqCst);
             say("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
         } else {
+            let killed = live.kill_scripts();
+            if killed > 0 {
+                say(&format!(
+                    "interrupt: killed {killed} running hook script(s)"
+                ));
+            }
             say(&forced_exit_message(live.run(), &live.quiesced()));
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }

@@ -190,6 +190,8 @@ pub struct Live {
     pub interrupted: Arc<AtomicBool>,
     run: std::sync::atomic::AtomicU64,
     quiesced: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The process groups of the scripts running now.
+    pub(crate) scripts: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
 
 impl Live {
@@ -208,6 +210,14 @@ impl Live {
             .lock()
             .map(|q| q.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Kills the scripts running now, with everything they started (a forced exit: they
+    /// must not run on as orphans). Returns how many there were.
+    pub fn kill_scripts(&self) -> usize {
+        let n = self.scripts.lock().map(|s| s.len()).unwrap_or(0);
+        scripts::kill_all(&self.scripts);
+        n
     }
 
     pub(crate) fn hold(&self, what: String, held: bool) {

@@ -53,11 +53,15 @@ async fn capture<R: AsyncRead + Unpin>(mut r: R) -> String {
 
 /// Runs `script` with `env` added to an environment from which `remove` (the names of
 /// variables that hold credentials) and every `DPPLAN_` variable of the parent are taken out.
+///
+/// While it runs, its process group is in `running` (what a forced exit kills, so no hook
+/// outlives dpplan as an orphan).
 pub async fn run(
     script: &Script,
     env: &BTreeMap<String, String>,
     remove: &[String],
     default_timeout: Duration,
+    running: &std::sync::Mutex<std::collections::BTreeSet<u32>>,
 ) -> std::io::Result<ScriptRun> {
     let mut cmd = tokio::process::Command::new(&script.path);
     cmd.args(&script.args)
@@ -85,6 +89,7 @@ pub async fn run(
     cmd.process_group(0);
     let mut child = cmd.spawn()?;
     let pid = child.id();
+    let _registered = Registered::new(running, pid);
     let out = child.stdout.take();
     let err = child.stderr.take();
     let out_task = tokio::spawn(async move {
@@ -128,6 +133,42 @@ pub async fn run(
         stdout,
         stderr,
     })
+}
+
+/// A script's process group listed in the run's set while the script runs.
+struct Registered<'a> {
+    running: &'a std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    pid: Option<u32>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(
+        running: &'a std::sync::Mutex<std::collections::BTreeSet<u32>>,
+        pid: Option<u32>,
+    ) -> Self {
+        if let (Some(p), Ok(mut set)) = (pid, running.lock()) {
+            set.insert(p);
+        }
+        Registered { running, pid }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let (Some(p), Ok(mut set)) = (self.pid, self.running.lock()) {
+            set.remove(&p);
+        }
+    }
+}
+
+/// Kills the process groups of the scripts in `running` (a forced exit: they would
+/// otherwise run on as orphans).
+pub fn kill_all(running: &std::sync::Mutex<std::collections::BTreeSet<u32>>) {
+    if let Ok(set) = running.lock() {
+        for p in set.iter() {
+            kill_group(Some(*p));
+        }
+    }
 }
 
 /// Kills the process group led by `pid` (the script and everything it started).

@@ -655,7 +655,14 @@ pub(crate) async fn run_script(
     step: Option<&str>,
 ) -> Result<(), String> {
     let hook = env.get("DPPLAN_HOOK").cloned().unwrap_or_default();
-    let r = super::scripts::run(script, &env, &ctx.secret_vars, ctx.options.script_timeout).await;
+    let r = super::scripts::run(
+        script,
+        &env,
+        &ctx.secret_vars,
+        ctx.options.script_timeout,
+        &ctx.live.scripts,
+    )
+    .await;
     let run = match r {
         Ok(run) => run,
         Err(e) => {
