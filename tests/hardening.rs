@@ -323,3 +323,154 @@ fn fmt_of_stdin_that_is_not_utf8_is_bad_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
 }
+
+/// One device with one application domain.
+const ONE_DOMAIN: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+"#;
+
+fn download_plan(w: &World, settings: &str, device_attrs: &str, domains: &str) -> String {
+    let pw = w.dir.path().join("pw").display().to_string();
+    format!(
+        "import \"std/datapower\"\nsettings {{ {settings} }}\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"QA1\"\n    domains = \"{domains}\"\n    quiesce = 60s\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory()
+            .replace("file(\"pw\")", &format!("file(\"{pw}\")"))
+            .replace("tls      = false", &format!("tls      = false\n    {device_attrs}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_past_max_export_size_fails_and_leaves_nothing() {
+    let w = World::new(ONE_DOMAIN).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    std::fs::write(
+        w.dir.path().join("p.dpplan"),
+        download_plan(&w, "max_export_size = 100B", "", "DOMAIN1"),
+    )
+    .unwrap();
+    let dir = w.dir.path().to_path_buf();
+    let t = Test::new()
+        .cwd(&dir)
+        .args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
+    let v = tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(1)
+        .json();
+    let error = v["tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("larger than 100 bytes"), "{error}");
+    // No partial export in the store; the domain is released.
+    let leftovers: Vec<_> = walk(&w.store());
+    assert!(
+        leftovers
+            .iter()
+            .all(|f| !f.ends_with(".zip") && !f.contains("dpplan-tmp")),
+        "{leftovers:?}"
+    );
+    w.assert_clean();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+const HANGING_EXPORT: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "50ms"
+unquiesce_delay = "50ms"
+domains = ["default", "DOMAIN1"]
+
+[[device]]
+name = "QA1"
+[[device.fault]]
+op = "do-export"
+times = 5
+kind = "delay"
+delay = "20s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_has_a_deadline_and_the_domain_is_released() {
+    let w = World::new(HANGING_EXPORT).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    std::fs::write(
+        w.dir.path().join("p.dpplan"),
+        download_plan(&w, "", "download_timeout = 1s", "DOMAIN1"),
+    )
+    .unwrap();
+    let dir = w.dir.path().to_path_buf();
+    let started = std::time::Instant::now();
+    let t = Test::new()
+        .cwd(&dir)
+        .args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
+    let v = tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(1)
+        .json();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let error = v["tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("within 1s (download_timeout)"), "{error}");
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_stops_a_download_and_releases_the_domain() {
+    let w = World::new(HANGING_EXPORT).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    std::fs::write(
+        w.dir.path().join("p.dpplan"),
+        download_plan(&w, "", "", "DOMAIN1"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(["run", "p.dpplan", "--json", "--quiet", "--state", &state])
+        .current_dir(w.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the export is asked for (the domain is quiesced by then).
+    for _ in 0..200 {
+        if w.state("QA1").ops.contains_key("do-export") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"][0]["status"], "FAILED", "{v}");
+    assert!(v["tasks"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("stopped by an interrupt"));
+    w.assert_clean();
+}

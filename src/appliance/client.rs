@@ -166,12 +166,16 @@ impl SomaClient {
     /// One request whose answer is a `dp:file`, streamed into `dest`. `dest` is created at
     /// once and removed again on any error, and also when this future is dropped before it
     /// completes (a cancelled or timed-out download leaves no file behind).
+    ///
+    /// The download is held to `max_bytes` decoded bytes and to the configured
+    /// `download_timeout` in all (a body that trickles in never holds a quiesce for long).
     async fn fetch(
         &self,
         op: &str,
         body: String,
         dest: &Path,
         empty_is_error: bool,
+        max_bytes: u64,
     ) -> Result<Downloaded, ApplianceError> {
         let file = super::payload::create_private(dest).map_err(|e| ApplianceError::Io {
             device: self.config.device.clone(),
@@ -182,7 +186,23 @@ impl SomaClient {
             path: dest,
             armed: true,
         };
-        let result = self.fetch_inner(op, body, file, dest, empty_is_error).await;
+        let limit = self.config.download_timeout;
+        let result = match tokio::time::timeout(
+            limit,
+            self.fetch_inner(op, body, file, dest, empty_is_error, max_bytes),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ApplianceError::Timeout {
+                device: self.config.device.clone(),
+                op: op.to_string(),
+                text: format!(
+                    "the download did not complete within {}s (download_timeout)",
+                    limit.as_secs()
+                ),
+            }),
+        };
         guard.armed = result.is_err();
         result
     }
@@ -194,6 +214,7 @@ impl SomaClient {
         file: std::fs::File,
         dest: &Path,
         empty_is_error: bool,
+        max_bytes: u64,
     ) -> Result<Downloaded, ApplianceError> {
         let read_timeout = self.config.read_timeout;
         let mut answer = self.within(op, read_timeout, self.send(op, body)).await?;
@@ -203,7 +224,7 @@ impl SomaClient {
         let worker = tokio::task::spawn_blocking(move || {
             // The decoder never removes the path: once this download is dropped, the path
             // may belong to the next attempt; the unlinked file's writes go nowhere.
-            let mut sink = PayloadSink::new(file, &path, head_cap);
+            let mut sink = PayloadSink::new(file, &path, head_cap).at_most(max_bytes);
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch {
                     sink.push(&chunk)?;
@@ -512,7 +533,18 @@ impl Appliance for SomaClient {
     }
 
     async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError> {
-        self.fetch("get-file", soma::get_file(path), dest, false)
+        let max = self.config.max_download_bytes;
+        self.fetch("get-file", soma::get_file(path), dest, false, max)
+            .await
+    }
+
+    async fn download_at_most(
+        &self,
+        path: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<Downloaded, ApplianceError> {
+        self.fetch("get-file", soma::get_file(path), dest, false, max_bytes)
             .await
     }
 
@@ -534,12 +566,14 @@ impl Appliance for SomaClient {
             soma::do_export(domain, persisted, comment),
             dest,
             true,
+            self.config.max_download_bytes,
         )
         .await
     }
 
     async fn export_all(&self, comment: &str, dest: &Path) -> Result<Downloaded, ApplianceError> {
-        self.fetch("do-backup", soma::do_backup_all(comment), dest, true)
+        let max = self.config.max_download_bytes;
+        self.fetch("do-backup", soma::do_backup_all(comment), dest, true, max)
             .await
     }
 }

@@ -46,6 +46,12 @@ use std::time::Duration;
 
 pub use client::SomaClient;
 
+/// The largest export accepted unless the plan says otherwise (`max_export_size`).
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// How long one download may take unless the inventory says otherwise (`download_timeout`).
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How to reach one appliance's XML management interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
@@ -74,6 +80,12 @@ pub struct ConnectionConfig {
     pub read_timeout: Duration,
     /// Largest response body accepted when it carries no payload.
     pub max_response_bytes: u64,
+    /// Largest file an export may decode to (a secure backup's files are held to the sizes
+    /// the appliance listed).
+    pub max_download_bytes: u64,
+    /// The longest one download (an export, one file of a secure backup) may take in all,
+    /// however steadily its bytes trickle in.
+    pub download_timeout: Duration,
 }
 
 impl ConnectionConfig {
@@ -100,6 +112,8 @@ impl ConnectionConfig {
             request_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(120),
             max_response_bytes: 32 * 1024 * 1024,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
         }
     }
 
@@ -287,6 +301,18 @@ pub trait Appliance: Send + Sync {
     /// dropped before it completes, `dest` is removed again. Memory stays bounded whatever
     /// the size.
     async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
+
+    /// [`Appliance::download`] of a file whose size the appliance listed: more than
+    /// `max_bytes` is an error as soon as it arrives.
+    async fn download_at_most(
+        &self,
+        path: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<Downloaded, ApplianceError> {
+        let _ = max_bytes;
+        self.download(path, dest).await
+    }
 
     /// Removes appliance directory `dir` and its content (`RemoveDir`).
     async fn remove_directory(&self, dir: &str) -> Result<(), ApplianceError>;

@@ -78,6 +78,8 @@ pub struct PayloadSink {
     padded: bool,
     /// Offset of the payload text, for error messages.
     offset: u64,
+    /// The most decoded bytes accepted.
+    max_bytes: u64,
 }
 
 impl PayloadSink {
@@ -101,7 +103,14 @@ impl PayloadSink {
             line_has_b64: false,
             padded: false,
             offset: 0,
+            max_bytes: u64::MAX,
         }
+    }
+
+    /// Refuses payloads that decode to more than `max_bytes` (as soon as they pass it).
+    pub fn at_most(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Consumes the next chunk of the response body.
@@ -251,6 +260,12 @@ impl PayloadSink {
         // Padding ends the data: anything after it is an error.
         self.padded |= self.pending[whole - 1] == b'=';
         self.pending.drain(..whole);
+        if self.size + n as u64 > self.max_bytes {
+            return Err(ProtocolError::TooLarge(format!(
+                "the file is larger than {} bytes, the most accepted for it",
+                self.max_bytes
+            )));
+        }
         let bytes = &self.decoded[..n];
         self.hasher.update(bytes);
         self.size += n as u64;
@@ -603,6 +618,32 @@ mod tests {
             .try_for_each(|c| sink.push(c))
             .unwrap_err();
         assert!(matches!(e, ProtocolError::TooLarge(_)), "{e:?}");
+    }
+
+    /// A file that runs past the size it was listed with (or an export past the plan's
+    /// limit) stops there, not gigabytes later.
+    #[test]
+    fn payload_is_capped() {
+        use base64::Engine as _;
+        let data = vec![7u8; 10_000];
+        let doc = file_doc(&base64::engine::general_purpose::STANDARD.encode(&data));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("o");
+        let mut sink = PayloadSink::new(File::create(&dest).unwrap(), &dest, 1 << 20).at_most(4096);
+        let e = doc
+            .as_bytes()
+            .chunks(512)
+            .try_for_each(|c| sink.push(c))
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+        assert!(std::fs::metadata(&dest).unwrap().len() <= 4096 + 48 * 1024);
+        let mut sink =
+            PayloadSink::new(File::create(&dest).unwrap(), &dest, 1 << 20).at_most(10_000);
+        doc.as_bytes()
+            .chunks(512)
+            .try_for_each(|c| sink.push(c))
+            .unwrap();
+        assert_eq!(sink.finish(false).unwrap().size, 10_000);
     }
 
     proptest! {

@@ -11,10 +11,19 @@ const SETTINGS: &[&str] = &[
     "max_parallel",
     "appliance_min_free",
     "quiesce_grace",
+    "max_export_size",
 ];
 const STORE: &[&str] = &["require_remote", "min_free", "keep_last", "keep_days"];
 const DEVICE: &[&str] = &[
-    "host", "port", "user", "password", "tls", "tls_ca", "insecure", "timeout",
+    "host",
+    "port",
+    "user",
+    "password",
+    "tls",
+    "tls_ca",
+    "insecure",
+    "timeout",
+    "download_timeout",
 ];
 
 /// Device attributes as written in one `defaults` or `device` block.
@@ -28,6 +37,7 @@ struct DeviceAttrs {
     tls_ca: Option<String>,
     insecure: Option<bool>,
     timeout_ms: Option<u64>,
+    download_timeout_ms: Option<u64>,
 }
 
 impl Cx<'_> {
@@ -60,6 +70,11 @@ impl Cx<'_> {
         if let Some(a) = body.take("quiesce_grace") {
             if let Some(v) = body::duration(&a.value, "quiesce_grace", self.sink) {
                 s.quiesce_grace_ms = v;
+            }
+        }
+        if let Some(a) = body.take("max_export_size") {
+            if let Some(v) = body::size(&a.value, "max_export_size", self.sink) {
+                s.max_export_bytes = v;
             }
         }
         body.finish("settings", SETTINGS, self.sink);
@@ -218,6 +233,11 @@ impl Cx<'_> {
             tls_ca,
             insecure: own.insecure.or(defaults.insecure).unwrap_or(false),
             timeout_ms: own.timeout_ms.or(defaults.timeout_ms).unwrap_or(60_000),
+            download_timeout_ms: own
+                .download_timeout_ms
+                .or(defaults.download_timeout_ms)
+                .unwrap_or(3_600_000),
+            max_export_bytes: self.program.settings.max_export_bytes,
             span: name_span,
             at: self.location(name_span),
         });
@@ -300,6 +320,9 @@ impl Cx<'_> {
         }
         if let Some(a) = body.take("timeout") {
             d.timeout_ms = body::duration(&a.value, "timeout", self.sink);
+        }
+        if let Some(a) = body.take("download_timeout") {
+            d.download_timeout_ms = body::duration(&a.value, "download_timeout", self.sink);
         }
         body.finish(context, DEVICE, self.sink);
         d

@@ -61,6 +61,17 @@ pub struct Settings {
     pub appliance_min_free: u64,
     /// How long past a quiesce/unquiesce timeout to keep waiting, in milliseconds.
     pub quiesce_grace_ms: u64,
+    /// The largest domain export accepted, in bytes (`max_export_size`).
+    #[serde(default = "default_max_export_bytes")]
+    pub max_export_bytes: u64,
+}
+
+fn default_max_export_bytes() -> u64 {
+    crate::appliance::DEFAULT_MAX_DOWNLOAD_BYTES
+}
+
+fn default_download_timeout_ms() -> u64 {
+    crate::appliance::DEFAULT_DOWNLOAD_TIMEOUT.as_millis() as u64
 }
 
 impl Default for Settings {
@@ -70,6 +81,7 @@ impl Default for Settings {
             max_parallel: 8,
             appliance_min_free: 0,
             quiesce_grace_ms: 60_000,
+            max_export_bytes: default_max_export_bytes(),
         }
     }
 }
@@ -128,6 +140,12 @@ pub struct Device {
     pub insecure: bool,
     /// Request timeout in milliseconds.
     pub timeout_ms: u64,
+    /// The longest one download may take in all, in milliseconds (`download_timeout`).
+    #[serde(default = "default_download_timeout_ms")]
+    pub download_timeout_ms: u64,
+    /// The largest export accepted from it, in bytes (the settings' `max_export_size`).
+    #[serde(default = "default_max_export_bytes")]
+    pub max_export_bytes: u64,
     /// Where the device is declared.
     #[serde(skip)]
     pub span: Span,

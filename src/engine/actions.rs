@@ -427,6 +427,24 @@ async fn unquiesce(
     )))
 }
 
+/// Runs a download until it ends or the run is interrupted: an interrupt stops it (its
+/// partial file is removed as the download is dropped), the step fails, and the task's
+/// `always` steps (the unquiesce) still run.
+async fn until_interrupted<T>(
+    ctx: &RunCtx,
+    download: impl std::future::Future<Output = Result<T, ApplianceError>>,
+) -> Result<T, StepError> {
+    let interrupted = async {
+        while !ctx.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = download => r.map_err(StepError::from),
+        () = interrupted => Err(StepError::permanent("the download was stopped by an interrupt")),
+    }
+}
+
 /// What a quiesce holds, as a forced exit names it: `QA1` or `TEST8/DOMAIN1`.
 pub(crate) fn held(t: &Task, target: &QuiesceTarget) -> String {
     match target {
@@ -549,7 +567,12 @@ async fn secure_backup(
         for f in &listing {
             let name = output::sanitize(&f.name);
             let dest = tmp_dir.join(&name);
-            let d = app.download(&f.path, &dest).await?;
+            // Held to the size the appliance listed: a file that runs past it is not it.
+            let d = if f.size > 0 {
+                until_interrupted(ctx, app.download_at_most(&f.path, &dest, f.size)).await?
+            } else {
+                until_interrupted(ctx, app.download(&f.path, &dest)).await?
+            };
             if f.size > 0 && d.size != f.size {
                 return Err(StepError::transient(format!(
                     "{}: {} is {} bytes, the appliance listed {}",
@@ -625,14 +648,16 @@ async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepEr
         let dest = abs_dir.join(&name);
         let tmp = output::tmp_name(&dest);
         let d = match &t.target {
-            Target::Domain(dname) => app.export_domain(dname, persisted, &comment, &tmp).await,
-            _ => app.export_all(&comment, &tmp).await,
+            Target::Domain(dname) => {
+                until_interrupted(ctx, app.export_domain(dname, persisted, &comment, &tmp)).await
+            }
+            _ => until_interrupted(ctx, app.export_all(&comment, &tmp)).await,
         };
         let d = match d {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
+                return Err(e);
             }
         };
         super::failpoint::hit("before-rename");

@@ -75,6 +75,8 @@ impl Connector for SomaConnector {
         c.tls_ca = d.tls_ca.clone();
         c.insecure = d.insecure;
         c.request_timeout = Duration::from_millis(d.timeout_ms);
+        c.download_timeout = Duration::from_millis(d.download_timeout_ms);
+        c.max_download_bytes = d.max_export_bytes;
         let client = SomaClient::new(c).map_err(|e| e.to_string())?;
         Ok(Arc::new(client))
     }
