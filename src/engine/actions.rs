@@ -23,6 +23,8 @@ use std::time::Duration;
 pub(crate) struct StepError {
     pub message: String,
     pub transient: bool,
+    /// Stopped by an interrupt, not failed: the step is left for `resume` to redo.
+    pub interrupted: bool,
 }
 
 impl StepError {
@@ -30,6 +32,7 @@ impl StepError {
         StepError {
             message: message.into(),
             transient: false,
+            interrupted: false,
         }
     }
 
@@ -37,6 +40,14 @@ impl StepError {
         StepError {
             message: message.into(),
             transient: true,
+            interrupted: false,
+        }
+    }
+
+    fn interrupted(message: impl Into<String>) -> StepError {
+        StepError {
+            interrupted: true,
+            ..StepError::permanent(message)
         }
     }
 }
@@ -46,6 +57,7 @@ impl From<ApplianceError> for StepError {
         StepError {
             transient: e.is_transient(),
             message: e.to_string(),
+            interrupted: false,
         }
     }
 }
@@ -428,8 +440,8 @@ async fn unquiesce(
 }
 
 /// Runs a download until it ends or the run is interrupted: an interrupt stops it (its
-/// partial file is removed as the download is dropped), the step fails, and the task's
-/// `always` steps (the unquiesce) still run.
+/// partial file is removed as the download is dropped), the step is left for `resume` to
+/// redo, and the task's `always` steps (the unquiesce) still run.
 async fn until_interrupted<T>(
     ctx: &RunCtx,
     download: impl std::future::Future<Output = Result<T, ApplianceError>>,
@@ -441,7 +453,7 @@ async fn until_interrupted<T>(
     };
     tokio::select! {
         r = download => r.map_err(StepError::from),
-        () = interrupted => Err(StepError::permanent("the download was stopped by an interrupt")),
+        () = interrupted => Err(StepError::interrupted("the download was stopped by an interrupt")),
     }
 }
 

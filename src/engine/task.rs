@@ -162,6 +162,7 @@ pub(crate) async fn run_task(
             drop(step_permit);
             match failure {
                 None => completed.push(i),
+                Some((err, _)) if err.interrupted => cut = true,
                 Some((err, policy)) => {
                     st.failed_any = true;
                     if st.error.is_none() {
@@ -524,6 +525,17 @@ async fn attempt_step(
                 });
                 super::failpoint::hit("after-result");
                 return Ok(None);
+            }
+            Err(e) if e.interrupted => {
+                // No result: the intent stays open and resume redoes the step.
+                let line = Record::Log {
+                    task: Some(t.id),
+                    step: Some(s.name.clone()),
+                    at: ctx.clock.now(),
+                    message: format!("{}; resume does this step again", e.message),
+                };
+                st.pending.push(line);
+                return Ok(Some((e, policy)));
             }
             Err(e) => e,
         };
