@@ -222,7 +222,7 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let r = match run_checked(checked, &plan, &state, false, args.quiet) {
+    let r = match run_checked(checked, &plan, &state, false, args.quiet, false) {
         Ok(r) => r,
         Err(code) => return code,
     };

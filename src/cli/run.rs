@@ -2,12 +2,12 @@
 
 use super::progress::{Progress, Say};
 use super::render::Human;
+use super::report::open_writer;
 use super::{color_stderr, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
-use crate::store::RedbStore;
 use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -66,9 +66,13 @@ pub struct GraphArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Run even outside the plan's maintenance window.
     #[arg(long)]
     pub ignore_window: bool,
@@ -80,14 +84,29 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-/// The state file to use.
+/// The state file to use: `--state`, else `$DPPLAN_STATE`, else
+/// `$XDG_STATE_HOME/dpplan/state.redb`, else `~/.local/state/dpplan/state.redb` (DESIGN.md
+/// 7): the same history whatever directory a command starts in.
 pub fn state_path(arg: Option<&Path>) -> PathBuf {
     if let Some(p) = arg {
         return p.to_path_buf();
     }
-    match std::env::var_os("DPPLAN_STATE") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(".dpplan").join("state.redb"),
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = var("DPPLAN_STATE") {
+        return p;
+    }
+    // The XDG base directory spec: a relative value is invalid and ignored.
+    let state_home = var("XDG_STATE_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::home_dir().map(|h| h.join(".local").join("state")));
+    match state_home {
+        Some(dir) => dir.join("dpplan").join("state.redb"),
+        // No home directory at all: the current directory, as before.
+        None => PathBuf::from(".dpplan").join("state.redb"),
     }
 }
 
@@ -438,28 +457,31 @@ pub fn run(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let path = state_path(args.state.as_deref());
-    match run_checked(checked, &plan, &path, args.ignore_window, args.quiet) {
+    match run_checked(
+        checked,
+        &plan,
+        &path,
+        args.ignore_window,
+        args.quiet,
+        args.no_wait,
+    ) {
         Ok(r) => report(&r, args.json),
         Err(code) => code,
     }
 }
 
 /// Runs plan `plan` of a checked program with the state file at `path`, showing progress on
-/// stderr (live on a terminal) unless `quiet`; on failure prints why and returns the exit code.
+/// stderr (live on a terminal) unless `quiet`; waits for another writer of the state file
+/// unless `no_wait`; on failure prints why and returns the exit code.
 pub(crate) fn run_checked(
     checked: Checked,
     plan: &str,
     path: &Path,
     ignore_window: bool,
     quiet: bool,
+    no_wait: bool,
 ) -> Result<RunReport, u8> {
-    let store: Arc<dyn crate::store::Journal> = match RedbStore::open(path) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(EXIT_FAILED);
-        }
-    };
+    let store: Arc<dyn crate::store::Journal> = Arc::new(open_writer(path, no_wait)?);
     let Some(rt) = runtime() else {
         return Err(EXIT_INTERNAL);
     };
@@ -518,9 +540,13 @@ async fn interrupts(flag: Arc<std::sync::atomic::AtomicBool>, say: Say) {
 pub struct ResumeArgs {
     /// The run to resume; default: the newest unfinished run.
     pub run: Option<u64>,
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -537,12 +563,9 @@ pub fn resume(args: ResumeArgs) -> u8 {
         eprintln!("error: no state file at {}", path.display());
         return EXIT_FAILED;
     }
-    let store = match RedbStore::open(&path) {
+    let store = match open_writer(&path, args.no_wait) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     let run = match args.run {
         Some(r) => r,
