@@ -108,8 +108,9 @@ impl ReadOnlyStore {
             return;
         }
         summary.status = RunStatus::Interrupted;
+        // The hint first: tables cut the error column from its end.
         summary.error = Some(format!(
-            "its process is gone (killed, crashed or rebooted); `dpplan resume {}` continues it",
+            "dpplan resume {} (its process is gone: killed, crashed or rebooted)",
             summary.id
         ));
     }
