@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -16,6 +17,8 @@ pub struct Test {
     args: Vec<String>,
     stdin: Option<String>,
     cwd: Option<PathBuf>,
+    /// Environment changes after the defaults: set (`Some`) or removed (`None`).
+    env: Vec<(String, Option<OsString>)>,
 }
 
 /// What a run produced.
@@ -32,6 +35,7 @@ impl Test {
             args: Vec::new(),
             stdin: None,
             cwd: None,
+            env: Vec::new(),
         }
     }
 
@@ -74,6 +78,18 @@ impl Test {
         self
     }
 
+    /// Sets an environment variable (after the defaults, so it replaces one).
+    pub fn env(mut self, name: &str, value: impl Into<OsString>) -> Test {
+        self.env.push((name.to_string(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable (one of the defaults, or the test's own).
+    pub fn env_remove(mut self, name: &str) -> Test {
+        self.env.push((name.to_string(), None));
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -86,6 +102,8 @@ impl Test {
             .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
             .env_remove("NO_COLOR")
             .env("DPPLAN_STATE", self.dir.path().join("state.redb"))
+            // Never the real ~/.local/state, even for a test that unsets DPPLAN_STATE.
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -93,6 +111,12 @@ impl Test {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let mut child = cmd.spawn().expect("spawn dpplan");
         if let Some(input) = &self.stdin {
             use std::io::Write;
