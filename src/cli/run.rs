@@ -102,10 +102,10 @@ pub fn state_path(arg: Option<&Path>) -> PathBuf {
     // The XDG base directory spec: a relative value is invalid and ignored.
     let state_home = var("XDG_STATE_HOME")
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::home_dir().map(|h| h.join(".local").join("state")));
+        .or_else(|| var("HOME").map(|h| h.join(".local").join("state")));
     match state_home {
         Some(dir) => dir.join("dpplan").join("state.redb"),
-        // No home directory at all: the current directory, as before.
+        // No HOME at all: the current directory, as before.
         None => PathBuf::from(".dpplan").join("state.redb"),
     }
 }
