@@ -24,6 +24,7 @@ mod reports;
 mod run_cli;
 mod sim_client;
 mod soma_fixtures;
+mod state_file;
 mod store;
 mod ui;
 mod windows;

@@ -126,8 +126,10 @@ async fn graph_prints_templates_and_the_expanded_run() {
     assert!(!m.contains("TEST9"), "skipped tasks have no steps");
 }
 
+/// With `--no-wait`, a state file another process writes fails the run at once, naming the
+/// writer (without it the run waits: tests/state_file.rs).
 #[test]
-fn a_held_state_file_is_a_clear_error_not_a_hang() {
+fn a_held_state_file_with_no_wait_is_a_clear_error_not_a_hang() {
     let t = Test::new().file(
         "p.dpplan",
         "import \"std/datapower\"\nplan \"p\" {\n  activity secure_backup {\n    devices = \"X*\"\n    cert = \"c\"\n  }\n}\n",
@@ -135,14 +137,19 @@ fn a_held_state_file_is_a_clear_error_not_a_hang() {
     let state = t.path().join("held.redb");
     let held = dpplan::store::RedbStore::open(&state).unwrap();
     let ran = t
-        .args(["run", "p.dpplan", "--state", state.to_str().unwrap()])
+        .args([
+            "run",
+            "p.dpplan",
+            "--no-wait",
+            "--state",
+            state.to_str().unwrap(),
+        ])
         .run()
-        .status(1);
-    assert!(
-        ran.stderr.contains("in use by another dpplan process"),
-        "{}",
-        ran.stderr
-    );
+        .status(1)
+        .stderr_has("is in use");
+    // The writer is this test process, as its sidecar says.
+    let pid = format!("(pid {},", std::process::id());
+    assert!(ran.stderr.contains(&pid), "{}", ran.stderr);
     drop(held);
 }
 

@@ -1,14 +1,17 @@
 //! The redb state file: what the engine appends survives a reopen in order, group commit
 //! shares fsyncs without answering early, the folded task and step states are what `resume`
 //! and the reports need, and a file that is in use, newer or damaged gives a typed error
-//! rather than a hang or a panic.
+//! rather than a hang or a panic. A reader (`ReadOnlyStore`) follows the writer's commits
+//! beside it, writes nothing but the recovery of a file a killed writer left, and shows a run
+//! whose process is gone as INTERRUPTED.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use dpplan::store::Record;
 use dpplan::store::{
-    ActivityRecord, FileRecord, History, Journal, NewRun, Record, RedbStore, RunStatus,
+    ActivityRecord, FileRecord, History, Journal, NewRun, ReadOnlyStore, RedbStore, RunStatus,
     StepOutcome, StoreError, TaskRecord, TaskStatus, SCHEMA_VERSION,
 };
 
@@ -602,6 +605,91 @@ async fn a_version_1_file_still_opens() {
     assert!(!store.run(1).unwrap().tasks[0].steps[1].in_flight);
 }
 
+/// A reader neither upgrades nor writes a file: the version 1 fixture reads the same through
+/// a `ReadOnlyStore` (its run's graph from `run_text`, as schema 1 kept it), its bytes stay as
+/// they were, and its unfinished run, which no process writes, reads as INTERRUPTED.
+#[test]
+fn a_reader_reads_a_version_1_file_without_writing_it() {
+    let fixture = crate::support::root().join("tests/fixtures/store/v1.redb");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::copy(&fixture, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    {
+        let store = ReadOnlyStore::open(&path).unwrap();
+        assert!(!store.recovered());
+        assert_eq!(store.latest_unfinished().unwrap(), Some(1));
+        let detail = store.run(1).unwrap();
+        assert_eq!(detail.summary.status, RunStatus::Interrupted);
+        assert!(detail
+            .summary
+            .error
+            .unwrap()
+            .starts_with("dpplan resume 1 "));
+        assert!(detail.tasks[0].steps[1].in_flight);
+        assert_eq!(
+            store.runs(None, 40).unwrap()[0].status,
+            RunStatus::Interrupted
+        );
+        assert_eq!(store.stored_run(1).unwrap(), "{\"nodes\":[]}");
+        let log = store.log(1, Some(1)).unwrap();
+        assert!(log.iter().any(|l| l.message == "QuiesceDP sent"), "{log:?}");
+        assert!(matches!(store.run(2), Err(StoreError::NoRun(2))));
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the reader wrote the file"
+    );
+    assert!(!dpplan::store::owner::sidecar(&path).exists());
+}
+
+/// While a writer holds the file and writes a run, readers see the run as stored (RUNNING),
+/// and follow its commits; once the writer is gone, it reads as INTERRUPTED.
+#[tokio::test]
+async fn a_reader_follows_the_writer_and_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let writer = RedbStore::open(&path).unwrap();
+    let reader = ReadOnlyStore::open(&path).unwrap();
+    assert!(reader.runs(None, 40).unwrap().is_empty());
+    let id = writer
+        .create_run(new_run(
+            "a",
+            vec![task(1, "SECURE_BACKUP", "QA1", "all-domains")],
+        ))
+        .await
+        .unwrap();
+    writer
+        .append(id, vec![run_status(RunStatus::Running, 1)])
+        .await
+        .unwrap();
+    let owner = match reader.holder() {
+        dpplan::store::owner::Holder::Known(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(owner.pid, std::process::id());
+    assert_eq!((owner.runs[0].id, owner.runs[0].plan.as_str()), (id, "a"));
+    assert_eq!(reader.run(id).unwrap().summary.status, RunStatus::Running);
+    // A second writer is refused, naming the first.
+    match RedbStore::open(&path) {
+        Err(StoreError::Locked { owner: Some(o), .. }) => assert_eq!(o.runs[0].id, id),
+        other => panic!("{other:?}"),
+    }
+    drop(writer);
+    assert_eq!(reader.holder(), dpplan::store::owner::Holder::Nobody);
+    assert_eq!(
+        reader.run(id).unwrap().summary.status,
+        RunStatus::Interrupted
+    );
+    // A resume (a new writer appending to the run) makes it its own again.
+    let resumed = RedbStore::open(&path).unwrap();
+    resumed
+        .append(id, vec![run_status(RunStatus::Running, 2)])
+        .await
+        .unwrap();
+    assert_eq!(reader.runs(None, 1).unwrap()[0].status, RunStatus::Running);
+}
+
 const CRASH_CHILD: &str = "DPPLAN_STORE_CRASH_CHILD";
 
 /// The child half of `a_killed_writer_keeps_what_it_acknowledged`: does nothing unless that
@@ -688,6 +776,15 @@ fn a_killed_writer_keeps_what_it_acknowledged() {
             "round {round}: the child stopped after {seen} appends"
         );
 
+        // A reader comes first: the killed writer left the file needing recovery, which a
+        // reader does by opening it for writing once, since no writer holds it.
+        let reader = ReadOnlyStore::open(&path).unwrap();
+        assert!(reader.recovered(), "round {round}");
+        assert_eq!(
+            reader.runs(None, 1).unwrap()[0].status,
+            RunStatus::Interrupted
+        );
+        drop(reader);
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.latest_unfinished().unwrap(), Some(1));
         for t in 1..=8u32 {

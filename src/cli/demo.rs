@@ -298,7 +298,7 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         origin: Some(super::run::origin(Some(&plan_file))),
         ..crate::engine::RunOptions::default()
     };
-    let r = match run_checked(checked, &plan, &state, options, args.quiet) {
+    let r = match run_checked(checked, &plan, &state, options, args.quiet, false) {
         Ok(r) => r,
         Err(code) => return code,
     };

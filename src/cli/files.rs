@@ -237,7 +237,12 @@ pub fn prune(args: PruneArgs) -> u8 {
         eprintln!("error: the store {} does not exist", root.display());
         return EXIT_FAILED;
     }
-    let store = match open_state(&args.state) {
+    let path = super::run::state_path(args.state.state.as_deref());
+    if !path.is_file() {
+        eprintln!("error: no state file at {}", path.display());
+        return EXIT_FAILED;
+    }
+    let store = match super::report::open_writer(&path, false) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -5,15 +5,17 @@
 use super::screen::{Stream, UtcArg};
 use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
-use crate::store::{History, RedbStore, RunId, StoreError};
+use crate::store::owner::Owner;
+use crate::store::{History, ReadOnlyStore, RedbStore, RunId, StoreError};
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The state file option every report command takes.
 #[derive(Debug, Args)]
 pub struct StateArg {
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
 }
@@ -73,17 +75,103 @@ pub struct LogArgs {
     pub state: StateArg,
 }
 
-/// Opens an existing state file; prints why not and returns the exit code otherwise.
-pub(crate) fn open_state(arg: &StateArg) -> Result<RedbStore, u8> {
+/// Opens an existing state file read-only (while a run may write it); prints why not and
+/// returns the exit code otherwise.
+pub(crate) fn open_state(arg: &StateArg) -> Result<ReadOnlyStore, u8> {
     let path = super::run::state_path(arg.state.as_deref());
     if !path.is_file() {
         eprintln!(
-            "error: no state file at {} (no run yet here? name one with --state or DPPLAN_STATE)",
+            "error: no state file at {} (no run yet? name one with --state or DPPLAN_STATE)",
             path.display()
         );
+        legacy_note(&path);
         return Err(EXIT_FAILED);
     }
-    RedbStore::open(&path).map_err(|e| store_error(&e))
+    let store = ReadOnlyStore::open(&path).map_err(|e| store_error(&e))?;
+    if store.recovered() {
+        eprintln!(
+            "note: recovered {} (its last writer was killed before it closed it)",
+            path.display()
+        );
+    }
+    Ok(store)
+}
+
+/// How often a command that waits for the state file's writer tries again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Opens the state file at `path` for writing (`run`, `resume`, `prune`). While another
+/// process writes it: waits, saying whom for (again when that changes), or with `no_wait`
+/// fails at once. Prints why not and returns the exit code otherwise.
+pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, u8> {
+    if !path.exists() {
+        legacy_note(path);
+    }
+    let shown = path.display();
+    let opened = if no_wait {
+        RedbStore::open(path)
+    } else {
+        let mut said = String::new();
+        RedbStore::open_waiting(path, WAIT_POLL, |owner| {
+            let now = who(owner);
+            if now != said {
+                eprintln!(
+                    "waiting for the state file {shown}: {now} is using it; --no-wait fails at once"
+                );
+                said = now;
+            }
+        })
+    };
+    opened.map_err(|e| match e {
+        StoreError::Locked { owner, .. } => {
+            eprintln!(
+                "error: the state file {shown} is in use: {} is writing it (without --no-wait, dpplan waits for it)",
+                who(owner.as_deref())
+            );
+            EXIT_FAILED
+        }
+        e => store_error(&e),
+    })
+}
+
+/// The process that writes a state file, for people: `run 12 of plan "nightly" (pid 4711,
+/// alice@backup1, started 18:02:11)`.
+fn who(owner: Option<&Owner>) -> String {
+    let Some(o) = owner else {
+        return "another dpplan process".into();
+    };
+    let what = match o.runs.last() {
+        Some(r) => format!("run {} of plan \"{}\"", r.id, r.plan),
+        None => format!("`{}`", o.command),
+    };
+    let started = o.started.with_timezone(&chrono::Local);
+    let today = chrono::Local::now().date_naive() == started.date_naive();
+    format!(
+        "{what} (pid {}, {}@{}, started {})",
+        o.pid,
+        o.user,
+        o.host,
+        started.format(if today {
+            "%H:%M:%S"
+        } else {
+            "%Y-%m-%d %H:%M:%S"
+        })
+    )
+}
+
+/// The default state file moved out of the current directory (`.dpplan/state.redb`): when
+/// one is here and `path` is not it, say where the history is now and how to read the old.
+fn legacy_note(path: &Path) {
+    let old = Path::new(".dpplan").join("state.redb");
+    if path != old && old.is_file() {
+        eprintln!(
+            "note: {} here is the state file of an older dpplan (the default is now {}); \
+             --state {} uses it",
+            old.display(),
+            path.display(),
+            old.display()
+        );
+    }
 }
 
 /// Prints a store error; returns the exit code for it.

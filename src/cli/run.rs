@@ -2,7 +2,7 @@
 
 use super::progress::{Progress, Say};
 use super::render::Human;
-use super::report::json_out;
+use super::report::{json_out, open_writer};
 use super::screen::{Stream, UtcArg};
 use super::{color_stderr, out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check::{self, Checked, Program};
@@ -11,7 +11,6 @@ use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::{Engine, RunOptions, RunReport, SomaConnector};
 use crate::report::plan::{dry_run_text, PlanView};
 use crate::report::table::{Column, Table, Tone};
-use crate::store::RedbStore;
 use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -72,9 +71,13 @@ pub struct GraphArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Run even outside the plan's maintenance window.
     #[arg(long)]
     pub ignore_window: bool,
@@ -138,14 +141,29 @@ pub(crate) fn origin(plan_file: Option<&Path>) -> String {
     s
 }
 
-/// The state file to use.
+/// The state file to use: `--state`, else `$DPPLAN_STATE`, else
+/// `$XDG_STATE_HOME/dpplan/state.redb`, else `~/.local/state/dpplan/state.redb` (DESIGN.md
+/// 7): the same history whatever directory a command starts in.
 pub fn state_path(arg: Option<&Path>) -> PathBuf {
     if let Some(p) = arg {
         return p.to_path_buf();
     }
-    match std::env::var_os("DPPLAN_STATE") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(".dpplan").join("state.redb"),
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = var("DPPLAN_STATE") {
+        return p;
+    }
+    // The XDG base directory spec: a relative value is invalid and ignored.
+    let state_home = var("XDG_STATE_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|h| h.join(".local").join("state")));
+    match state_home {
+        Some(dir) => dir.join("dpplan").join("state.redb"),
+        // No HOME at all: the current directory, as before.
+        None => PathBuf::from(".dpplan").join("state.redb"),
     }
 }
 
@@ -475,23 +493,25 @@ pub fn run(args: RunArgs) -> u8 {
         warnings,
         ..RunOptions::default()
     };
-    match run_checked(checked, &plan, &path, options, args.quiet) {
+    match run_checked(checked, &plan, &path, options, args.quiet, args.no_wait) {
         Ok(r) => report(&r, args.json),
         Err(code) => code,
     }
 }
 
 /// Runs plan `plan` of a checked program with the state file at `path`, showing progress on
-/// stderr (live on a terminal) unless `quiet`; on failure prints why and returns the exit code.
+/// stderr (live on a terminal) unless `quiet`; waits for another writer of the state file
+/// unless `no_wait`; on failure prints why and returns the exit code.
 pub(crate) fn run_checked(
     checked: Checked,
     plan: &str,
     path: &Path,
     options: RunOptions,
     quiet: bool,
+    no_wait: bool,
 ) -> Result<RunReport, u8> {
     let text = plan_text(&checked);
-    run_program(checked.program, plan, &text, path, options, quiet)
+    run_program(checked.program, plan, &text, path, options, quiet, no_wait)
 }
 
 /// Runs plan `plan` of `program` (its text stored with the run) with the state file at
@@ -503,14 +523,9 @@ fn run_program(
     path: &Path,
     options: RunOptions,
     quiet: bool,
+    no_wait: bool,
 ) -> Result<RunReport, u8> {
-    let store: Arc<dyn crate::store::Journal> = match RedbStore::open(path) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(EXIT_FAILED);
-        }
-    };
+    let store: Arc<dyn crate::store::Journal> = Arc::new(open_writer(path, no_wait)?);
     let Some(rt) = runtime() else {
         return Err(EXIT_INTERNAL);
     };
@@ -590,9 +605,13 @@ pub struct ResumeArgs {
     /// --ignore-window keeps ignoring it without this).
     #[arg(long)]
     pub ignore_window: bool,
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -609,12 +628,9 @@ pub fn resume(args: ResumeArgs) -> u8 {
         eprintln!("error: no state file at {}", path.display());
         return EXIT_FAILED;
     }
-    let store = match RedbStore::open(&path) {
+    let store = match open_writer(&path, args.no_wait) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     let run = match args.run {
         Some(r) => r,
@@ -681,7 +697,8 @@ pub struct RetryArgs {
     /// Only these tasks (repeat; default: every task that did not succeed).
     #[arg(long = "task", value_name = "N")]
     pub tasks: Vec<u32>,
-    /// The state file (default: $DPPLAN_STATE, else .dpplan/state.redb).
+    /// The state file (default: $DPPLAN_STATE, else $XDG_STATE_HOME/dpplan/state.redb, else
+    /// ~/.local/state/dpplan/state.redb).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Run even outside the plan's maintenance window.
@@ -693,22 +710,20 @@ pub struct RetryArgs {
     /// No progress lines (for cron).
     #[arg(long)]
     pub quiet: bool,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `dpplan retry`: a new run of a finished run's stored program, for the tasks that did not
 /// succeed (or the chosen ones). Nothing but the stored run is read.
 pub fn retry(args: RetryArgs) -> u8 {
     let path = state_path(args.state.as_deref());
-    if !path.exists() {
-        eprintln!("error: no state file at {}", path.display());
-        return EXIT_FAILED;
-    }
-    let found = match RedbStore::open(&path) {
+    let found = match super::report::open_state(&super::report::StateArg {
+        state: Some(path.clone()),
+    }) {
         Ok(store) => crate::engine::retry_plan(&store, args.run, &args.tasks),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     let r = match found {
         Ok(r) => r,
@@ -723,7 +738,15 @@ pub fn retry(args: RetryArgs) -> u8 {
         retry: Some(r.retry),
         ..RunOptions::default()
     };
-    match run_program(r.program, &r.plan, &r.plan_text, &path, options, args.quiet) {
+    match run_program(
+        r.program,
+        &r.plan,
+        &r.plan_text,
+        &path,
+        options,
+        args.quiet,
+        args.no_wait,
+    ) {
         Ok(report_) => {
             if !args.json {
                 eprintln!("run {} retried run {}", report_.run, args.run);

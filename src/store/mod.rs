@@ -4,8 +4,11 @@
 //! commands and `resume` read them back through [`History`]. Nothing else touches the file.
 //! Record kinds, keys and the schema version are documented in docs/checkpoint-format.md.
 //!
-//! [`RedbStore`] implements both on a redb file: one writer thread commits everything queued
-//! in one fsynced transaction (group commit); reads run on the caller's thread.
+//! [`RedbStore`] implements both on a redb file opened for writing: one writer thread commits
+//! everything queued in one fsynced transaction (group commit); reads run on the caller's
+//! thread. One process at a time writes a state file (redb's single-writer mode), and says who
+//! it is in a sidecar file beside it ([`owner`]). [`ReadOnlyStore`] implements [`History`] on
+//! the same file opened read-only, beside its writer: what the report commands use.
 //!
 //! This layer knows nothing of plans, appliances or the engine's scheduling: it stores the
 //! values it is given. It depends on nothing else in the crate.
@@ -293,11 +296,13 @@ pub enum Record {
 /// Errors of the state file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another process holds the state file.
+    /// Another process writes the state file.
     #[error("the state file {path} is in use by another dpplan process")]
     Locked {
         /// The state file.
         path: String,
+        /// The process, as its sidecar names it (`None` when it does not).
+        owner: Option<Box<owner::Owner>>,
     },
     /// The file was written by a newer dpplan.
     #[error(
@@ -451,9 +456,13 @@ pub trait History {
 }
 
 mod fold;
+pub mod owner;
+mod read;
+mod readonly;
 mod redb;
 mod schema;
 mod writer;
 
+pub use self::readonly::ReadOnlyStore;
 pub use self::redb::RedbStore;
 pub use self::schema::SCHEMA_VERSION;

@@ -1,42 +1,44 @@
-//! [`RedbStore`]: the [`Journal`] and [`History`] of runs in one redb file.
+//! [`RedbStore`]: the [`Journal`] and [`History`] of runs in one redb file, opened for writing.
 //!
 //! Writes go through one writer thread with group commit (see `writer.rs`); reads open read
-//! transactions on the caller's thread, concurrently with the writer. Schema: `schema.rs` and
-//! docs/checkpoint-format.md.
+//! transactions on the caller's thread, concurrently with the writer. The file is opened in
+//! redb's single-writer mode: one process writes it, and any number of others read it at the
+//! same time through [`ReadOnlyStore`](super::ReadOnlyStore). The writer says who it is in
+//! the sidecar file (`owner.rs`). Schema: `schema.rs` and docs/checkpoint-format.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use ::redb::{
-    Database, DatabaseError, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase,
-    ReadableTable, TableError,
+    ConcurrencyMode, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
 };
 use tokio::sync::oneshot;
 
-use super::fold::{Fold, LogFold};
+use super::owner::{self, Claim, Owner};
+use super::read;
 use super::schema::{
-    db, decode, encode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL,
-    META, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS,
-    TASK_STATE, UNFINISHED,
+    db, decode, encode, RunHeader, ACTIVITIES, JOURNAL, META, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT,
+    SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
 };
 use super::writer::{Request, Writer};
-use super::{
-    ActivityRecord, History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunSummary,
-    StoreError, TaskRecord,
-};
+use super::{History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunSummary, StoreError};
 
 /// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
 /// open for weeks; a 10,000-task run's journal is about 32 MiB.
 const CACHE_BYTES: usize = 128 * 1024 * 1024;
 
-/// The state file: a redb database holding every run, its tasks and its journal.
+/// The state file: a redb database holding every run, its tasks and its journal, open for
+/// writing.
 ///
-/// Open one per process with [`RedbStore::open`]; a second open of the same file, from this
-/// process or another, fails with [`StoreError::Locked`]. Dropping it stops the writer thread
-/// (after it has answered every request sent) and closes the file.
+/// One process at a time has it open for writing: a second [`RedbStore::open`] of the same
+/// file, from this process or another, fails at once with [`StoreError::Locked`] (naming the
+/// writer), and [`RedbStore::open_waiting`] waits for the writer instead. Readers
+/// ([`ReadOnlyStore`](super::ReadOnlyStore)) are never refused. Dropping it stops the writer
+/// thread (after it has answered every request sent) and closes the file.
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
@@ -44,6 +46,8 @@ pub struct RedbStore {
     writer: Option<JoinHandle<()>>,
     group_commit: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
+    // Dropped after the database: the sidecar names this process while the file is open.
+    claim: Claim,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -56,32 +60,38 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens the state file at `path`, creating it (and its parent directories) if needed.
+    /// Opens the state file at `path` for writing, creating it (and its parent directories,
+    /// private to the user: mode 0700) if needed.
     ///
     /// Fails with [`StoreError::Locked`] at once when another `RedbStore` (in this process or
     /// another) has it open, with [`StoreError::Version`] when a newer dpplan wrote it, and
-    /// with [`StoreError::Db`] when it is not a state file.
+    /// with [`StoreError::Db`] when it is not a state file. A file left by a writer that was
+    /// killed is recovered here (redb repairs it on open).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let shown = path.display().to_string();
         if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
+            if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                use std::os::unix::fs::DirBuilderExt as _;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
                     .map_err(|e| StoreError::Db(format!("creating {}: {e}", parent.display())))?;
             }
         }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|e| match e {
                 DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                    StoreError::Locked {
-                        path: shown.clone(),
-                    }
+                    locked(path)
                 }
                 e => StoreError::Db(format!("{shown}: {e}")),
             })?;
-        check_version(&db, &shown)?;
+        read::check_version(&db, &shown)?;
         init(&db)?;
+        let claim = Claim::take(path, read::next_run(&db)?)?;
 
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -105,7 +115,27 @@ impl RedbStore {
             writer: Some(writer),
             group_commit,
             commits,
+            claim,
         })
+    }
+
+    /// Opens the state file at `path` for writing as [`RedbStore::open`] does, but while
+    /// another process writes it, waits: tries again every `poll`, calling `waiting` with
+    /// the writer (when its sidecar names it) before each wait.
+    pub fn open_waiting(
+        path: &Path,
+        poll: Duration,
+        mut waiting: impl FnMut(Option<&Owner>),
+    ) -> Result<RedbStore, StoreError> {
+        loop {
+            match RedbStore::open(path) {
+                Err(StoreError::Locked { owner, .. }) => {
+                    waiting(owner.as_deref());
+                    std::thread::sleep(poll);
+                }
+                done => return done,
+            }
+        }
     }
 
     /// The state file's path.
@@ -133,8 +163,19 @@ impl RedbStore {
             .map_err(|_| stopped())
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(db)
+    /// Records, before its first append, that this process writes run `run` (a resumed run,
+    /// or an old one `prune` logs to), so readers do not take it for one whose process is gone.
+    fn claim_run(&self, run: RunId) -> Result<(), StoreError> {
+        if self.claim.writes(run) {
+            return Ok(());
+        }
+        let txn = self.db.begin_read().map_err(db)?;
+        let plan = match txn.open_table(RUNS).map_err(db)?.get(run).map_err(db)? {
+            Some(bytes) => decode::<RunHeader>(bytes.value(), "run header")?.plan,
+            // The append is refused as it reaches the writer.
+            None => return Ok(()),
+        };
+        self.claim.add_run(run, &plan)
     }
 }
 
@@ -148,25 +189,12 @@ impl Drop for RedbStore {
     }
 }
 
-/// Refuses a file written by a newer schema, before anything is written to it.
-fn check_version(database: &Database, path: &str) -> Result<(), StoreError> {
-    let txn = database.begin_read().map_err(db)?;
-    let meta = match txn.open_table(META) {
-        Ok(meta) => meta,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(db(e)),
-    };
-    if let Some(found) = meta.get(SCHEMA_VERSION_KEY).map_err(db)? {
-        let found = found.value();
-        if found > u64::from(SCHEMA_VERSION) {
-            return Err(StoreError::Version {
-                path: path.to_string(),
-                found: u32::try_from(found).unwrap_or(u32::MAX),
-                supported: SCHEMA_VERSION,
-            });
-        }
+/// The error for a state file another process writes, naming it when its sidecar does.
+fn locked(path: &Path) -> StoreError {
+    StoreError::Locked {
+        path: path.display().to_string(),
+        owner: owner::holder(path).owner().cloned().map(Box::new),
     }
-    Ok(())
 }
 
 /// Creates the tables and records the schema version (a no-op on an existing file).
@@ -198,17 +226,23 @@ fn init(database: &Database) -> Result<(), StoreError> {
 #[async_trait::async_trait]
 impl Journal for RedbStore {
     async fn create_run(&self, run: NewRun) -> Result<RunId, StoreError> {
+        let plan = run.plan.clone();
         let (reply, answer) = oneshot::channel();
         self.send(Request::Create {
             run: Box::new(run),
             reply,
         })?;
-        answer
+        let id = answer
             .await
-            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))??;
+        // Readers know it is this process's already (its number is past `first_new_run`);
+        // this names it for messages.
+        self.claim.add_run(id, &plan)?;
+        Ok(id)
     }
 
     async fn append(&self, run: RunId, records: Vec<Record>) -> Result<(), StoreError> {
+        self.claim_run(run)?;
         // Encoded here, on the caller's thread: the writer's time goes to the commit.
         let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
@@ -224,135 +258,24 @@ impl Journal for RedbStore {
     }
 }
 
-fn summary(id: RunId, header: RunHeader) -> RunSummary {
-    RunSummary {
-        id,
-        plan: header.plan,
-        started: header.started,
-        finished: header.finished,
-        status: header.status,
-        error: header.error,
-        devices: header.devices,
-        domains: header.domains,
-        succeeded: header.succeeded,
-        failed: header.failed,
-        skipped: header.skipped,
-    }
-}
-
-fn header(runs: &ReadOnlyTable<u64, &[u8]>, id: RunId) -> Result<RunHeader, StoreError> {
-    match runs.get(id).map_err(db)? {
-        Some(bytes) => decode(bytes.value(), "run header"),
-        None => Err(StoreError::NoRun(id)),
-    }
-}
-
-/// Calls `f` with each journal record of a run, in order.
-fn journal(txn: &ReadTransaction, id: RunId, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
-    let table = txn.open_table(JOURNAL).map_err(db)?;
-    for entry in table.range(run_range_u64(id)).map_err(db)? {
-        let (_, value) = entry.map_err(db)?;
-        f(decode(value.value(), "journal record")?);
-    }
-    Ok(())
-}
-
 impl History for RedbStore {
     fn runs(&self, plan: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        let txn = self.read()?;
-        let runs = txn.open_table(RUNS).map_err(db)?;
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        match plan {
-            Some(plan) => {
-                let index = txn.open_table(PLAN_RUNS).map_err(db)?;
-                for entry in index
-                    .range((plan, 0u64)..=(plan, u64::MAX))
-                    .map_err(db)?
-                    .rev()
-                    .take(limit)
-                {
-                    let (key, _) = entry.map_err(db)?;
-                    let id = key.value().1;
-                    out.push(summary(id, header(&runs, id)?));
-                }
-            }
-            None => {
-                for entry in runs.iter().map_err(db)?.rev().take(limit) {
-                    let (key, value) = entry.map_err(db)?;
-                    out.push(summary(key.value(), decode(value.value(), "run header")?));
-                }
-            }
-        }
-        Ok(out)
+        read::runs(self.db.as_ref(), plan, limit)
     }
 
     fn run(&self, id: RunId) -> Result<RunDetail, StoreError> {
-        let txn = self.read()?;
-        let runs = txn.open_table(RUNS).map_err(db)?;
-        let header = header(&runs, id)?;
-        let text: RunText = match txn.open_table(RUN_TEXT).map_err(db)?.get(id).map_err(db)? {
-            Some(bytes) => decode(bytes.value(), "run text")?,
-            None => return Err(StoreError::Db(format!("run {id} has no plan text"))),
-        };
-        let mut activities: Vec<ActivityRecord> = Vec::new();
-        for entry in txn
-            .open_table(ACTIVITIES)
-            .map_err(db)?
-            .range(run_range_u32(id))
-            .map_err(db)?
-        {
-            activities.push(decode(entry.map_err(db)?.1.value(), "activity")?);
-        }
-        let mut tasks: Vec<TaskRecord> = Vec::new();
-        for entry in txn
-            .open_table(TASKS)
-            .map_err(db)?
-            .range(run_range_u32(id))
-            .map_err(db)?
-        {
-            tasks.push(decode(entry.map_err(db)?.1.value(), "task")?);
-        }
-        let mut fold = Fold::new(tasks);
-        journal(&txn, id, |record| fold.apply(record))?;
-        Ok(RunDetail {
-            plan_text: text.plan_text,
-            plan_hash: header.plan_hash.clone(),
-            summary: summary(id, header),
-            activities,
-            tasks: fold.finish(),
-        })
+        read::run(self.db.as_ref(), id)
     }
 
     fn stored_run(&self, id: RunId) -> Result<String, StoreError> {
-        let txn = self.read()?;
-        header(&txn.open_table(RUNS).map_err(db)?, id)?;
-        // Schema 2 keeps it in its own table; a run written by schema 1 inside its RunText.
-        if let Some(bytes) = txn.open_table(RUN_GRAPH).map_err(db)?.get(id).map_err(db)? {
-            return String::from_utf8(bytes.value().to_vec())
-                .map_err(|_| StoreError::Db(format!("corrupt graph of run {id}: not UTF-8")));
-        }
-        match txn.open_table(RUN_TEXT).map_err(db)?.get(id).map_err(db)? {
-            Some(bytes) => Ok(decode::<RunText>(bytes.value(), "run text")?.graph),
-            None => Err(StoreError::Db(format!("run {id} has no plan text"))),
-        }
+        read::stored_run(self.db.as_ref(), id)
     }
 
     fn log(&self, id: RunId, task: Option<u32>) -> Result<Vec<LogLine>, StoreError> {
-        let txn = self.read()?;
-        header(&txn.open_table(RUNS).map_err(db)?, id)?;
-        let mut lines = Vec::new();
-        let mut fold = LogFold::new(task);
-        journal(&txn, id, |record| lines.extend(fold.line(record)))?;
-        Ok(lines)
+        read::log(self.db.as_ref(), id, task)
     }
 
     fn latest_unfinished(&self) -> Result<Option<RunId>, StoreError> {
-        let txn = self.read()?;
-        let unfinished = txn.open_table(UNFINISHED).map_err(db)?;
-        let last = unfinished.last().map_err(db)?;
-        Ok(last.map(|(key, _)| key.value()))
+        read::latest_unfinished(self.db.as_ref())
     }
 }

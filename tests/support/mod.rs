@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -16,7 +17,8 @@ pub struct Test {
     args: Vec<String>,
     stdin: Option<String>,
     cwd: Option<PathBuf>,
-    env: Vec<(String, String)>,
+    /// Environment changes after the defaults: set (`Some`) or removed (`None`).
+    env: Vec<(String, Option<OsString>)>,
 }
 
 /// What a run produced.
@@ -35,12 +37,6 @@ impl Test {
             cwd: None,
             env: Vec::new(),
         }
-    }
-
-    /// Sets an environment variable for the run (`TZ`, `COLUMNS`...).
-    pub fn env(mut self, key: &str, value: &str) -> Test {
-        self.env.push((key.to_string(), value.to_string()));
-        self
     }
 
     /// Writes a file into the test directory (creating folders as needed).
@@ -82,6 +78,18 @@ impl Test {
         self
     }
 
+    /// Sets an environment variable (after the defaults, so it replaces one).
+    pub fn env(mut self, name: &str, value: impl Into<OsString>) -> Test {
+        self.env.push((name.to_string(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable (one of the defaults, or the test's own).
+    pub fn env_remove(mut self, name: &str) -> Test {
+        self.env.push((name.to_string(), None));
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -95,9 +103,10 @@ impl Test {
             .env_remove("NO_COLOR")
             .env("DPPLAN_STATE", self.dir.path().join("state.redb"))
             // The example plans read their password from DP_PASSWORD: the tests' machine has
-            // the secrets (a test that wants it unset says so with `.env`).
+            // the secrets (a test that wants it unset says so with `.env_remove`).
             .env("DP_PASSWORD", "test-secret")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // Never the real ~/.local/state, even for a test that unsets DPPLAN_STATE.
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -105,6 +114,12 @@ impl Test {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let mut child = cmd.spawn().expect("spawn dpplan");
         if let Some(input) = &self.stdin {
             use std::io::Write;
