@@ -608,6 +608,16 @@ async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
     let table = &stderr[stderr.find("ID  ").expect("a final table")..];
     assert!(!table.contains("RUNNING"), "{table}");
     assert!(table.contains("PENDING"), "{table}");
+    // Nor does any page show a task running in the interrupted run.
+    for page in [
+        vec!["show", "1", "--activity", "1"],
+        vec!["show", "1", "--json"],
+    ] {
+        let mut a = page.clone();
+        a.extend(["--state", state.as_str()]);
+        let out = Test::new().args(a).run().status(0).stdout;
+        assert!(!out.contains("RUNNING"), "{out}");
+    }
     // The graceful interrupt released QA1.
     w.assert_clean();
     let t = Test::new().args(["log", "1", "--state", &state]);

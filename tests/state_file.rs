@@ -294,6 +294,9 @@ async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
             .status(0)
             .stdout_has("INTERRUPTED")
             .stdout_has("dpplan resume 1");
+        // Its tasks are not shown running either.
+        let tasks = dpplan(&state, &["show", "1", "--activity", "1"]).status(0);
+        assert!(!tasks.stdout.contains("RUNNING"), "{}", tasks.stdout);
 
         // `resume` without a run picks it, and completes it.
         dpplan(&state, &["resume", "--quiet"]).status(5);

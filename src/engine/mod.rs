@@ -1292,7 +1292,10 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
             &ctx,
             outcome,
             RunStatus::Interrupted,
-            Some("interrupted".into()),
+            Some(format!(
+                "interrupted; `dpplan resume {}` continues it",
+                ctx.run
+            )),
         )
         .await;
     }

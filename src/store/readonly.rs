@@ -151,6 +151,17 @@ impl History for ReadOnlyStore {
             let after = self.holder();
             self.settle(&mut detail.summary, &before, &after);
         }
+        if detail.summary.status == RunStatus::Interrupted {
+            // Nothing runs in an interrupted run: its unfinished tasks wait for `resume`.
+            for t in &mut detail.tasks {
+                if t.status == super::TaskStatus::Running {
+                    t.status = super::TaskStatus::Pending;
+                    t.error = Some(format!(
+                        "interrupted before it finished; `dpplan resume {id}` continues it"
+                    ));
+                }
+            }
+        }
         Ok(detail)
     }
 
