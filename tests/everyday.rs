@@ -410,6 +410,16 @@ async fn resuming_a_manual_run_keeps_ignoring_the_window() {
     ]);
     let crashed = blocking(t).await;
     assert_ne!(crashed.status, 0, "{}", crashed.stderr);
+    // Without its password file the resume refuses and leaves the run as it is.
+    let pw = w.dir.path().join("pw");
+    std::fs::rename(&pw, w.dir.path().join("pw.away")).unwrap();
+    let t = Test::new().args(["resume", "--quiet", "--state", &state]);
+    blocking(t)
+        .await
+        .status(1)
+        .stderr_has("cannot read password file")
+        .stderr_has("the run is left as it is");
+    std::fs::rename(w.dir.path().join("pw.away"), &pw).unwrap();
     let t = Test::new().args(["resume", "--json", "--quiet", "--state", &state]);
     let ran = blocking(t).await;
     let v = ran.json();

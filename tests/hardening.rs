@@ -487,3 +487,105 @@ async fn an_interrupt_stops_a_download_and_releases_the_domain() {
     assert_eq!(v["tasks"][0]["files"].as_array().unwrap().len(), 1);
     w.assert_clean();
 }
+
+/// Three devices of 100 domains each, quick: 300 small exports.
+fn many_exports_fleet() -> String {
+    let domains: Vec<String> = (0..100).map(|i| format!("\"D{i}\"")).collect();
+    format!(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nquiesce_delay = \"0ms\"\nunquiesce_delay = \"0ms\"\ndomains = [\"default\", {}]\n[[device]]\nname = \"A\"\n[[device]]\nname = \"B\"\n[[device]]\nname = \"C\"\n",
+        domains.join(", ")
+    )
+}
+
+/// A full disk under the state file (its size capped with `ulimit -f`, writes past it fail
+/// with EFBIG): the run ends with a clear error, releases what it holds, and `resume`
+/// finishes it once the file can grow again. It used to hang forever, deaf to SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_state_file_ends_the_run_and_resume_finishes_it() {
+    let w = World::new(&many_exports_fleet()).await;
+    let pw = w.dir.path().join("pw").display().to_string();
+    let plan = format!(
+        "import \"std/datapower\"\nsettings {{ max_parallel = 3 }}\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    );
+    std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
+    let state = w.dir.path().join("state.redb").display().to_string();
+    // 2100 blocks of 512 bytes: enough to create the state file, not to hold this run.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2100; exec {} run p.dpplan --quiet --state {state}",
+        env!("CARGO_BIN_EXE_dpplan")
+    );
+    let dir = w.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args(["120", "sh", "-c", &script])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("File too large")
+            && stderr.contains("cannot record anything more and stopped")
+            && stderr.contains("`dpplan resume 1` finishes it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("state file: state file:"), "{stderr}");
+    w.assert_clean();
+    let t = Test::new().args(["resume", "--quiet", "--json", "--state", &state]);
+    let v = tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(0)
+        .json();
+    assert_eq!(v["status"], "COMPLETED");
+    let zips = walk(&w.store())
+        .iter()
+        .filter(|f| f.ends_with(".zip"))
+        .count();
+    assert_eq!(zips, 300);
+    w.assert_clean();
+}
+
+/// One rule for exit codes: 1 for bad input and failed work, 3 only for a bug in dpplan.
+#[test]
+fn a_damaged_state_file_or_unknown_run_is_exit_1_everywhere() {
+    let t = Test::new().file("p.dpplan", CLEAN);
+    let state = t.path().join("bad.redb");
+    std::fs::write(&state, vec![0x5au8; 64 * 1024]).unwrap();
+    let state = state.display().to_string();
+    let dir = t.path().to_path_buf();
+    for args in [
+        vec!["runs"],
+        vec!["show", "1"],
+        vec!["log", "1"],
+        vec!["verify", "1"],
+        vec!["resume", "1", "--no-wait"],
+        vec!["run", "p.dpplan", "--no-wait"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--state", state.as_str()]);
+        let ran = Test::new().cwd(&dir).args(&a).run();
+        assert_eq!(ran.status, 1, "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains("error:"), "{args:?}: {}", ran.stderr);
+    }
+    // An unknown run, with a good state file.
+    let good = Test::new().file("p.dpplan", CLEAN);
+    let ok_state = good.path().join("ok.redb").display().to_string();
+    dpplan::store::RedbStore::open(std::path::Path::new(&ok_state)).unwrap();
+    for args in [
+        vec!["show", "99"],
+        vec!["resume", "99"],
+        vec!["log", "99"],
+        vec!["retry", "99"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--state", ok_state.as_str()]);
+        let ran = Test::new().args(&a).run();
+        assert_eq!(ran.status, 1, "{args:?}: {}", ran.stderr);
+    }
+}

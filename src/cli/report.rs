@@ -177,11 +177,12 @@ fn legacy_note(path: &Path) {
 /// Prints a store error; returns the exit code for it.
 pub(crate) fn store_error(e: &StoreError) -> u8 {
     eprintln!("error: {e}");
+    // A locked, newer, damaged or unreadable state file is bad input, not a bug in dpplan.
     match e {
-        StoreError::Locked { .. } | StoreError::NoRun(_) | StoreError::Version { .. } => {
-            EXIT_FAILED
-        }
-        StoreError::Db(_) => EXIT_INTERNAL,
+        StoreError::Locked { .. }
+        | StoreError::NoRun(_)
+        | StoreError::Version { .. }
+        | StoreError::Db(_) => EXIT_FAILED,
     }
 }
 

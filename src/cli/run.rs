@@ -541,9 +541,10 @@ fn run_program(
         e.run(text).await
     });
     progress.finish();
+    // The journal failing (a full disk) or an unreadable stored run is failed work: exit 1.
     outcome.map_err(|err| {
         eprintln!("error: {err}");
-        EXIT_INTERNAL
+        EXIT_FAILED
     })
 }
 
@@ -678,13 +679,9 @@ pub fn resume(args: ResumeArgs) -> u8 {
     progress.finish();
     match outcome {
         Ok(r) => report(&r, args.json),
-        Err(e @ crate::engine::EngineError::NotResumable { .. }) => {
-            eprintln!("error: {e}");
-            EXIT_FAILED
-        }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_INTERNAL
+            EXIT_FAILED
         }
     }
 }

@@ -334,11 +334,12 @@ async fn quiesce(
     // A step attempted before (a retry, or a redo on resume) reads the state first: a
     // quiesce that was accepted is not requested again. A first attempt follows validate,
     // which found the target not quiesced.
-    let what = held(t, &target);
+    let key = held(t, &target);
+    let what = shown(&key);
     let asked = ctx.clock.now();
     if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Quiesced {
         // Held from before the request: a forced exit names it even if the answer is lost.
-        ctx.live.hold(what.clone(), true);
+        ctx.live.hold(key.clone(), true);
         app.quiesce(&target, timeout.max(Duration::from_secs(60)))
             .await?;
         log(
@@ -352,7 +353,7 @@ async fn quiesce(
             ),
         );
     }
-    ctx.live.hold(what.clone(), true);
+    ctx.live.hold(key.clone(), true);
     st.quiesced = true;
     if wait_state(
         ctx,
@@ -399,7 +400,8 @@ async fn unquiesce(
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
     // A first attempt releases what this task quiesced; a repeated one reads the state first.
-    let what = held(t, &target);
+    let key = held(t, &target);
+    let what = shown(&key);
     let asked = ctx.clock.now();
     if attempt <= 1 || app.quiesce_state(&target).await? != QuiesceState::Normal {
         app.unquiesce(&target).await?;
@@ -421,7 +423,7 @@ async fn unquiesce(
     .await?
     {
         st.quiesced = false;
-        ctx.live.hold(what.clone(), false);
+        ctx.live.hold(key.clone(), false);
         log(
             ctx,
             t,
@@ -457,12 +459,53 @@ async fn until_interrupted<T>(
     }
 }
 
-/// What a quiesce holds, as a forced exit names it: `QA1` or `TEST8/DOMAIN1`.
-pub(crate) fn held(t: &Task, target: &QuiesceTarget) -> String {
+/// What a quiesce holds: the device, and the domain when it is one.
+pub(crate) fn held(t: &Task, target: &QuiesceTarget) -> (String, Option<String>) {
     match target {
-        QuiesceTarget::Device => t.device.clone(),
-        QuiesceTarget::Domain(d) => format!("{}/{d}", t.device),
+        QuiesceTarget::Device => (t.device.clone(), None),
+        QuiesceTarget::Domain(d) => (t.device.clone(), Some(d.clone())),
     }
+}
+
+/// What a quiesce holds, as messages name it: `QA1` or `TEST8/DOMAIN1`.
+fn shown(held: &(String, Option<String>)) -> String {
+    match &held.1 {
+        Some(d) => format!("{}/{d}", held.0),
+        None => held.0.clone(),
+    }
+}
+
+/// Releases what the run still holds quiesced, without the journal (which failed): issues
+/// each unquiesce and waits for it as the unquiesce step would. Returns what was released.
+pub(crate) async fn release_held(ctx: &RunCtx) -> Vec<String> {
+    let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
+    let mut released = Vec::new();
+    for (device, domain) in ctx.live.held() {
+        let Some(app) = ctx.appliances.get(&device) else {
+            continue;
+        };
+        let target = match &domain {
+            Some(d) => QuiesceTarget::Domain(d.clone()),
+            None => QuiesceTarget::Device,
+        };
+        if app.unquiesce(&target).await.is_err() {
+            continue;
+        }
+        let _ = wait_state(
+            ctx,
+            app.as_ref(),
+            &target,
+            QuiesceState::Normal,
+            Duration::from_secs(60) + grace,
+        )
+        .await;
+        ctx.live.hold((device.clone(), domain.clone()), false);
+        released.push(match domain {
+            Some(d) => format!("{device}/{d}"),
+            None => device,
+        });
+    }
+    released
 }
 
 /// A line of the task's activity log, written with the step's next records.

@@ -191,7 +191,8 @@ pub struct Live {
     /// Once set, no new step starts (a graceful interrupt).
     pub interrupted: Arc<AtomicBool>,
     run: std::sync::atomic::AtomicU64,
-    quiesced: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// What the run holds quiesced: a device, or a device's domain.
+    quiesced: std::sync::Mutex<std::collections::BTreeSet<(String, Option<String>)>>,
     /// The process groups of the scripts running now.
     pub(crate) scripts: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
@@ -208,6 +209,17 @@ impl Live {
     /// What the run has quiesced (or asked to quiesce) and not yet seen released, as
     /// `DEVICE` or `DEVICE/DOMAIN`.
     pub fn quiesced(&self) -> Vec<String> {
+        self.held()
+            .into_iter()
+            .map(|(d, dom)| match dom {
+                Some(dom) => format!("{d}/{dom}"),
+                None => d,
+            })
+            .collect()
+    }
+
+    /// What the run holds quiesced, as (device, domain).
+    pub(crate) fn held(&self) -> Vec<(String, Option<String>)> {
         self.quiesced
             .lock()
             .map(|q| q.iter().cloned().collect())
@@ -222,7 +234,7 @@ impl Live {
         n
     }
 
-    pub(crate) fn hold(&self, what: String, held: bool) {
+    pub(crate) fn hold(&self, what: (String, Option<String>), held: bool) {
         if let Ok(mut q) = self.quiesced.lock() {
             if held {
                 q.insert(what);
@@ -423,6 +435,18 @@ pub enum EngineError {
     /// The journal failed: nothing more can be recorded, so nothing more is done.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The journal failed during the run (a full disk under the state file): the run
+    /// stopped, after releasing what it held; `resume` finishes it once the file can be
+    /// written again.
+    #[error("{}", journal_failed_text(*run, error, released))]
+    JournalFailed {
+        /// The run.
+        run: RunId,
+        /// What the state file reported.
+        error: StoreError,
+        /// What was released after it (`DEVICE` or `DEVICE/DOMAIN`).
+        released: Vec<String>,
+    },
     /// The run cannot be resumed (already finished, or stored by an incompatible version).
     #[error("run {run} cannot be resumed: {why}")]
     NotResumable {
@@ -431,6 +455,17 @@ pub enum EngineError {
         /// Why.
         why: String,
     },
+}
+
+fn journal_failed_text(run: RunId, error: &StoreError, released: &[String]) -> String {
+    let released = if released.is_empty() {
+        String::new()
+    } else {
+        format!(" after releasing {}", released.join(", "))
+    };
+    format!(
+        "{error}: run {run} cannot record anything more and stopped{released}; `dpplan resume {run}` finishes it once the state file can be written again"
+    )
 }
 
 /// The run-wide state shared by the task runners.
@@ -850,6 +885,15 @@ impl Engine {
             .plan(&stored.plan)
             .ok_or_else(|| EngineError::NoPlan(stored.plan.clone()))?
             .clone();
+        // Secrets and files first: a resume that cannot reach the appliances leaves the run
+        // as it is (its tasks would otherwise fail for want of a connection).
+        let missing = unresolved_config(&program, &plan);
+        if !missing.is_empty() {
+            return Err(EngineError::NotResumable {
+                run,
+                why: format!("{} (the run is left as it is)", missing.join("; ")),
+            });
+        }
         let mut prior = HashMap::new();
         for t in &detail.tasks {
             prior.insert(t.task.id, t.clone());
@@ -1278,13 +1322,29 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
             Ok(Ok((id, status, error, files))) => {
                 outcome.insert(id, (status, error, files));
             }
-            Ok(Err(e)) => store_error = Some(e),
-            Err(e) => store_error = Some(StoreError::Db(format!("a task runner failed: {e}"))),
+            Ok(Err(e)) => {
+                if store_error.is_none() {
+                    journal_failed(&ctx);
+                }
+                store_error.get_or_insert(e);
+            }
+            Err(e) => {
+                if store_error.is_none() {
+                    journal_failed(&ctx);
+                }
+                store_error.get_or_insert(StoreError::Db(format!("a task runner failed: {e}")));
+            }
         }
     }
     barriers.abort_all();
-    if let Some(e) = store_error {
-        return Err(EngineError::Store(e));
+    if let Some(error) = store_error {
+        // Nothing more can be recorded; what the run holds is released all the same.
+        let released = actions::release_held(&ctx).await;
+        return Err(EngineError::JournalFailed {
+            run: ctx.run,
+            error,
+            released,
+        });
     }
     sweep_temporaries(&ctx);
     if ctx.interrupted.load(Ordering::SeqCst) || outcome.values().any(|(s, _, _)| !s.is_final()) {
@@ -1339,6 +1399,15 @@ async fn post_plan(
             .await?;
     }
     Ok(())
+}
+
+/// The journal failed under a task: no new step starts, and every step is marked finished
+/// so that no task waits for another that will never finish (the runners end quickly).
+fn journal_failed(ctx: &RunCtx) {
+    ctx.interrupted.store(true, Ordering::SeqCst);
+    for n in ctx.graph.dag.node_weights() {
+        ctx.finish(&n.id);
+    }
 }
 
 /// Removes temporary names left in the store folders of the run's tasks (by a crash before

@@ -136,7 +136,11 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let message = e.to_string();
+                // The cause once, without a second "state file:" prefix.
+                let message = match e {
+                    StoreError::Db(m) => m,
+                    other => other.to_string(),
+                };
                 for request in batch {
                     answer(request, Err(StoreError::Db(message.clone())));
                 }
