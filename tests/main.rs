@@ -16,6 +16,7 @@ mod everyday;
 mod examples;
 mod flows;
 mod fuzz;
+mod fuzz_soma;
 mod hardening;
 mod language;
 mod policies;
