@@ -131,6 +131,10 @@ fn hostile_shapes_are_refused() {
         );
     }
     // Real answers nest about ten deep: they parse.
-    let real = format!("{}{}", "<a>".repeat(MAX_DEPTH - 1), "</a>".repeat(MAX_DEPTH - 1));
+    let real = format!(
+        "{}{}",
+        "<a>".repeat(MAX_DEPTH - 1),
+        "</a>".repeat(MAX_DEPTH - 1)
+    );
     assert!(parse::parse_tree(real.as_bytes()).is_ok());
 }

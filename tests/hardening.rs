@@ -162,6 +162,14 @@ async fn backups_are_private_whatever_the_umask() {
         }
     }
     assert!(seen >= 10, "{seen} files");
+    // The state file and its owner record too.
+    for f in ["state.redb", "state.redb.owner"] {
+        let mode = std::fs::metadata(w.dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
 }
 
 /// Cron runs never see `check`: a run repeats the plain-HTTP and insecure-TLS warnings, even

@@ -191,7 +191,7 @@ impl Claim {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(0o600)
             .open(&path)
             .map_err(fail)?;
         flock(&file, FlockOperation::LockExclusive).map_err(|e| fail(e.into()))?;

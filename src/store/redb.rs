@@ -79,6 +79,17 @@ impl RedbStore {
                     .map_err(|e| StoreError::Db(format!("creating {}: {e}", parent.display())))?;
             }
         }
+        // A new state file is its owner's only, whatever the umask (it names devices, hosts
+        // and users); redb initializes an empty file as a new database.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Db(format!("creating {shown}: {e}")))?;
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
