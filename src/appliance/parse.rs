@@ -454,6 +454,17 @@ mod limits {
         assert!(parse_tree(ok.as_bytes()).is_ok());
     }
 
+    /// Entities a DTD declares are never expanded: a billion laughs, or a file named by an
+    /// external entity, is an unknown entity.
+    #[test]
+    fn declared_entities_are_refused() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><r>&b;</r>"#;
+        let e = parse_tree(bomb.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("unknown entity &b;"), "{e}");
+        let external = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"#;
+        assert!(parse_tree(external.as_bytes()).is_err());
+    }
+
     /// A 31 MiB answer of tiny siblings took 1.3 GB as a tree.
     #[test]
     fn element_count_is_bounded() {
