@@ -597,3 +597,29 @@ fn a_damaged_state_file_or_unknown_run_is_exit_1_everywhere() {
         assert_eq!(ran.status, 1, "{args:?}: {}", ran.stderr);
     }
 }
+
+/// A secure backup whose download fails leaves nothing on the appliance: its backup used to
+/// stay in the small `temporary:` after the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_secure_backup_download_leaves_nothing_on_the_appliance() {
+    let fleet = "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"get-file\"\nafter = 2\ntimes = 1\nkind = \"truncate\"\n";
+    let w = World::new(fleet).await;
+    let pw = w.dir.path().join("pw").display().to_string();
+    let plan = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n  }}\n}}\n",
+        w.store().display(),
+        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    );
+    let t = Test::new()
+        .file("p.dpplan", &plan)
+        .args(["run", "p.dpplan", "--quiet", "--json"]);
+    let v = tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(1)
+        .json();
+    assert_eq!(v["tasks"][0]["status"], "FAILED", "{v}");
+    let s = w.state("QA1");
+    assert!(s.temporary_files.is_empty(), "{:?}", s.temporary_files);
+    assert!(walk(&w.store()).is_empty(), "{:?}", walk(&w.store()));
+}
