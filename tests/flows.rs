@@ -427,11 +427,16 @@ plan "p" {
         )
         .await;
     assert_eq!(r.status, RunStatus::StoreNotMounted);
-    assert!(r
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("not a mounted remote filesystem"));
+    // The message says which filesystem it found, as the mount table names it.
+    let found = dpplan::engine::fsinfo::mount_of(&w.store()).unwrap();
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains(&format!(
+            "on a local filesystem ({}, mounted at",
+            found.fstype
+        )) && error.contains("not a mounted remote one"),
+        "{error}"
+    );
     // More free space required than any disk has.
     let (r, _) = w
         .run(

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod appliance_answers;
 mod cli;
 mod cli_sim;
 mod crash;

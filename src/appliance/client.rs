@@ -106,7 +106,13 @@ impl SomaClient {
             return Ok(answer);
         }
         let reason = status.canonical_reason().unwrap_or("").to_string();
-        let snippet = read_snippet(answer, self.config.read_timeout).await;
+        let body = read_head(answer, self.config.read_timeout, FAULT_BYTES).await;
+        // SOAP 1.1 sends a Fault with HTTP 500: a body that is a Fault is one, whatever the
+        // status (not a transient HTTP error, and not shown as raw XML).
+        if let Err(fault @ super::ProtocolError::Fault { .. }) = parse::document(&body) {
+            return Err(self.protocol(op, fault));
+        }
+        let snippet = snippet(&body);
         let text = if snippet.is_empty() { reason } else { snippet };
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(ApplianceError::Auth {
@@ -361,16 +367,25 @@ impl Drop for RemoveOnDrop<'_> {
 }
 
 /// The first kilobytes of an error response, as text on one line.
-async fn read_snippet(mut answer: Answer<'_>, limit: Duration) -> String {
+/// How much of an error answer's body is read: enough for any SOAP Fault.
+const FAULT_BYTES: usize = 64 * 1024;
+
+/// The first `cap` bytes of an answer's body.
+async fn read_head(mut answer: Answer<'_>, limit: Duration, cap: usize) -> Vec<u8> {
     let mut buf = Vec::new();
     while let Ok(Some(chunk)) = answer.chunk(Some(limit)).await {
         buf.extend_from_slice(&chunk);
-        if buf.len() >= 4096 {
+        if buf.len() >= cap {
             break;
         }
     }
-    buf.truncate(4096);
-    String::from_utf8_lossy(&buf)
+    buf.truncate(cap);
+    buf
+}
+
+/// An error body as one line of at most 4 KiB.
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(4096)])
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

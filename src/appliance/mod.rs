@@ -199,6 +199,8 @@ pub struct DomainStatus {
     pub save_needed: bool,
     /// `QuiesceState`.
     pub quiesce_state: QuiesceState,
+    /// Whether the row has a `QuiesceState` at all (firmware older than quiesce has none).
+    pub reports_quiesce: bool,
 }
 
 /// What a quiesce or unquiesce applies to.

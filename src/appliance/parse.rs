@@ -332,6 +332,7 @@ pub fn domains(root: &Node) -> Result<Vec<DomainStatus>, ProtocolError> {
             name: row.child_text("Domain").to_string(),
             save_needed: row.child_text("SaveNeeded").eq_ignore_ascii_case("on"),
             quiesce_state: QuiesceState::parse(row.child_text("QuiesceState")),
+            reports_quiesce: row.child("QuiesceState").is_some(),
         })
         .collect())
 }

@@ -215,6 +215,13 @@ async fn validate(
             };
             st.save_needed = row.save_needed;
         }
+        if wants_quiesce && !domains.iter().any(|r| r.reports_quiesce) {
+            // Nothing would ever show the quiesce: fail now, not after timeout + grace.
+            return Err(StepError::permanent(format!(
+                "{}: the appliance does not report quiesce states (its DomainStatus has no QuiesceState: firmware older than quiesce); remove `quiesce` from this activity",
+                t.device
+            )));
+        }
         if wants_quiesce {
             let busy: Vec<&str> = domains
                 .iter()

@@ -1,34 +1,124 @@
-//! What the store's filesystem is: remote or not, and its free space (statfs, statvfs).
+//! What the store's filesystem is: remote or not (the mount table), and its free space\n//! (statvfs).
 
 use crate::check::Space;
 use std::path::Path;
 
-/// Filesystem magic numbers (statfs `f_type`) of network and cluster filesystems.
-const REMOTE_MAGIC: &[(u64, &str)] = &[
-    (0x6969, "nfs"),
-    (0x517B, "smb"),
-    (0xFF53_4D42, "cifs"),
-    (0xFE53_4D42, "smb2"),
-    (0x0102_1997, "9p"),
-    (0x5346_414F, "afs"),
-    (0x00C3_6400, "ceph"),
-    (0x6573_5546, "fuse (sshfs, glusterfs, s3fs...)"),
-    (0x7375_7245, "coda"),
-    (0x564C, "ncp"),
-    (0x0BD0_0BD0, "lustre"),
-    (0x4750_4653, "gpfs"),
-    (0xAAD7_AAEA, "panfs"),
+/// Filesystem types (as the mount table names them) of network and cluster filesystems.
+/// A FUSE filesystem counts only when its subtype is one of these: a local FUSE mount is not
+/// remote.
+const REMOTE_TYPES: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smb2",
+    "smbfs",
+    "9p",
+    "afs",
+    "ceph",
+    "coda",
+    "ncpfs",
+    "lustre",
+    "gpfs",
+    "panfs",
+    "beegfs",
+    "glusterfs",
+    "ocfs2",
+    "gfs2",
+    "orangefs",
+    "pvfs2",
+    "fuse.sshfs",
+    "fuse.glusterfs",
+    "fuse.ceph",
+    "fuse.s3fs",
+    "fuse.rclone",
+    "fuse.gcsfuse",
+    "fuse.juicefs",
+    "fuse.davfs2",
+    "fuse.cephfs",
 ];
 
-/// The filesystem type of `path` if it is a remote one.
-pub fn remote_kind(path: &Path) -> std::io::Result<Option<&'static str>> {
-    let st = rustix::fs::statfs(path)?;
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as u64;
-    Ok(REMOTE_MAGIC
-        .iter()
-        .find(|(m, _)| *m == magic)
-        .map(|(_, n)| *n))
+/// The filesystem a path lives on, from the mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Its type as the mount table names it: `nfs4`, `ext4`, `fuse.sshfs`.
+    pub fstype: String,
+    /// Where it is mounted.
+    pub mount_point: std::path::PathBuf,
+}
+
+impl Mount {
+    /// Whether it is a network or cluster filesystem.
+    pub fn is_remote(&self) -> bool {
+        REMOTE_TYPES.contains(&self.fstype.as_str())
+    }
+}
+
+/// The mount `path` lives on (its real path: symlinks resolved), read from
+/// `/proc/self/mountinfo`.
+pub fn mount_of(path: &Path) -> std::io::Result<Mount> {
+    let real = std::fs::canonicalize(path)?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    mount_in(&table, &real).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{} is in no mount of /proc/self/mountinfo",
+            real.display()
+        ))
+    })
+}
+
+/// The entry of mount table `table` (mountinfo format) whose mount point holds `path` most
+/// closely; the last such entry when several are stacked on one point.
+pub fn mount_in(table: &str, path: &Path) -> Option<Mount> {
+    let mut best: Option<Mount> = None;
+    for line in table.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let Some(fstype) = right.split(' ').next() else {
+            continue;
+        };
+        let point = std::path::PathBuf::from(unescape(point));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let longer = best
+            .as_ref()
+            .is_none_or(|b| point.as_os_str().len() >= b.mount_point.as_os_str().len());
+        if longer {
+            best = Some(Mount {
+                fstype: fstype.to_string(),
+                mount_point: point,
+            });
+        }
+    }
+    best
+}
+
+/// Mount table fields escape space, tab, newline and backslash as `\ooo` octal.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(n);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Free bytes (for unprivileged writers) and total bytes of the filesystem holding `path`.
@@ -57,4 +147,43 @@ pub fn check_space(path: &Path, min: Option<Space>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /data rw shared:2 - nfs4 filer:/export/data rw,vers=4.2
+31 30 0:41 / /data/local rw shared:3 - fuse.mylocalfs mylocalfs rw
+32 22 0:42 / /mnt/ssh\\040share rw shared:4 - fuse.sshfs user@host:/ rw
+33 22 0:43 / /srv/smb rw shared:5 - cifs //nas/backup rw
+";
+
+    #[test]
+    fn the_closest_mount_decides() {
+        let at = |p: &str| mount_in(TABLE, Path::new(p)).unwrap();
+        assert_eq!(at("/data/store").fstype, "nfs4");
+        assert!(at("/data/store").is_remote());
+        // A local FUSE filesystem is not remote, even under an NFS mount.
+        assert_eq!(at("/data/local/x").fstype, "fuse.mylocalfs");
+        assert!(!at("/data/local/x").is_remote());
+        assert!(at("/mnt/ssh share/backups").is_remote());
+        assert_eq!(
+            at("/mnt/ssh share/backups").mount_point,
+            Path::new("/mnt/ssh share")
+        );
+        assert!(at("/srv/smb/dp").is_remote());
+        assert_eq!(at("/home/x").fstype, "ext4");
+        assert!(!at("/home/x").is_remote());
+        // `/database` is not under `/data`.
+        assert_eq!(at("/database").fstype, "ext4");
+    }
+
+    #[test]
+    fn this_machines_root_is_found() {
+        let m = mount_of(Path::new("/")).unwrap();
+        assert!(!m.fstype.is_empty());
+    }
 }

@@ -10,7 +10,7 @@
 mod actions;
 pub mod clock;
 pub mod failpoint;
-mod fsinfo;
+pub mod fsinfo;
 mod gate;
 pub mod output;
 pub mod scripts;
@@ -75,6 +75,8 @@ impl Connector for SomaConnector {
         c.tls_ca = d.tls_ca.clone();
         c.insecure = d.insecure;
         c.request_timeout = Duration::from_millis(d.timeout_ms);
+        // During a download, each wait for more data is held to the same `timeout`.
+        c.read_timeout = Duration::from_millis(d.timeout_ms);
         c.download_timeout = Duration::from_millis(d.download_timeout_ms);
         c.max_download_bytes = d.max_export_bytes;
         let client = SomaClient::new(c).map_err(|e| e.to_string())?;
@@ -82,12 +84,17 @@ impl Connector for SomaConnector {
     }
 }
 
+/// The most requests an availability probe makes: three firmware status classes, newest
+/// first, then DomainStatus.
+const PROBE_REQUESTS: u32 = 4;
+
 /// Knobs of one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Run outside the plan's window (manual runs).
     pub ignore_window: bool,
-    /// How long the availability probe of each device may take.
+    /// The least time the availability probe of each device may take; it is given four
+    /// times the device's `timeout` when that is longer.
     pub probe_timeout: Duration,
     /// How often quiesce state and secure-backup completion are polled.
     pub poll_interval: Duration,
@@ -627,7 +634,11 @@ impl Engine {
                 continue;
             };
             let connector = self.connector.clone();
-            let timeout = self.options.probe_timeout;
+            // The probe may take up to four requests (three firmware classes, then the
+            // domains), each held to the device's own `timeout`: an old appliance that needs
+            // all of them is slow, not down.
+            let per_request = Duration::from_millis(device.timeout_ms);
+            let timeout = self.options.probe_timeout.max(per_request * PROBE_REQUESTS);
             let limit = limit.clone();
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -664,8 +675,11 @@ impl Engine {
                     }
                     Err(_) => {
                         let why = format!(
-                            "{}: no answer within {:?} (inventory entry {})",
-                            device.name, timeout, device.at
+                            "{}: the availability probe (firmware, then domains) did not finish within {}s: {PROBE_REQUESTS} requests of at most {}s each, the device's `timeout` (inventory entry {})",
+                            device.name,
+                            timeout.as_secs(),
+                            per_request.as_secs(),
+                            device.at
                         );
                         (device.name, DeviceFacts::Unavailable(why), None)
                     }
@@ -964,15 +978,17 @@ impl Engine {
             ));
         }
         if store.require_remote {
-            match fsinfo::remote_kind(&store.path) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            match fsinfo::mount_of(&store.path) {
+                Ok(m) if m.is_remote() => {}
+                Ok(m) => {
                     return Some((
                         RunStatus::StoreNotMounted,
                         format!(
-                        "the store {} is not a mounted remote filesystem (require_remote = true)",
-                        store.path.display()
-                    ),
+                            "the store {} is on a local filesystem ({}, mounted at {}), not a mounted remote one (require_remote = true): mount the share first",
+                            store.path.display(),
+                            m.fstype,
+                            m.mount_point.display()
+                        ),
                     ))
                 }
                 Err(e) => {

@@ -180,6 +180,11 @@ impl Device {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether this device sends SOAP Faults with HTTP 500.
+    pub fn faults_with_http500(&self) -> bool {
+        self.spec.fault_http500
+    }
+
     /// Whether the Basic credentials match.
     pub fn authorised(&self, user: &str, password: &str) -> bool {
         user == self.spec.user && password == self.spec.password
@@ -277,21 +282,22 @@ impl Device {
                     .filter(|d| domain == "default" || d.name == domain)
                     .map(|d| {
                         let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
-                        (
-                            "DomainStatus",
-                            vec![
-                                ("Domain", d.name.clone()),
-                                ("SaveNeeded", on_off(d.save_needed)),
-                                ("TraceEnabled", "off".into()),
-                                ("DebugEnabled", "off".into()),
-                                ("ProbeEnabled", "off".into()),
-                                ("DiagEnabled", "off".into()),
-                                ("CurrentCommand", String::new()),
-                                ("QuiesceState", state_of(&d.transition, now).into()),
-                                ("InterfaceState", "ok".into()),
-                                ("FailsafeMode", "none".into()),
-                            ],
-                        )
+                        let mut fields = vec![
+                            ("Domain", d.name.clone()),
+                            ("SaveNeeded", on_off(d.save_needed)),
+                            ("TraceEnabled", "off".into()),
+                            ("DebugEnabled", "off".into()),
+                            ("ProbeEnabled", "off".into()),
+                            ("DiagEnabled", "off".into()),
+                            ("CurrentCommand", String::new()),
+                            ("QuiesceState", state_of(&d.transition, now).into()),
+                            ("InterfaceState", "ok".into()),
+                            ("FailsafeMode", "none".into()),
+                        ];
+                        if self.spec.no_quiesce_state {
+                            fields.retain(|(k, _)| *k != "QuiesceState");
+                        }
+                        ("DomainStatus", fields)
                     })
                     .collect();
                 status(&rows)

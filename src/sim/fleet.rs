@@ -36,6 +36,10 @@ struct Keys {
     serial: Option<String>,
     /// Which firmware status class the device knows (older firmware: `FirmwareVersion2`).
     firmware_class: Option<String>,
+    /// Send SOAP Faults with HTTP 500, as SOAP 1.1 allows (some firmware does).
+    fault_http500: Option<bool>,
+    /// Old firmware: DomainStatus rows carry no QuiesceState.
+    no_quiesce_state: Option<bool>,
     free_temporary_mb: Option<u64>,
     certs: Option<Vec<String>>,
     secure_backup_mode: Option<bool>,
@@ -144,6 +148,10 @@ pub struct DeviceSpec {
     pub unsaved: Vec<String>,
     pub down: bool,
     pub faults: Vec<Fault>,
+    /// SOAP Faults are sent with HTTP 500.
+    pub fault_http500: bool,
+    /// DomainStatus rows carry no QuiesceState (firmware older than quiesce).
+    pub no_quiesce_state: bool,
 }
 
 /// A parsed fleet file.
@@ -270,6 +278,8 @@ fn resolve(defaults: &Keys, entry: &Keys) -> Result<DeviceSpec, FleetError> {
         unsaved,
         down: pick!(down, false),
         faults,
+        fault_http500: pick!(fault_http500, false),
+        no_quiesce_state: pick!(no_quiesce_state, false),
         name,
     })
 }

@@ -224,7 +224,7 @@ async fn respond(
                 .map_err(|e| std::io::Error::other(e.to_string()))?
                 .to_bytes();
             let answer = device.handle(parse_request(&body), authorised);
-            send(answer, &socket).await
+            send(answer, &socket, device.faults_with_http500()).await
         }
         _ => Ok(simple(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
     }
@@ -233,6 +233,7 @@ async fn respond(
 async fn send(
     answer: Answer,
     socket: &std::net::TcpStream,
+    fault_http500: bool,
 ) -> Result<Response<SimBody>, std::io::Error> {
     if answer.delay > Duration::ZERO {
         tokio::time::sleep(answer.delay).await;
@@ -249,6 +250,9 @@ async fn send(
                 "text/plain",
                 "Internal Server Error\n",
             ))
+        }
+        Reply::Xml(text) if fault_http500 && text.contains("<env:Fault>") => {
+            return Ok(simple(StatusCode::INTERNAL_SERVER_ERROR, "text/xml", text));
         }
         Reply::Xml(text) => SimBody::bytes(text),
         Reply::Payload {

@@ -84,6 +84,7 @@ impl Appliance for InstantAppliance {
                 } else {
                     q.clone()
                 },
+                reports_quiesce: true,
             })
             .collect())
     }

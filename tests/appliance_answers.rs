@@ -1,0 +1,89 @@
+//! What real appliances answer, as other tools recorded it: old firmware that is slow to
+//! probe, SOAP Faults sent with HTTP 500, DomainStatus without QuiesceState. Through the
+//! binary against the simulator.
+
+use crate::engine::World;
+use crate::support::Test;
+
+fn plan(w: &World, activity: &str) -> String {
+    let pw = w.dir.path().join("pw").display().to_string();
+    format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n{activity}\n}}\n",
+        w.store().display(),
+        w.inventory()
+            .replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+    )
+}
+
+async fn run(w: &World, activity: &str) -> (i32, serde_json::Value) {
+    let t = Test::new()
+        .file("p.dpplan", &plan(w, activity))
+        .args(["run", "p.dpplan", "--json", "--quiet"]);
+    let ran = tokio::task::spawn_blocking(move || t.run()).await.unwrap();
+    let v = serde_json::from_str(&ran.stdout).unwrap_or_else(|_| panic!("{}", ran.stderr));
+    (ran.status, v)
+}
+
+const BACKUP: &str =
+    "  activity secure_backup {\n    devices = \"OLD\"\n    cert = \"backup-cert\"\n  }";
+
+/// An old appliance answers FirmwareVersion3 and FirmwareVersion2 with a Fault, and each of
+/// the probe's four requests takes 2.6 s: 10.4 s in all. The probe used to give up after a
+/// fixed 10 s ("device not available") whatever the device's `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_old_appliance_is_probed_within_its_own_timeout() {
+    let w = World::new(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nfirmware_class = \"FirmwareVersion\"\ndomains = [\"default\", \"D1\"]\n[[device.fault]]\nop = \"get-status\"\ntimes = 4\nkind = \"delay\"\ndelay = \"2600ms\"\n",
+    )
+    .await;
+    let activity = "  activity export_domain {\n    devices = \"OLD\"\n    domains = \"D1\"\n  }";
+    let (status, v) = run(&w, activity).await;
+    assert_eq!(status, 0, "{v}");
+    assert_eq!(v["tasks"][0]["status"], "SUCCEEDED", "{v}");
+}
+
+/// SOAP 1.1 lets a Fault come with HTTP 500. It is a Fault all the same: the firmware
+/// classes fall back, and a step's Fault reads as one (not "HTTP 500: <?xml ...", retried
+/// as transient).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_sent_with_http_500_is_a_fault() {
+    let w = World::new(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nfirmware_class = \"FirmwareVersion2\"\nfault_http500 = true\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 1\nkind = \"soap-fault\"\n",
+    )
+    .await;
+    let (status, v) = run(&w, BACKUP).await;
+    assert_eq!(status, 1, "{v}");
+    let task = &v["tasks"][0];
+    // Probed (FirmwareVersion2 after a Fault for 3), then the backup's Fault, not retried.
+    assert_eq!(task["status"], "FAILED", "{v}");
+    let error = task["error"].as_str().unwrap();
+    assert!(
+        error.contains("SOAP fault env:Client: Internal Error (from client)"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("<?xml") && !error.contains("HTTP 500"),
+        "{error}"
+    );
+    assert_eq!(w.state("OLD").ops.get("SecureBackup"), Some(&1));
+    w.assert_clean();
+}
+
+/// Firmware older than quiesce reports no QuiesceState: a quiesce used to wait out its
+/// timeout and grace (65 s a task, some 200 polls) before failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_quiesce_state_fails_at_once() {
+    let w = World::new(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nno_quiesce_state = true\ndomains = [\"default\", \"D1\"]\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let activity = "  activity export_domain {\n    devices = \"OLD\"\n    domains = \"D1\"\n    quiesce = 60s\n  }";
+    let (status, v) = run(&w, activity).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(status, 1, "{v}");
+    let error = v["tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("does not report quiesce states"), "{error}");
+    // Nothing was quiesced.
+    assert_eq!(w.state("OLD").ops.get("DomainQuiesce"), None);
+}
