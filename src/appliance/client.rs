@@ -6,7 +6,7 @@
 //! [`PayloadSink`] (decode, hash, write), so network reads and decoding overlap and memory
 //! stays bounded.
 
-use super::http::{self, Answer, Transport, TransportError};
+use super::http::{self, root_cause, Answer, Transport, TransportError};
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
 use super::{
@@ -95,7 +95,7 @@ impl SomaClient {
 
     /// Sends one request and checks the answer's status: anything but 200 is an error (with
     /// the first words of the answer's body).
-    async fn send(&self, op: &str, body: String) -> Result<Answer<'_>, ApplianceError> {
+    async fn send(&self, op: &str, body: String) -> Result<Answer, ApplianceError> {
         let answer = self
             .http
             .post(body)
@@ -318,9 +318,9 @@ impl SomaClient {
                 text: format!("{what} within {limit:?} ({address})"),
             },
             TransportError::Connect(e) => {
-                let text = format!("{e} ({address})");
-                match e.kind() {
-                    ErrorKind::TimedOut => ApplianceError::Timeout { device, op, text },
+                let text = format!("{} ({address})", root_cause(&e));
+                match io_kind(&e) {
+                    Some(ErrorKind::TimedOut) => ApplianceError::Timeout { device, op, text },
                     _ => ApplianceError::Connect { device, op, text },
                 }
             }
@@ -371,7 +371,7 @@ impl Drop for RemoveOnDrop<'_> {
 const FAULT_BYTES: usize = 64 * 1024;
 
 /// The first `cap` bytes of an answer's body.
-async fn read_head(mut answer: Answer<'_>, limit: Duration, cap: usize) -> Vec<u8> {
+async fn read_head(mut answer: Answer, limit: Duration, cap: usize) -> Vec<u8> {
     let mut buf = Vec::new();
     while let Ok(Some(chunk)) = answer.chunk(Some(limit)).await {
         buf.extend_from_slice(&chunk);
@@ -389,15 +389,6 @@ fn snippet(body: &[u8]) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The innermost error's words: `Connection refused (os error 111)`.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e;
-    while let Some(s) = last.source() {
-        last = s;
-    }
-    last.to_string()
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {

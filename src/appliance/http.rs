@@ -1,28 +1,20 @@
-//! The SOMA client's HTTP/1.1 transport: hyper's connection API over tokio TCP, with rustls
-//! for HTTPS, and a pool of idle keep-alive connections per appliance.
+//! The SOMA client's HTTP transport: reqwest (hyper and its connection pool underneath), with
+//! rustls for HTTPS.
 //!
-//! The management interface is one URL that takes a POST of XML and answers with XML: no
-//! redirects, proxies, cookies or content negotiation. A general client (reqwest) wraps each
-//! such request in layers for those (URL re-parsing, redirect and retry policies, request
-//! clones) that cost more CPU than the request itself at thousands of requests per second
-//! (docs/performance.md, "Engine"); this module keeps only what the interface uses.
-//!
-//! Appliances are reached directly: no proxy settings are read from the environment. A
-//! redirect is an answer like any other status but 200, reported as an error (credentials
-//! are never sent elsewhere). Nothing is repeated here, retries being the plan's policy; the
-//! one exception is a request that was never sent because its kept-alive connection had
-//! closed while idle.
+//! The management interface is one URL that takes a POST of XML and answers with XML. The
+//! client is set up for exactly that: HTTP/1.1 only; appliances are reached directly (no
+//! proxy settings are read from the environment); redirects are not followed but reported as
+//! an answer like any other status but 200 (credentials are never sent elsewhere); no retries
+//! beyond what hyper's pool does on its own (a request that found its kept-alive connection
+//! closed before it was sent goes out on a new one), retries being the plan's policy. TLS is
+//! this module's rustls configuration: the certificates of `tls_ca` exactly, else the public
+//! web's CAs, or any certificate with `insecure`.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_rustls::rustls;
 
 /// How long an idle connection is kept for the next request.
@@ -34,43 +26,29 @@ const USER_AGENT_VALUE: &str = concat!("dpplan/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug)]
 pub enum TransportError {
     /// The TCP connection could not be made (refused, unreachable, name not resolved).
-    Connect(std::io::Error),
+    Connect(reqwest::Error),
     /// The TLS handshake failed (an untrusted or invalid certificate, not TLS at all).
-    Tls(std::io::Error),
+    Tls(reqwest::Error),
     /// A time limit passed: what did not come in time (`"no answer"`), and the limit.
     Timeout(&'static str, Duration),
     /// The connection failed while the request or the answer was on its way.
-    Http(hyper::Error),
+    Http(reqwest::Error),
 }
 
-/// A connection's sending half, idle since `since`.
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
-}
-
-/// Where and how to reach one appliance, and its idle connections.
+/// Where and how to reach one appliance: a reqwest client of its own (its pool keeps the
+/// appliance's idle connections).
 pub struct Transport {
-    host: String,
-    port: u16,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    address: String,
     connect_timeout: Duration,
-    /// The path, sent as the request target.
-    uri: Uri,
-    host_header: HeaderValue,
     auth: HeaderValue,
-    idle: Mutex<Vec<Idle>>,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls.is_some())
+            .field("url", &self.url.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -88,141 +66,112 @@ pub struct Settings<'a> {
 }
 
 impl Transport {
-    /// Checks the address; connects lazily, on the first request.
+    /// Checks the address and builds the client; connects lazily, on the first request.
     pub fn new(s: Settings<'_>) -> Result<Transport, String> {
         let host = s.host.trim_start_matches('[').trim_end_matches(']');
-        let host_header = HeaderValue::from_str(&authority(host, s.port))
-            .map_err(|_| format!("host {:?} is not a valid address", s.host))?;
-        let uri: Uri = s
-            .path
-            .parse()
-            .map_err(|e| format!("path {:?}: {e}", s.path))?;
-        let tls = match s.tls {
-            None => None,
-            Some(mut config) => {
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                    .map_err(|e| format!("host {host:?} is not a TLS server name: {e}"))?;
-                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
-            }
-        };
+        let address = authority(host, s.port);
+        let scheme = if s.tls.is_some() { "https" } else { "http" };
+        let url = reqwest::Url::parse(&format!("{scheme}://{address}{}", s.path))
+            .map_err(|e| format!("host {:?} is not a valid address: {e}", s.host))?;
+        // reqwest asks the process for a rustls provider even for plain HTTP: ring, as our
+        // own TLS configuration uses (a second install is refused, and harmless).
+        static PROVIDER: std::sync::Once = std::sync::Once::new();
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let mut builder = reqwest::Client::builder()
+            .http1_only()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .connect_timeout(s.connect_timeout)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .tcp_nodelay(true)
+            .user_agent(USER_AGENT_VALUE);
+        if let Some(mut config) = s.tls {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.tls_backend_preconfigured(config);
+        }
+        let client = builder.build().map_err(|e| root_cause(&e))?;
         Ok(Transport {
-            host: host.to_string(),
-            port: s.port,
-            tls,
+            client,
+            url,
+            address,
             connect_timeout: s.connect_timeout,
-            uri,
-            host_header,
             auth: s.auth,
-            idle: Mutex::new(Vec::new()),
         })
     }
 
     /// `host:port`, as errors name the appliance's address.
     pub fn address(&self) -> String {
-        self.host_header.to_str().unwrap_or("").to_string()
+        self.address.clone()
     }
 
     /// POSTs `body` and returns the answer's head; its body is read with [`Answer::chunk`].
-    /// A request that found its kept-alive connection closed before it was sent goes out once
-    /// more on a new connection.
-    pub async fn post(&self, body: String) -> Result<Answer<'_>, TransportError> {
-        let mut request = Request::new(Full::new(Bytes::from(body)));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
-        let headers = request.headers_mut();
-        headers.insert(HOST, self.host_header.clone());
-        headers.insert(AUTHORIZATION, self.auth.clone());
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/xml; charset=utf-8"),
-        );
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        if let Some(mut sender) = self.checkout() {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.answer(sender, response)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection had closed while idle.
-                    Some(unsent) => request = unsent,
-                    None => return Err(TransportError::Http(e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.connect().await?;
-        let response = sender
-            .send_request(request)
+    pub async fn post(&self, body: String) -> Result<Answer, TransportError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(body)
+            .send()
             .await
-            .map_err(TransportError::Http)?;
-        Ok(self.answer(sender, response))
+            .map_err(|e| self.classify(e))?;
+        Ok(Answer {
+            status: response.status(),
+            response,
+        })
     }
 
-    fn answer(&self, sender: SendRequest<Full<Bytes>>, response: Response<Incoming>) -> Answer<'_> {
-        let (head, body) = response.into_parts();
-        Answer {
-            status: head.status,
-            body,
-            sender: Some(sender),
-            transport: self,
+    /// A reqwest error as the kind of failure it is.
+    fn classify(&self, e: reqwest::Error) -> TransportError {
+        if e.is_connect() && e.is_timeout() {
+            return TransportError::Timeout("no connection", self.connect_timeout);
         }
+        if is_tls(&e) {
+            return TransportError::Tls(e);
+        }
+        if e.is_connect() {
+            return TransportError::Connect(e);
+        }
+        TransportError::Http(e)
     }
+}
 
-    /// The most recently used idle connection that is still open; stale ones are dropped.
-    fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().ok()?;
-        let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && !i.sender.is_closed());
-        while let Some(i) = idle.pop() {
-            if i.sender.is_ready() {
-                return Some(i.sender);
+/// Whether a TLS error is somewhere in `e`'s chain of causes (the connector wraps rustls's
+/// error in I/O errors, whose own `source` skips what they wrap).
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                return is_tls(inner);
             }
         }
-        None
+        source = s.source();
     }
+    false
+}
 
-    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
+/// The innermost error's words: `Connection refused (os error 111)`.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    loop {
+        // An I/O error that wraps another: its `source` skips the wrapped one.
+        if let Some(inner) = last
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            last = inner;
+            continue;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// A new connection (TCP, TLS when configured, HTTP/1.1), its I/O driven by a task of
-    /// its own until it closes.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
-        let limit = self.connect_timeout;
-        let timed_out = |_| TransportError::Timeout("no connection", limit);
-        let tcp = tokio::time::timeout(limit, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(timed_out)?
-            .map_err(TransportError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let builder = hyper::client::conn::http1::Builder::new();
-        match &self.tls {
-            None => {
-                let (sender, connection) = builder
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(TransportError::Http)?;
-                tokio::spawn(connection);
-                Ok(sender)
-            }
-            Some((connector, name)) => {
-                let stream = tokio::time::timeout(limit, connector.connect(name.clone(), tcp))
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(TransportError::Tls)?;
-                let (sender, connection) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(TransportError::Http)?;
-                tokio::spawn(connection);
-                Ok(sender)
-            }
+        match last.source() {
+            Some(s) => last = s,
+            None => return last.to_string(),
         }
     }
 }
@@ -238,51 +187,27 @@ pub fn authority(host: &str, port: u16) -> String {
 
 /// An answer whose body is still to be read. Read to its end, its connection goes back to
 /// the pool; dropped before, the connection is closed.
-pub struct Answer<'a> {
+pub struct Answer {
     pub status: StatusCode,
-    body: Incoming,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    transport: &'a Transport,
+    response: reqwest::Response,
 }
 
-impl Answer<'_> {
+impl Answer {
     /// The next piece of the body; `None` at its end. `limit` bounds the wait for it.
     pub async fn chunk(
         &mut self,
         limit: Option<Duration>,
     ) -> Result<Option<Bytes>, TransportError> {
-        loop {
-            let frame = match limit {
-                Some(limit) => tokio::time::timeout(limit, self.body.frame())
-                    .await
-                    .map_err(|_| TransportError::Timeout("no data", limit))?,
-                None => self.body.frame().await,
-            };
-            match frame {
-                None => {
-                    if let Some(sender) = self.sender.take() {
-                        self.transport.checkin(sender);
-                    }
-                    return Ok(None);
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data));
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    self.sender = None;
-                    return Err(TransportError::Http(e));
-                }
-            }
-        }
+        let next = match limit {
+            Some(limit) => tokio::time::timeout(limit, self.response.chunk())
+                .await
+                .map_err(|_| TransportError::Timeout("no data", limit))?,
+            None => self.response.chunk().await,
+        };
+        next.map_err(TransportError::Http)
     }
 }
 
-/// The TLS settings of a client: the certificates in `ca_pem` when given, else the public
-/// web's CAs (Mozilla's list); `insecure` accepts any certificate (still encrypted).
 pub fn tls_config(ca_pem: Option<&[u8]>, insecure: bool) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
