@@ -49,21 +49,17 @@ impl SomaClient {
             text,
         };
         let tls = if config.tls {
-            let pem = match &config.tls_ca {
+            let ca_pem = match &config.tls_ca {
                 Some(ca) => Some(
                     std::fs::read(ca)
                         .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?,
                 ),
                 None => None,
             };
-            let tls =
-                http::tls_config(pem.as_deref(), config.insecure).map_err(|e| {
-                    match &config.tls_ca {
-                        Some(ca) => config_error(format!("CA file {}: {e}", ca.display())),
-                        None => config_error(e),
-                    }
-                })?;
-            Some(tls)
+            Some(http::Tls {
+                ca_pem,
+                insecure: config.insecure,
+            })
         } else {
             None
         };
@@ -80,7 +76,10 @@ impl SomaClient {
             path: soma::PATH,
             auth,
         })
-        .map_err(config_error)?;
+        .map_err(|e| match &config.tls_ca {
+            Some(ca) if config.tls => config_error(format!("CA file {}: {e}", ca.display())),
+            _ => config_error(e),
+        })?;
         Ok(SomaClient {
             config,
             http: Arc::new(http),

@@ -58,11 +58,40 @@ pub struct Settings<'a> {
     pub host: &'a str,
     pub port: u16,
     /// `Some` for HTTPS.
-    pub tls: Option<rustls::ClientConfig>,
+    pub tls: Option<Tls>,
     pub connect_timeout: Duration,
     pub path: &'a str,
     /// The `Authorization` header's value.
     pub auth: HeaderValue,
+}
+
+/// How HTTPS certificates are checked: the CA certificates of `tls_ca` (PEM), else the public
+/// web's; or not at all with `insecure`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tls {
+    /// The PEM text of `tls_ca`, when given.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Any certificate is accepted.
+    pub insecure: bool,
+}
+
+/// One reqwest client (one pool) per way of connecting, shared by every appliance reached
+/// that way: a fleet of thousands keeps one pool, not thousands (reqwest pools per host).
+fn shared_client(tls: Option<&Tls>, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    type Key = (Option<Tls>, Duration);
+    static CLIENTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<Key, reqwest::Client>>,
+    > = std::sync::OnceLock::new();
+    let key = (tls.cloned(), connect_timeout);
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(c);
+    }
+    let client = build_client(tls, connect_timeout)?;
+    if let Ok(mut m) = clients.lock() {
+        m.insert(key, client.clone());
+    }
+    Ok(client)
 }
 
 impl Transport {
@@ -73,26 +102,7 @@ impl Transport {
         let scheme = if s.tls.is_some() { "https" } else { "http" };
         let url = reqwest::Url::parse(&format!("{scheme}://{address}{}", s.path))
             .map_err(|e| format!("host {:?} is not a valid address: {e}", s.host))?;
-        // reqwest asks the process for a rustls provider even for plain HTTP: ring, as our
-        // own TLS configuration uses (a second install is refused, and harmless).
-        static PROVIDER: std::sync::Once = std::sync::Once::new();
-        PROVIDER.call_once(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
-        let mut builder = reqwest::Client::builder()
-            .http1_only()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .connect_timeout(s.connect_timeout)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .user_agent(USER_AGENT_VALUE);
-        if let Some(mut config) = s.tls {
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            builder = builder.tls_backend_preconfigured(config);
-        }
-        let client = builder.build().map_err(|e| root_cause(&e))?;
+        let client = shared_client(s.tls.as_ref(), s.connect_timeout)?;
         Ok(Transport {
             client,
             url,
@@ -137,6 +147,31 @@ impl Transport {
         }
         TransportError::Http(e)
     }
+}
+
+/// A reqwest client for one way of connecting.
+fn build_client(tls: Option<&Tls>, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    // reqwest asks the process for a rustls provider even for plain HTTP: ring, as our own
+    // TLS configuration uses (a second install is refused, and harmless).
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let mut builder = reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .user_agent(USER_AGENT_VALUE);
+    if let Some(tls) = tls {
+        let mut config = tls_config(tls.ca_pem.as_deref(), tls.insecure)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        builder = builder.tls_backend_preconfigured(config);
+    }
+    builder.build().map_err(|e| root_cause(&e))
 }
 
 /// Whether a TLS error is somewhere in `e`'s chain of causes (the connector wraps rustls's

@@ -185,6 +185,11 @@ impl Device {
         self.spec.fault_http500
     }
 
+    /// How long every answer of this device waits first (`latency`).
+    pub fn latency(&self) -> Duration {
+        self.spec.latency
+    }
+
     /// Whether the Basic credentials match.
     pub fn authorised(&self, user: &str, password: &str) -> bool {
         user == self.spec.user && password == self.spec.password

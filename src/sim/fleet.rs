@@ -40,6 +40,8 @@ struct Keys {
     fault_http500: Option<bool>,
     /// Old firmware: DomainStatus rows carry no QuiesceState.
     no_quiesce_state: Option<bool>,
+    /// How long every answer waits, as a real appliance takes its time.
+    latency: Option<String>,
     free_temporary_mb: Option<u64>,
     certs: Option<Vec<String>>,
     secure_backup_mode: Option<bool>,
@@ -152,6 +154,8 @@ pub struct DeviceSpec {
     pub fault_http500: bool,
     /// DomainStatus rows carry no QuiesceState (firmware older than quiesce).
     pub no_quiesce_state: bool,
+    /// Every answer waits this long first.
+    pub latency: Duration,
 }
 
 /// A parsed fleet file.
@@ -280,6 +284,7 @@ fn resolve(defaults: &Keys, entry: &Keys) -> Result<DeviceSpec, FleetError> {
         faults,
         fault_http500: pick!(fault_http500, false),
         no_quiesce_state: pick!(no_quiesce_state, false),
+        latency: duration("latency", pick!(latency, "0s".into()))?,
         name,
     })
 }

@@ -223,7 +223,8 @@ async fn respond(
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?
                 .to_bytes();
-            let answer = device.handle(parse_request(&body), authorised);
+            let mut answer = device.handle(parse_request(&body), authorised);
+            answer.delay = answer.delay.max(device.latency());
             send(answer, &socket, device.faults_with_http500()).await
         }
         _ => Ok(simple(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
