@@ -6,13 +6,7 @@ use crate::engine::World;
 use crate::support::Test;
 
 fn plan(w: &World, activity: &str) -> String {
-    let pw = w.dir.path().join("pw").display().to_string();
-    format!(
-        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n{activity}\n}}\n",
-        w.store().display(),
-        w.inventory()
-            .replace("file(\"pw\")", &format!("file(\"{pw}\")")),
-    )
+    w.plan_file("", &format!("plan \"p\" {{\n{activity}\n}}\n"))
 }
 
 async fn run(w: &World, activity: &str) -> (i32, serde_json::Value) {

@@ -73,6 +73,19 @@ impl World {
         s
     }
 
+    /// A plan file for the fleet: the standard library, `settings` (may be empty), the store,
+    /// the inventory with the password file's absolute path (so it runs from anywhere), then
+    /// `rest` (the plans).
+    pub fn plan_file(&self, settings: &str, rest: &str) -> String {
+        let pw = self.dir.path().join("pw").display().to_string();
+        format!(
+            "import \"std/datapower\"\n{settings}store \"{}\" {{}}\n{}\n{rest}",
+            self.store().display(),
+            self.inventory()
+                .replace("file(\"pw\")", &format!("file(\"{pw}\")")),
+        )
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }

@@ -20,12 +20,7 @@ name = "QA_1"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_sanitise_alike_get_their_own_files() {
     let w = World::new(ODD_NAMES).await;
-    let pw = w.dir.path().join("pw").display().to_string();
-    let plan = format!(
-        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA*\"\n    cert = \"backup-cert\"\n  }}\n  activity export_domain {{\n    devices = \"QA 1\"\n    domains = \"*\"\n  }}\n}}\n",
-        w.store().display(),
-        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
-    );
+    let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA*\"\n    cert = \"backup-cert\"\n  }\n  activity export_domain {\n    devices = \"QA 1\"\n    domains = \"*\"\n  }\n}\n");
     let t = Test::new()
         .file("p.dpplan", &plan)
         .args(["run", "p.dpplan", "--json", "--quiet"]);
@@ -125,12 +120,7 @@ async fn device_text_reaches_the_terminal_escaped() {
 async fn backups_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new(ODD_NAMES).await;
-    let pw = w.dir.path().join("pw").display().to_string();
-    let plan = format!(
-        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA_1\"\n    cert = \"backup-cert\"\n  }}\n  activity export_domain {{\n    devices = \"QA_1\"\n    domains = \"a_b\"\n  }}\n}}\n",
-        w.store().display(),
-        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
-    );
+    let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA_1\"\n    cert = \"backup-cert\"\n  }\n  activity export_domain {\n    devices = \"QA_1\"\n    domains = \"a_b\"\n  }\n}\n");
     std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
     // A permissive umask, as a shell's 022 or worse.
     let script = format!(
@@ -511,12 +501,7 @@ fn many_exports_fleet() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_state_file_ends_the_run_and_resume_finishes_it() {
     let w = World::new(&many_exports_fleet()).await;
-    let pw = w.dir.path().join("pw").display().to_string();
-    let plan = format!(
-        "import \"std/datapower\"\nsettings {{ max_parallel = 3 }}\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }}\n}}\n",
-        w.store().display(),
-        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
-    );
+    let plan = w.plan_file("settings { max_parallel = 3 }\n", "plan \"p\" {\n  activity export_domain {\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }\n}\n");
     std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
     let state = w.dir.path().join("state.redb").display().to_string();
     // 2100 blocks of 512 bytes: enough to create the state file, not to hold this run.
@@ -604,12 +589,7 @@ fn a_damaged_state_file_or_unknown_run_is_exit_1_everywhere() {
 async fn a_failed_secure_backup_download_leaves_nothing_on_the_appliance() {
     let fleet = "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"get-file\"\nafter = 2\ntimes = 1\nkind = \"truncate\"\n";
     let w = World::new(fleet).await;
-    let pw = w.dir.path().join("pw").display().to_string();
-    let plan = format!(
-        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n  }}\n}}\n",
-        w.store().display(),
-        w.inventory().replace("file(\"pw\")", &format!("file(\"{pw}\")")),
-    );
+    let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n  }\n}\n");
     let t = Test::new()
         .file("p.dpplan", &plan)
         .args(["run", "p.dpplan", "--quiet", "--json"]);
