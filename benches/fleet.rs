@@ -10,13 +10,24 @@
 
 use dpplan::check::{self, Root};
 use dpplan::engine::clock::SystemClock;
-use dpplan::engine::{Engine, RunOptions, SomaConnector};
+use dpplan::engine::{Engine, Observer, RunOptions, RunStart, SomaConnector};
 use dpplan::store::{Journal, RedbStore, TaskStatus};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 const LANES: u32 = 64;
+
+/// When the run's tasks existed (the probe and expansion done).
+struct Started(std::sync::Mutex<Option<Instant>>);
+
+impl Observer for Started {
+    fn run(&self, _run: &RunStart<'_>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(Instant::now());
+        }
+    }
+}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -88,9 +99,19 @@ fn main() {
                 ..RunOptions::default()
             },
         );
+        let started = Arc::new(Started(std::sync::Mutex::new(None)));
+        let engine = engine.observe(started.clone());
         let t = Instant::now();
         let report = engine.run(&text).await.expect("run");
         let took = t.elapsed().as_secs_f64();
+        let probe = started
+            .0
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .map(|s| (s - t).as_secs_f64())
+            .unwrap_or(0.0);
+        println!("fleet: probe and expansion {probe:.2} s, tasks {:.2} s", took - probe);
         assert!(
             report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded),
             "{:?}",
