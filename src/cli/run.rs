@@ -398,21 +398,11 @@ pub fn exit_code(status: RunStatus) -> u8 {
 /// Prints a run's outcome (table on stderr, or JSON on stdout) and returns the exit code.
 pub fn report(r: &RunReport, json: bool) -> u8 {
     if json {
-        let v = serde_json::json!({
-            "run": r.run,
-            "status": r.status.as_str(),
-            "error": r.error,
-            "tasks": r.tasks.iter().map(|t| serde_json::json!({
-                "id": t.id,
-                "action": t.action,
-                "device": t.device,
-                "domain": t.domain,
-                "status": t.status.as_str(),
-                "error": t.error,
-                "files": t.files,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        // The report's own serialization: the same shape as `DPPLAN_TASKS` and the API.
+        let code = json_out(r);
+        if code != EXIT_OK {
+            return code;
+        }
     } else {
         let mut table = Table::new(vec![
             Column::right("ID"),

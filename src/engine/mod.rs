@@ -1501,22 +1501,33 @@ fn tasks_json(
     ctx: &RunCtx,
     outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
 ) -> String {
-    let v: Vec<serde_json::Value> = ctx
-        .tasks
+    serde_json::to_string(&task_reports(ctx, outcome)).unwrap_or_default()
+}
+
+/// What every task of the run came to, in task order (PENDING for tasks with no outcome).
+fn task_reports(
+    ctx: &RunCtx,
+    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+) -> Vec<TaskReport> {
+    ctx.tasks
         .iter()
         .map(|t| {
-            let (s, e, f) =
+            let (status, error, files) =
                 outcome
                     .get(&t.id)
                     .cloned()
                     .unwrap_or((TaskStatus::Pending, None, Vec::new()));
-            serde_json::json!({
-                "id": t.id, "action": t.action, "device": t.device,
-                "domain": t.target.domain_label(), "status": s.as_str(), "error": e, "files": f,
-            })
+            TaskReport {
+                id: t.id,
+                action: t.action.clone(),
+                device: t.device.clone(),
+                domain: t.target.domain_label().to_string(),
+                status,
+                error,
+                files,
+            }
         })
-        .collect();
-    serde_json::Value::Array(v).to_string()
+        .collect()
 }
 
 /// The environment every script of the run gets.
@@ -1577,31 +1588,14 @@ async fn finish(
         at: ctx.clock.now(),
     });
     ctx.record(records).await?;
-    let tasks = ctx
-        .tasks
-        .iter()
-        .map(|t| {
-            let (mut s, mut e, f) =
-                outcome
-                    .get(&t.id)
-                    .cloned()
-                    .unwrap_or((TaskStatus::Pending, None, Vec::new()));
-            if interrupted && !s.is_final() {
-                // Not running any more: it waits for `resume`, which continues it.
-                s = TaskStatus::Pending;
-                e = Some("interrupted before it finished; resume continues it".into());
-            }
-            TaskReport {
-                id: t.id,
-                action: t.action.clone(),
-                device: t.device.clone(),
-                domain: t.target.domain_label().to_string(),
-                status: s,
-                error: e,
-                files: f,
-            }
-        })
-        .collect();
+    let mut tasks = task_reports(ctx, &outcome);
+    if interrupted {
+        // Not running any more: they wait for `resume`, which continues them.
+        for t in tasks.iter_mut().filter(|t| !t.status.is_final()) {
+            t.status = TaskStatus::Pending;
+            t.error = Some("interrupted before it finished; resume continues it".into());
+        }
+    }
     Ok(RunReport {
         run: ctx.run,
         status,
