@@ -734,3 +734,39 @@ async fn a_forced_exit_leaves_no_hook_script_running() {
     }
     assert!(gone, "the hook script {script_pid} outlived dpplan");
 }
+
+/// A narrowed run needs only its devices' secrets; a plan path that is not UTF-8 is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_run_needs_only_its_own_secrets() {
+    use std::os::unix::ffi::OsStrExt;
+    let w = World::new(DPOD_QA).await;
+    let text = qa_plan(&w, "").replace(
+        "  device \"QA3\" {",
+        "  device \"QA3\" { password = env(\"DPPLAN_TEST_NOT_SET\") ",
+    );
+    assert!(text.contains("DPPLAN_TEST_NOT_SET"), "{text}");
+    let name = std::ffi::OsStr::from_bytes(b"plan-\xff.dpplan");
+    std::fs::write(w.dir.path().join(name), &text).unwrap();
+    let state = w.dir.path().join("state.redb");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .arg("run")
+        .arg(name)
+        .args(["--quiet", "--json", "--devices", "QA1", "--state"])
+        .arg(&state)
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The whole plan does need it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .arg("run")
+        .arg(name)
+        .args(["--quiet", "--state"])
+        .arg(&state)
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CONFIG"));
+}

@@ -106,14 +106,18 @@ impl SomaClient {
         }
         let reason = status.canonical_reason().unwrap_or("").to_string();
         let body = read_head(answer, self.config.read_timeout, FAULT_BYTES).await;
+        let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
         // SOAP 1.1 sends a Fault with HTTP 500: a body that is a Fault is one, whatever the
-        // status (not a transient HTTP error, and not shown as raw XML).
-        if let Err(fault @ super::ProtocolError::Fault { .. }) = parse::document(&body) {
-            return Err(self.protocol(op, fault));
+        // status (not a transient HTTP error, and not shown as raw XML). Refused credentials
+        // stay an authentication failure whatever the body.
+        if !refused {
+            if let Err(fault @ super::ProtocolError::Fault { .. }) = parse::document(&body) {
+                return Err(self.protocol(op, fault));
+            }
         }
         let snippet = snippet(&body);
         let text = if snippet.is_empty() { reason } else { snippet };
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        if refused {
             return Err(ApplianceError::Auth {
                 device: self.config.device.clone(),
                 op: op.to_string(),

@@ -49,7 +49,27 @@ impl ReadError {
 /// Reads a plan file as text: a regular file (a symlink to one is followed), at most
 /// [`MAX_PLAN_BYTES`], UTF-8, with a leading byte-order mark dropped.
 pub fn read_plan_file(path: &Path) -> Result<String, ReadError> {
-    let meta = std::fs::metadata(path).map_err(ReadError::Missing)?;
+    // Opened without blocking (a FIFO would block the open itself), then the open file is
+    // looked at: the path cannot be swapped between the look and the read.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(e)),
+        Err(e) => {
+            // A directory cannot be opened for reading everywhere; name it as one.
+            return match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => Err(ReadError::NotAFile("directory")),
+                _ => Err(ReadError::Missing(e)),
+            };
+        }
+    };
+    let meta = file.metadata().map_err(ReadError::Io)?;
     let ft = meta.file_type();
     if !ft.is_file() {
         use std::os::unix::fs::FileTypeExt;
@@ -72,8 +92,7 @@ pub fn read_plan_file(path: &Path) -> Result<String, ReadError> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     {
         use std::io::Read;
-        let f = std::fs::File::open(path).map_err(ReadError::Io)?;
-        f.take(MAX_PLAN_BYTES + 1)
+        file.take(MAX_PLAN_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(ReadError::Io)?;
     }

@@ -263,25 +263,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.dpplan-fmt.tmp"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::set_permissions(&tmp, meta.permissions())?;
-        // As root, the file keeps its owner; as its owner, this changes nothing.
-        if let Err(e) = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid())) {
-            if e.kind() != std::io::ErrorKind::PermissionDenied {
-                return Err(e);
-            }
+    // A new file of an unpredictable name, created exclusively and private (O_EXCL, 0600):
+    // nothing planted in the directory is followed or overwritten; removed on any error.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".dpplan-fmt.tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // As root, the file keeps its owner; as its owner, this changes nothing.
+    if let Err(e) = std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid())) {
+        if e.kind() != std::io::ErrorKind::PermissionDenied {
+            return Err(e);
         }
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result
+    tmp.as_file().set_permissions(meta.permissions())?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// `dpplan explain CODE`, or the list of codes.

@@ -125,7 +125,10 @@ pub(crate) fn origin(plan_file: Option<&Path>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown host".into());
-    let command: Vec<String> = std::env::args().collect();
+    // Arguments may not be UTF-8 (paths): shown lossily, never a panic.
+    let command: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut s = format!("{user}@{host}: {}", command.join(" "));
     if let Some(f) = plan_file {
         let shown = std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf());
@@ -533,7 +536,10 @@ fn run_program(
     progress.finish();
     // The journal failing (a full disk) or an unreadable stored run is failed work: exit 1.
     outcome.map_err(|err| {
-        eprintln!("error: {err}");
+        eprintln!(
+            "error: {}",
+            crate::report::table::printable(&err.to_string(), false)
+        );
         EXIT_FAILED
     })
 }
@@ -565,7 +571,12 @@ async fn interrupts(live: Arc<crate::engine::Live>, say: Say) {
                     "interrupt: killed {killed} running hook script(s)"
                 ));
             }
-            say(&forced_exit_message(live.run(), &live.quiesced()));
+            let held: Vec<String> = live
+                .quiesced()
+                .iter()
+                .map(|h| crate::report::table::printable(h, false))
+                .collect();
+            say(&forced_exit_message(live.run(), &held));
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     }

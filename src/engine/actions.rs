@@ -483,36 +483,42 @@ fn shown(held: &(String, Option<String>)) -> String {
 }
 
 /// Releases what the run still holds quiesced, without the journal (which failed): issues
-/// each unquiesce and waits for it as the unquiesce step would. Returns what was released.
-pub(crate) async fn release_held(ctx: &RunCtx) -> Vec<String> {
+/// each unquiesce and waits for it as the unquiesce step would. Returns what was released
+/// (confirmed back to normal) and what may still be quiesced (the request failed, or the
+/// appliance did not confirm in time).
+pub(crate) async fn release_held(ctx: &RunCtx) -> (Vec<String>, Vec<String>) {
     let grace = Duration::from_millis(ctx.program.settings.quiesce_grace_ms);
-    let mut released = Vec::new();
-    for (device, domain) in ctx.live.held() {
-        let Some(app) = ctx.appliances.get(&device) else {
+    let (mut released, mut still) = (Vec::new(), Vec::new());
+    for key in ctx.live.held() {
+        let name = shown(&key);
+        let Some(app) = ctx.appliances.get(&key.0) else {
+            still.push(name);
             continue;
         };
-        let target = match &domain {
+        let target = match &key.1 {
             Some(d) => QuiesceTarget::Domain(d.clone()),
             None => QuiesceTarget::Device,
         };
-        if app.unquiesce(&target).await.is_err() {
-            continue;
+        let confirmed = app.unquiesce(&target).await.is_ok()
+            && matches!(
+                wait_state(
+                    ctx,
+                    app.as_ref(),
+                    &target,
+                    QuiesceState::Normal,
+                    Duration::from_secs(60) + grace,
+                )
+                .await,
+                Ok(true)
+            );
+        if confirmed {
+            ctx.live.hold(key, false);
+            released.push(name);
+        } else {
+            still.push(name);
         }
-        let _ = wait_state(
-            ctx,
-            app.as_ref(),
-            &target,
-            QuiesceState::Normal,
-            Duration::from_secs(60) + grace,
-        )
-        .await;
-        ctx.live.hold((device.clone(), domain.clone()), false);
-        released.push(match domain {
-            Some(d) => format!("{device}/{d}"),
-            None => device,
-        });
     }
-    released
+    (released, still)
 }
 
 /// A line of the task's activity log, written with the step's next records.

@@ -445,7 +445,7 @@ pub enum EngineError {
     /// The journal failed during the run (a full disk under the state file): the run
     /// stopped, after releasing what it held; `resume` finishes it once the file can be
     /// written again.
-    #[error("{}", journal_failed_text(*run, error, released))]
+    #[error("{}", journal_failed_text(*run, error, released, still_held))]
     JournalFailed {
         /// The run.
         run: RunId,
@@ -453,6 +453,8 @@ pub enum EngineError {
         error: StoreError,
         /// What was released after it (`DEVICE` or `DEVICE/DOMAIN`).
         released: Vec<String>,
+        /// What may still be quiesced: its unquiesce failed or was not confirmed.
+        still_held: Vec<String>,
     },
     /// The run cannot be resumed (already finished, or stored by an incompatible version).
     #[error("run {run} cannot be resumed: {why}")]
@@ -464,14 +466,27 @@ pub enum EngineError {
     },
 }
 
-fn journal_failed_text(run: RunId, error: &StoreError, released: &[String]) -> String {
+fn journal_failed_text(
+    run: RunId,
+    error: &StoreError,
+    released: &[String],
+    still_held: &[String],
+) -> String {
     let released = if released.is_empty() {
         String::new()
     } else {
         format!(" after releasing {}", released.join(", "))
     };
+    let still = if still_held.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; still quiesced (or quiescing): {}, which the resume releases",
+            still_held.join(", ")
+        )
+    };
     format!(
-        "{error}: run {run} cannot record anything more and stopped{released}; `dpplan resume {run}` finishes it once the state file can be written again"
+        "{error}: run {run} cannot record anything more and stopped{released}{still}; `dpplan resume {run}` finishes it once the state file can be written again"
     )
 }
 
@@ -721,7 +736,7 @@ impl Engine {
         // 1-4: pre-validation; then every secret and file the run needs, before any
         // appliance is touched.
         let early = self.prevalidate(&plan, started).or_else(|| {
-            let missing = unresolved_config(&self.program, &plan);
+            let missing = unresolved_config(&self.program, &plan, |d| self.options.includes(d));
             (!missing.is_empty()).then(|| (RunStatus::InvalidConfig, missing.join("; ")))
         });
         if let Some((status, error)) = early {
@@ -901,7 +916,20 @@ impl Engine {
             .clone();
         // Secrets and files first: a resume that cannot reach the appliances leaves the run
         // as it is (its tasks would otherwise fail for want of a connection).
-        let missing = unresolved_config(&program, &plan);
+        // Only the devices with work left (their secrets may be needed again).
+        let unfinished: std::collections::HashSet<&str> = stored
+            .tasks
+            .iter()
+            .filter(|t| t.runs())
+            .filter(|t| {
+                !detail
+                    .tasks
+                    .iter()
+                    .any(|p| p.task.id == t.id && p.status.is_final())
+            })
+            .map(|t| t.device.as_str())
+            .collect();
+        let missing = unresolved_config(&program, &plan, |d| unfinished.contains(d));
         if !missing.is_empty() {
             return Err(EngineError::NotResumable {
                 run,
@@ -1009,9 +1037,16 @@ impl Engine {
 /// What a run of `plan` needs and cannot find: unset `env()` variables, unreadable
 /// `file()` secrets, missing `tls_ca` files and scripts, each named with where the plan
 /// uses it. Empty when everything is there.
-pub fn unresolved_config(program: &Program, plan: &Plan) -> Vec<String> {
+pub fn unresolved_config(
+    program: &Program,
+    plan: &Plan,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut missing = Vec::new();
     for (name, _) in compile::devices_to_probe(program, plan) {
+        if !wanted(name) {
+            continue;
+        }
         let Some(d) = program.device(name) else {
             continue;
         };
@@ -1355,11 +1390,12 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     barriers.abort_all();
     if let Some(error) = store_error {
         // Nothing more can be recorded; what the run holds is released all the same.
-        let released = actions::release_held(&ctx).await;
+        let (released, still_held) = actions::release_held(&ctx).await;
         return Err(EngineError::JournalFailed {
             run: ctx.run,
             error,
             released,
+            still_held,
         });
     }
     sweep_temporaries(&ctx);
@@ -1573,12 +1609,18 @@ async fn finish(
             .iter()
             .filter(|t| outcome.get(&t.id).is_none_or(|(s, _, _)| !s.is_final()))
             .count();
+        let held = ctx.live.quiesced();
+        let quiesced = if held.is_empty() {
+            "nothing left quiesced by this run".to_string()
+        } else {
+            format!("left quiesced (or quiescing): {}", held.join(", "))
+        };
         records.push(Record::Log {
             task: None,
             step: None,
             at: ctx.clock.now(),
             message: format!(
-                "interrupted: no new step started; {left} task(s) left for resume, nothing left quiesced by this run"
+                "interrupted: no new step started; {left} task(s) left for resume, {quiesced}"
             ),
         });
     }
