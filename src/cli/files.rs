@@ -45,6 +45,9 @@ pub struct PruneArgs {
     /// Print what was (or would be) removed and kept as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Fail at once (exit 1) when another process writes the state file, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
     #[command(flatten)]
     pub state: StateArg,
 }
@@ -242,7 +245,7 @@ pub fn prune(args: PruneArgs) -> u8 {
         eprintln!("error: no state file at {}", path.display());
         return EXIT_FAILED;
     }
-    let store = match super::report::open_writer(&path, false) {
+    let store = match super::report::open_writer(&path, args.no_wait) {
         Ok(s) => s,
         Err(code) => return code,
     };
