@@ -603,3 +603,37 @@ async fn a_failed_secure_backup_download_leaves_nothing_on_the_appliance() {
     assert!(s.temporary_files.is_empty(), "{:?}", s.temporary_files);
     assert!(walk(&w.store()).is_empty(), "{:?}", walk(&w.store()));
 }
+
+/// A task runner that panics (a bug) ends the run INTERRUPTED with the bug named, instead of
+/// the others waiting for it forever; `resume` completes the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_runner_ends_the_run_interrupted() {
+    let w = World::new(ONE_DOMAIN).await;
+    let state = w.dir.path().join("state.redb").display().to_string();
+    std::fs::write(
+        w.dir.path().join("p.dpplan"),
+        download_plan(&w, "", "", "DOMAIN1"),
+    )
+    .unwrap();
+    let dir = w.dir.path().to_path_buf();
+    let t = Test::new()
+        .cwd(&dir)
+        .env("DPPLAN_FAILPOINT", "panic-after-intent:2")
+        .args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
+    let ran = tokio::task::spawn_blocking(move || t.run()).await.unwrap();
+    assert_eq!(ran.status, 4, "{}", ran.stderr);
+    let v = ran.json();
+    assert_eq!(v["status"], "INTERRUPTED");
+    assert!(
+        v["error"].as_str().unwrap().contains("a bug in dpplan"),
+        "{v}"
+    );
+    let t = Test::new().args(["resume", "--quiet", "--json", "--state", &state]);
+    let v = tokio::task::spawn_blocking(move || t.run())
+        .await
+        .unwrap()
+        .status(0)
+        .json();
+    assert_eq!(v["status"], "COMPLETED");
+    w.assert_clean();
+}

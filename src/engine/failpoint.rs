@@ -2,7 +2,8 @@
 //! process abort, like a power cut, the first (or N-th) time it reaches point NAME. Unset,
 //! a point costs one atomic load. Points: `after-intent`, `after-result`, `mid-download`,
 //! `before-rename`, `after-rename`, `retry-backoff` (a failed attempt recorded, its retry not
-//! yet begun), `resume`.
+//! yet begun), `resume`. `panic-after-intent` panics the task's runner instead (a bug's
+//! shape: the run must end INTERRUPTED, not hang).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -25,6 +26,16 @@ pub fn hit(name: &str) {
     if let Some((want, n)) = wanted() {
         if want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
             std::process::abort();
+        }
+    }
+}
+
+/// Panics here if `DPPLAN_FAILPOINT` names this point and its count is reached (the crash
+/// tests' stand-in for a bug in a task runner).
+pub fn panic_at(name: &str) {
+    if let Some((want, n)) = wanted() {
+        if want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            panic!("failpoint {name}");
         }
     }
 }

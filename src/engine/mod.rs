@@ -1368,26 +1368,43 @@ async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
         set.spawn(async move { task::run_task(ctx, i, limit).await });
     }
     let mut store_error = None;
+    let mut bug = None;
     while let Some(r) = set.join_next().await {
         match r {
             Ok(Ok((id, status, error, files))) => {
                 outcome.insert(id, (status, error, files));
             }
             Ok(Err(e)) => {
-                if store_error.is_none() {
+                if store_error.is_none() && bug.is_none() {
                     journal_failed(&ctx);
                 }
                 store_error.get_or_insert(e);
             }
+            // A runner that panicked: a bug, not the journal. The others stop as at an
+            // interrupt; the run is recorded INTERRUPTED, for `resume`.
             Err(e) => {
-                if store_error.is_none() {
+                if store_error.is_none() && bug.is_none() {
                     journal_failed(&ctx);
                 }
-                store_error.get_or_insert(StoreError::Db(format!("a task runner failed: {e}")));
+                bug.get_or_insert(format!(
+                    "a task runner failed (a bug in dpplan; please report it): {e}"
+                ));
             }
         }
     }
     barriers.abort_all();
+    if let (Some(why), None) = (&bug, &store_error) {
+        let (_, still_held) = actions::release_held(&ctx).await;
+        let mut why = why.clone();
+        if !still_held.is_empty() {
+            why.push_str(&format!(
+                "; still quiesced (or quiescing): {}",
+                still_held.join(", ")
+            ));
+        }
+        ctx.log(None, None, why.clone()).await?;
+        return finish(&ctx, outcome, RunStatus::Interrupted, Some(why)).await;
+    }
     if let Some(error) = store_error {
         // Nothing more can be recorded; what the run holds is released all the same.
         let (released, still_held) = actions::release_held(&ctx).await;

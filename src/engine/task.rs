@@ -496,6 +496,7 @@ async fn attempt_step(
         });
         ctx.record(recs).await?;
         super::failpoint::hit("after-intent");
+        super::failpoint::panic_at("panic-after-intent");
         if let Some(o) = &ctx.observer {
             o.step(t, &s.name);
         }
