@@ -195,18 +195,12 @@ fn main() {
         let t0 = Instant::now();
         let store = Arc::new(RedbStore::open(&state).expect("reopen"));
         let journal: Arc<dyn Journal> = store.clone();
-        let report = Engine::resume(
-            journal,
-            store.as_ref(),
-            1,
-            Arc::new(InstantConnector),
-            Arc::new(SystemClock),
-            RunOptions { ignore_window: true, ..RunOptions::default() },
-            Some(first.clone()),
-            Arc::new(dpplan::engine::Live::default()),
-        )
-        .await
-        .expect("resume");
+        let report = Engine::builder(journal, Arc::new(InstantConnector), Arc::new(SystemClock))
+            .options(RunOptions { ignore_window: true, ..RunOptions::default() })
+            .observe(first.clone())
+            .resume(store.as_ref(), 1)
+            .await
+            .expect("resume");
         let to_first = first.first.lock().ok().and_then(|f| *f).map(|f| f - t0);
         println!(
             "(c) resume of an interrupted {tasks}-task run: first new step after {:.1} ms (whole resume {:.2} s, ended {})",

@@ -661,27 +661,26 @@ pub fn resume(args: ResumeArgs) -> u8 {
     let journal: Arc<dyn crate::store::Journal> = store.clone();
     let outcome = rt.block_on(async {
         tokio::spawn(interrupts(live.clone(), say));
-        Engine::resume(
-            journal,
-            store.as_ref(),
-            run,
-            Arc::new(SomaConnector),
-            Arc::new(SystemClock),
-            RunOptions {
+        let mut engine = Engine::builder(journal, Arc::new(SomaConnector), Arc::new(SystemClock))
+            .options(RunOptions {
                 ignore_window: args.ignore_window,
                 origin: Some(origin(None)),
                 ..RunOptions::default()
-            },
-            observer,
-            live,
-        )
-        .await
+            })
+            .live(live);
+        if let Some(o) = observer {
+            engine = engine.observe(o);
+        }
+        engine.resume(store.as_ref(), run).await
     });
     progress.finish();
     match outcome {
         Ok(r) => report(&r, args.json),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                crate::report::table::printable(&e.to_string(), false)
+            );
             EXIT_FAILED
         }
     }

@@ -569,10 +569,10 @@ impl RunCtx {
     }
 }
 
-/// One engine: a program, a plan in it, and the outside world.
-pub struct Engine {
-    program: Arc<Program>,
-    plan: String,
+/// What every run and resume shares: the journal, the appliances, time, the options, who
+/// watches, and the live state. Built with [`Engine::builder`]; then [`EngineBuilder::plan`]
+/// gives an engine for a new run, [`EngineBuilder::resume`] continues a stored one.
+pub struct EngineBuilder {
     journal: Arc<dyn Journal>,
     connector: Arc<dyn Connector>,
     clock: Arc<dyn Clock>,
@@ -581,8 +581,201 @@ pub struct Engine {
     live: Arc<Live>,
 }
 
+/// One engine: a program, a plan in it, and the outside world.
+pub struct Engine {
+    base: EngineBuilder,
+    program: Arc<Program>,
+    plan: String,
+}
+
+/// What a run's context is made of once its tasks exist (created, or read back).
+struct Prepared {
+    run: RunId,
+    program: Arc<Program>,
+    plan: Plan,
+    tasks: Vec<Task>,
+    graph: PlanGraph,
+    started: DateTime<Utc>,
+    appliances: HashMap<String, Arc<dyn Appliance>>,
+    prior: HashMap<u32, crate::store::TaskState>,
+    resumed: bool,
+}
+
+impl EngineBuilder {
+    /// The options of the run (for a resume: merged with those stored with the run).
+    pub fn options(mut self, options: RunOptions) -> EngineBuilder {
+        self.options = options;
+        self
+    }
+
+    /// Sends progress to `observer`.
+    pub fn observe(mut self, observer: Arc<dyn Observer>) -> EngineBuilder {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Shares `live` (the interrupt flag, what is held) with the driving process.
+    pub fn live(mut self, live: Arc<Live>) -> EngineBuilder {
+        self.live = live;
+        self
+    }
+
+    /// An engine for plan `plan` of `program`: a new run.
+    pub fn plan(self, program: Arc<Program>, plan: impl Into<String>) -> Engine {
+        Engine {
+            base: self,
+            program,
+            plan: plan.into(),
+        }
+    }
+
+    /// Continues run `run` from its journal: finished steps are not run again, a step with an
+    /// intent and no result is redone idempotently, owed `always` steps run (DESIGN.md 5).
+    pub async fn resume(
+        mut self,
+        history: &dyn crate::store::History,
+        run: RunId,
+    ) -> Result<RunReport, EngineError> {
+        // The stored run is parsed on a second thread while the journal is folded on this one.
+        let text = history.stored_run(run)?;
+        let (detail, parsed) = std::thread::scope(|scope| {
+            let parsing = scope.spawn(|| read_stored_run(&text));
+            let detail = history.run(run);
+            let parsed = parsing
+                .join()
+                .unwrap_or_else(|_| Err("reading the stored run failed".into()));
+            (detail, parsed)
+        });
+        let detail = detail?;
+        self.live.run.store(run, Ordering::SeqCst);
+        if detail.summary.status.is_final() {
+            return Err(EngineError::NotResumable {
+                run,
+                why: format!("it ended {}", detail.summary.status.as_str()),
+            });
+        }
+        let (stored, graph) = parsed.map_err(|e| EngineError::NotResumable {
+            run,
+            why: format!("its stored graph cannot be read: {e}"),
+        })?;
+        // The run continues under the options it was started with (a manual
+        // `--ignore-window` run is never cancelled for the window on resume).
+        self.options.ignore_window |= stored.options.ignore_window;
+        let resumed_by = match self.options.origin.take() {
+            Some(o) => format!("resumed by {o}"),
+            None => "resumed".to_string(),
+        };
+        let window_note = (self.options.ignore_window && stored.options.ignore_window)
+            .then(|| "the maintenance window is ignored, as when the run started".to_string());
+        let program = Arc::new(stored.program);
+        let plan = program
+            .plan(&stored.plan)
+            .ok_or_else(|| EngineError::NoPlan(stored.plan.clone()))?
+            .clone();
+        // Secrets and files first: a resume that cannot reach the appliances leaves the run
+        // as it is (its tasks would otherwise fail for want of a connection).
+        // Only the devices with work left (their secrets may be needed again).
+        let unfinished: std::collections::HashSet<&str> = stored
+            .tasks
+            .iter()
+            .filter(|t| t.runs())
+            .filter(|t| {
+                !detail
+                    .tasks
+                    .iter()
+                    .any(|p| p.task.id == t.id && p.status.is_final())
+            })
+            .map(|t| t.device.as_str())
+            .collect();
+        let missing = unresolved_config(&program, &plan, |d| unfinished.contains(d));
+        if !missing.is_empty() {
+            return Err(EngineError::NotResumable {
+                run,
+                why: format!("{} (the run is left as it is)", missing.join("; ")),
+            });
+        }
+        let mut prior = HashMap::new();
+        for t in &detail.tasks {
+            prior.insert(t.task.id, t.clone());
+        }
+        // Connect to the devices of tasks that still have work.
+        let mut appliances = HashMap::new();
+        for t in &stored.tasks {
+            let finished = prior.get(&t.id).is_some_and(|p| p.status.is_final());
+            if finished || !t.runs() || appliances.contains_key(&t.device) {
+                continue;
+            }
+            if let Some(d) = program.device(&t.device) {
+                if let Ok(a) = self.connector.connect(d) {
+                    appliances.insert(t.device.clone(), a);
+                }
+            }
+        }
+        let ctx = self.context(Prepared {
+            run,
+            program,
+            plan,
+            tasks: stored.tasks,
+            graph,
+            started: detail.summary.started,
+            appliances,
+            prior,
+            resumed: true,
+        });
+        ctx.log(None, None, resumed_by).await?;
+        if let Some(note) = window_note {
+            ctx.log(None, None, note).await?;
+        }
+        failpoint::hit("resume");
+        execute(ctx).await
+    }
+
+    /// The one way a run's context is made, for a new run and a resumed one alike.
+    fn context(&self, p: Prepared) -> Arc<RunCtx> {
+        let done = done_flags(&p.graph);
+        let secret_vars = secret_vars(&p.program);
+        self.live.run.store(p.run, Ordering::SeqCst);
+        Arc::new(RunCtx {
+            run: p.run,
+            program: p.program,
+            plan: p.plan,
+            tasks: p.tasks,
+            graph: p.graph,
+            journal: self.journal.clone(),
+            clock: self.clock.clone(),
+            options: self.options.clone(),
+            started: p.started,
+            appliances: p.appliances,
+            observer: self.observer.clone(),
+            halted: AtomicBool::new(false),
+            interrupted: self.live.interrupted.clone(),
+            live: self.live.clone(),
+            secret_vars,
+            done,
+            prior: p.prior,
+            resumed: p.resumed,
+        })
+    }
+}
+
 impl Engine {
-    /// An engine for plan `plan` of `program`.
+    /// Starts building an engine on a journal, a way to reach appliances, and a clock.
+    pub fn builder(
+        journal: Arc<dyn Journal>,
+        connector: Arc<dyn Connector>,
+        clock: Arc<dyn Clock>,
+    ) -> EngineBuilder {
+        EngineBuilder {
+            journal,
+            connector,
+            clock,
+            options: RunOptions::default(),
+            observer: None,
+            live: Arc::new(Live::default()),
+        }
+    }
+
+    /// An engine for plan `plan` of `program` (shorthand for [`Engine::builder`]).
     pub fn new(
         program: Arc<Program>,
         plan: impl Into<String>,
@@ -591,32 +784,25 @@ impl Engine {
         clock: Arc<dyn Clock>,
         options: RunOptions,
     ) -> Engine {
-        Engine {
-            program,
-            plan: plan.into(),
-            journal,
-            connector,
-            clock,
-            options,
-            observer: None,
-            live: Arc::new(Live::default()),
-        }
+        Engine::builder(journal, connector, clock)
+            .options(options)
+            .plan(program, plan)
     }
 
     /// Sends progress to `observer`.
     pub fn observe(mut self, observer: Arc<dyn Observer>) -> Engine {
-        self.observer = Some(observer);
+        self.base.observer = Some(observer);
         self
     }
 
     /// A flag that, once set, stops new steps from starting (a graceful interrupt).
     pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
-        self.live.interrupted.clone()
+        self.base.live.interrupted.clone()
     }
 
     /// The run's live state (its id, what it holds quiesced), for the driving process.
     pub fn live(&self) -> Arc<Live> {
-        self.live.clone()
+        self.base.live.clone()
     }
 
     /// Probes the fleet, expands the plan into tasks and compiles the graph, changing nothing
@@ -641,19 +827,23 @@ impl Engine {
         HashMap<String, Arc<dyn Appliance>>,
     ) {
         let mut wanted = compile::devices_to_probe(&self.program, plan);
-        wanted.retain(|(name, _)| self.options.includes(name));
+        wanted.retain(|(name, _)| self.base.options.includes(name));
         let mut set = tokio::task::JoinSet::new();
         let limit = Arc::new(tokio::sync::Semaphore::new(64));
         for (name, needs_domains) in wanted {
             let Some(device) = self.program.device(name).cloned() else {
                 continue;
             };
-            let connector = self.connector.clone();
+            let connector = self.base.connector.clone();
             // The probe may take up to four requests (three firmware classes, then the
             // domains), each held to the device's own `timeout`: an old appliance that needs
             // all of them is slow, not down.
             let per_request = Duration::from_millis(device.timeout_ms);
-            let timeout = self.options.probe_timeout.max(per_request * PROBE_REQUESTS);
+            let timeout = self
+                .base
+                .options
+                .probe_timeout
+                .max(per_request * PROBE_REQUESTS);
             let limit = limit.clone();
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -722,7 +912,7 @@ impl Engine {
             .plan(&self.plan)
             .ok_or_else(|| EngineError::NoPlan(self.plan.clone()))?
             .clone();
-        let started = self.clock.now();
+        let started = self.base.clock.now();
         let plan_hash = hex::encode(Sha256::digest(plan_text.as_bytes()));
         let new_run = |tasks: Vec<TaskRecord>, graph: String| NewRun {
             plan: plan.name.clone(),
@@ -736,11 +926,13 @@ impl Engine {
         // 1-4: pre-validation; then every secret and file the run needs, before any
         // appliance is touched.
         let early = self.prevalidate(&plan, started).or_else(|| {
-            let missing = unresolved_config(&self.program, &plan, |d| self.options.includes(d));
+            let missing =
+                unresolved_config(&self.program, &plan, |d| self.base.options.includes(d));
             (!missing.is_empty()).then(|| (RunStatus::InvalidConfig, missing.join("; ")))
         });
         if let Some((status, error)) = early {
             let run = self
+                .base
                 .journal
                 .create_run(new_run(Vec::new(), String::new()))
                 .await?;
@@ -748,9 +940,9 @@ impl Engine {
             records.push(Record::Run {
                 status,
                 error: Some(error.clone()),
-                at: self.clock.now(),
+                at: self.base.clock.now(),
             });
-            self.journal.append(run, records).await?;
+            self.base.journal.append(run, records).await?;
             return Ok(RunReport {
                 run,
                 status,
@@ -768,11 +960,15 @@ impl Engine {
             &plan.name,
             &tasks,
             &graph,
-            self.options.stored(),
+            self.base.options.stored(),
         );
         let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
-        let run = self.journal.create_run(new_run(records, stored)).await?;
-        self.live.run.store(run, Ordering::SeqCst);
+        let run = self
+            .base
+            .journal
+            .create_run(new_run(records, stored))
+            .await?;
+        self.base.live.run.store(run, Ordering::SeqCst);
         let mut records = self.origin_log();
         for t in &tasks {
             let why = t.skipped.as_ref().map(|r| ("skipped", r));
@@ -780,33 +976,22 @@ impl Engine {
                 records.push(Record::Log {
                     task: Some(t.id),
                     step: None,
-                    at: self.clock.now(),
+                    at: self.base.clock.now(),
                     message: format!("{what}: {reason}"),
                 });
             }
         }
         if !records.is_empty() {
-            self.journal.append(run, records).await?;
+            self.base.journal.append(run, records).await?;
         }
-        let done = done_flags(&graph);
-        let secret_vars = secret_vars(&self.program);
-        let ctx = Arc::new(RunCtx {
+        let ctx = self.base.context(Prepared {
             run,
             program: self.program.clone(),
             plan,
             tasks,
             graph,
-            journal: self.journal.clone(),
-            clock: self.clock.clone(),
-            options: self.options.clone(),
             started,
             appliances,
-            observer: self.observer.clone(),
-            halted: AtomicBool::new(false),
-            interrupted: self.live.interrupted.clone(),
-            live: self.live.clone(),
-            secret_vars,
-            done,
             prior: HashMap::new(),
             resumed: false,
         });
@@ -816,23 +1001,23 @@ impl Engine {
     /// The first lines of a run's log: who started it and how, and what it retries.
     fn origin_log(&self) -> Vec<Record> {
         let mut lines = Vec::new();
-        if let Some(o) = &self.options.origin {
+        if let Some(o) = &self.base.options.origin {
             lines.push(format!("started by {o}"));
         }
-        lines.extend(self.options.warnings.iter().cloned());
-        if self.options.ignore_window {
+        lines.extend(self.base.options.warnings.iter().cloned());
+        if self.base.options.ignore_window {
             lines.push("the maintenance window is ignored (--ignore-window)".to_string());
         }
-        if !self.options.devices.is_empty() {
+        if !self.base.options.devices.is_empty() {
             lines.push(format!(
                 "narrowed to devices {}",
-                self.options.devices.join(", ")
+                self.base.options.devices.join(", ")
             ));
         }
-        if let Some(r) = &self.options.retry {
+        if let Some(r) = &self.base.options.retry {
             lines.push(format!("retries {} task(s) of run {}", r.tasks.len(), r.of));
         }
-        let at = self.clock.now();
+        let at = self.base.clock.now();
         lines
             .into_iter()
             .map(|message| Record::Log {
@@ -847,140 +1032,21 @@ impl Engine {
     /// The tasks in the run's scope (`--devices`, `retry`), renumbered from 1 in creation
     /// order; all of them when the run is not narrowed.
     fn narrow(&self, tasks: Vec<Task>) -> Vec<Task> {
-        if self.options.devices.is_empty() && self.options.retry.is_none() {
+        if self.base.options.devices.is_empty() && self.base.options.retry.is_none() {
             return tasks;
         }
         let mut kept: Vec<Task> = tasks
             .into_iter()
             .filter(|t| {
                 self.program.device(&t.device).is_some()
-                    && self.options.includes(&t.device)
-                    && self.options.retry.as_ref().is_none_or(|r| r.wants(t))
+                    && self.base.options.includes(&t.device)
+                    && self.base.options.retry.as_ref().is_none_or(|r| r.wants(t))
             })
             .collect();
         for (i, t) in kept.iter_mut().enumerate() {
             t.id = i as u32 + 1;
         }
         kept
-    }
-
-    /// Continues run `run` from its journal: finished steps are not run again, a step with an
-    /// intent and no result is redone idempotently, owed `always` steps run (DESIGN.md 5).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn resume(
-        journal: Arc<dyn Journal>,
-        history: &dyn crate::store::History,
-        run: RunId,
-        connector: Arc<dyn Connector>,
-        clock: Arc<dyn Clock>,
-        options: RunOptions,
-        observer: Option<Arc<dyn Observer>>,
-        live: Arc<Live>,
-    ) -> Result<RunReport, EngineError> {
-        // The stored run is parsed on a second thread while the journal is folded on this one.
-        let text = history.stored_run(run)?;
-        let (detail, parsed) = std::thread::scope(|scope| {
-            let parsing = scope.spawn(|| read_stored_run(&text));
-            let detail = history.run(run);
-            let parsed = parsing
-                .join()
-                .unwrap_or_else(|_| Err("reading the stored run failed".into()));
-            (detail, parsed)
-        });
-        let detail = detail?;
-        live.run.store(run, Ordering::SeqCst);
-        if detail.summary.status.is_final() {
-            return Err(EngineError::NotResumable {
-                run,
-                why: format!("it ended {}", detail.summary.status.as_str()),
-            });
-        }
-        let (stored, graph) = parsed.map_err(|e| EngineError::NotResumable {
-            run,
-            why: format!("its stored graph cannot be read: {e}"),
-        })?;
-        // The run continues under the options it was started with (a manual
-        // `--ignore-window` run is never cancelled for the window on resume).
-        let mut options = options;
-        options.ignore_window |= stored.options.ignore_window;
-        let resumed_by = match options.origin.take() {
-            Some(o) => format!("resumed by {o}"),
-            None => "resumed".to_string(),
-        };
-        let window_note = (options.ignore_window && stored.options.ignore_window)
-            .then(|| "the maintenance window is ignored, as when the run started".to_string());
-        let program = Arc::new(stored.program);
-        let plan = program
-            .plan(&stored.plan)
-            .ok_or_else(|| EngineError::NoPlan(stored.plan.clone()))?
-            .clone();
-        // Secrets and files first: a resume that cannot reach the appliances leaves the run
-        // as it is (its tasks would otherwise fail for want of a connection).
-        // Only the devices with work left (their secrets may be needed again).
-        let unfinished: std::collections::HashSet<&str> = stored
-            .tasks
-            .iter()
-            .filter(|t| t.runs())
-            .filter(|t| {
-                !detail
-                    .tasks
-                    .iter()
-                    .any(|p| p.task.id == t.id && p.status.is_final())
-            })
-            .map(|t| t.device.as_str())
-            .collect();
-        let missing = unresolved_config(&program, &plan, |d| unfinished.contains(d));
-        if !missing.is_empty() {
-            return Err(EngineError::NotResumable {
-                run,
-                why: format!("{} (the run is left as it is)", missing.join("; ")),
-            });
-        }
-        let mut prior = HashMap::new();
-        for t in &detail.tasks {
-            prior.insert(t.task.id, t.clone());
-        }
-        // Connect to the devices of tasks that still have work.
-        let mut appliances = HashMap::new();
-        for t in &stored.tasks {
-            let finished = prior.get(&t.id).is_some_and(|p| p.status.is_final());
-            if finished || !t.runs() || appliances.contains_key(&t.device) {
-                continue;
-            }
-            if let Some(d) = program.device(&t.device) {
-                if let Ok(a) = connector.connect(d) {
-                    appliances.insert(t.device.clone(), a);
-                }
-            }
-        }
-        let done = done_flags(&graph);
-        let secret_vars = secret_vars(&program);
-        let ctx = Arc::new(RunCtx {
-            run,
-            program,
-            plan,
-            tasks: stored.tasks,
-            graph,
-            journal,
-            clock,
-            options,
-            started: detail.summary.started,
-            appliances,
-            observer,
-            halted: AtomicBool::new(false),
-            interrupted: live.interrupted.clone(),
-            live: live.clone(),
-            secret_vars,
-            done,
-            prior,
-            resumed: true,
-        });
-        ctx.log(None, None, resumed_by).await?;
-        if let Some(note) = window_note {
-            ctx.log(None, None, note).await?;
-        }
-        failpoint::hit("resume");
-        execute(ctx).await
     }
 
     /// DESIGN.md 4.1 steps 1-4; `Some` ends the run before any task.
@@ -991,7 +1057,7 @@ impl Engine {
                 "backups are disabled (settings.backups_enabled = false)".into(),
             ));
         }
-        if !self.options.ignore_window {
+        if !self.base.options.ignore_window {
             if let Some(w) = &plan.window {
                 if !window::is_open(w, now) {
                     return Some((RunStatus::OutsideWindow, window::closed_message(w, now)));
