@@ -261,10 +261,17 @@ plan "p" {{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halt_cancels_tasks_not_started_and_lets_running_ones_finish() {
+    // QA1's validate is slow (300 ms): QA2 has surely started when QA1's backup fails and
+    // halts, and its backup (900 ms) is still running then (the test was timing-flaky
+    // when QA1 could fail before QA2's first step under load).
     let w = World::new(&fleet(
         r#"
 [[device]]
 name = "QA1"
+[[device.fault]]
+op = "get-config"
+kind = "delay"
+delay = "300ms"
 [[device.fault]]
 op = "SecureBackup"
 kind = "error-text"
@@ -274,7 +281,7 @@ name = "QA2"
 [[device.fault]]
 op = "SecureBackup"
 kind = "delay"
-delay = "600ms"
+delay = "900ms"
 [[device]]
 name = "QA3"
 "#,
