@@ -290,7 +290,33 @@ fn poll_delay(ctx: &RunCtx, polls: &mut u32) -> Duration {
     d
 }
 
-/// Polls the quiesce state of `target` until `want`, at most until `deadline`.
+/// Runs `check` until it yields a value, at most until `limit` has passed (then `None`),
+/// waiting the run's poll delay (growing from 50 ms to `poll_interval`) between tries: the
+/// one polling loop of the actions.
+async fn poll_until<T, F, Fut>(
+    ctx: &RunCtx,
+    limit: Duration,
+    mut check: F,
+) -> Result<Option<T>, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StepError>>,
+{
+    let deadline =
+        ctx.clock.now() + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+    let mut polls = 0;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(Some(v));
+        }
+        if ctx.clock.now() >= deadline {
+            return Ok(None);
+        }
+        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
+    }
+}
+
+/// Polls the quiesce state of `target` until `want`, at most for `limit`.
 async fn wait_state(
     ctx: &RunCtx,
     app: &dyn Appliance,
@@ -298,21 +324,17 @@ async fn wait_state(
     want: QuiesceState,
     limit: Duration,
 ) -> Result<bool, StepError> {
-    let deadline =
-        ctx.clock.now() + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
-    let mut polls = 0;
-    loop {
-        match app.observed_quiesce_state(target).await? {
-            Some(state) if state == want => return Ok(true),
+    let want = &want;
+    let reached = poll_until(ctx, limit, || async move {
+        Ok(match app.observed_quiesce_state(target).await? {
+            Some(state) if state == *want => Some(()),
             // Nothing on the appliance shows it (a device with only `default`): no wait.
-            None => return Ok(true),
-            Some(_) => {}
-        }
-        if ctx.clock.now() >= deadline {
-            return Ok(false);
-        }
-        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
-    }
+            None => Some(()),
+            Some(_) => None,
+        })
+    })
+    .await?;
+    Ok(reached.is_some())
 }
 
 /// What quiesce and unquiesce both need: the appliance, the target, the step's timeout
@@ -588,26 +610,23 @@ async fn secure_backup(
         app.remove_directory(&remote).await?;
     }
     app.secure_backup(&cert, &remote).await?;
-    let deadline = ctx.clock.now()
-        + chrono::Duration::from_std(ctx.options.backup_timeout).unwrap_or(chrono::Duration::MAX);
-    let mut polls = 0;
-    let listing = async {
-        loop {
-            let l = app.list_directory(&remote).await?;
-            if l.iter().any(|f| f.name == "backupmanifest.xml") {
-                return Ok(l);
-            }
-            if ctx.clock.now() >= deadline {
-                return Err(StepError::transient(format!(
-                    "{}: the secure backup did not complete within {}s",
-                    t.device,
-                    ctx.options.backup_timeout.as_secs()
-                )));
-            }
-            ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
-        }
-    }
-    .await;
+    let (lister, dir) = (app.as_ref(), remote.as_str());
+    let listing = poll_until(ctx, ctx.options.backup_timeout, || async move {
+        let l = lister.list_directory(dir).await?;
+        Ok(l.iter()
+            .any(|f| f.name == "backupmanifest.xml")
+            .then_some(l))
+    })
+    .await
+    .and_then(|l| {
+        l.ok_or_else(|| {
+            StepError::transient(format!(
+                "{}: the secure backup did not complete within {}s",
+                t.device,
+                ctx.options.backup_timeout.as_secs()
+            ))
+        })
+    });
     // From here on the appliance holds the backup in its small temporary: it is removed
     // whatever becomes of the download, or backups pile up there.
     let listing = match listing {
