@@ -14,6 +14,8 @@
 //!   (`is_transient()`), and the SOMA client over HTTP(S) with streaming payload decoding.
 //! - [`sim`]: the SOMA simulator: a fleet file, one real HTTP(S) server per device, stateful
 //!   domains, deterministic content, injected faults.
+//! - [`backups`]: the backup store on disk: layout, names made safe, manifests, atomic
+//!   writes; used by the engine, the reports and the CLI.
 //! - [`store`]: the durable journal and history of runs (redb): what the engine writes, what
 //!   reports and `resume` read.
 //! - [`report`]: the result pages (runs, activities, tasks, the activity log) as tables and
@@ -24,6 +26,7 @@
 extern crate alloc;
 
 pub mod appliance;
+pub mod backups;
 pub mod check;
 pub mod cli;
 pub mod compile;

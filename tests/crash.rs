@@ -126,7 +126,7 @@ fn check_invariants(w: &World) -> Vec<TaskStatus> {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         for f in v["files"].as_array().unwrap() {
             let p = path.parent().unwrap().join(f["path"].as_str().unwrap());
-            let (size, sha) = dpplan::engine::output::hash_file(&p).unwrap();
+            let (size, sha) = dpplan::backups::hash_file(&p).unwrap();
             assert_eq!(
                 (f["size"].as_u64().unwrap(), f["sha256"].as_str().unwrap()),
                 (size, sha.as_str())

@@ -307,7 +307,7 @@ async fn the_dpod_example_gives_its_six_tasks() {
         assert!(!entries.is_empty());
         for f in entries {
             let p = mpath.parent().unwrap().join(f["path"].as_str().unwrap());
-            let (size, sha) = dpplan::engine::output::hash_file(&p).unwrap();
+            let (size, sha) = dpplan::backups::hash_file(&p).unwrap();
             assert_eq!(f["size"], size, "{}", p.display());
             assert_eq!(f["sha256"], sha, "{}", p.display());
         }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use dpplan::engine::output::{hash_file, timestamp, Layout};
+use dpplan::backups::{hash_file, timestamp, Layout};
 use dpplan::store::{
     ActivityRecord, FileRecord, Journal, NewRun, Record, RedbStore, RunStatus, StepOutcome,
     TaskRecord, TaskStatus,

@@ -128,7 +128,7 @@ fn shows(state: &Path, id: u64, status: &str) -> bool {
 }
 
 fn sha256(path: &Path) -> String {
-    dpplan::engine::output::hash_file(path).unwrap().1
+    dpplan::backups::hash_file(path).unwrap().1
 }
 
 fn read(path: PathBuf) -> String {

@@ -2,7 +2,7 @@
 //! per running task, under a line of overall counts; plain log lines otherwise.
 //!
 //! Bytes and rate while downloading come from the store, not the engine: a ticker thread
-//! stats the running tasks' files every 200 ms ([`crate::engine::output::task_bytes`]).
+//! stats the running tasks' files every 200 ms ([`crate::backups::task_bytes`]).
 
 use crate::compile::Task;
 use crate::engine::{output, Observer, RunStart};

@@ -10,9 +10,10 @@
 mod actions;
 pub mod clock;
 pub mod failpoint;
+/// The backup store's layout, re-exported where the engine's modules name it.
+pub(crate) use crate::backups as output;
 pub mod fsinfo;
 mod gate;
-pub mod output;
 pub mod scripts;
 mod task;
 pub mod window;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::verify::{find_manifests, ManifestOnDisk};
-use crate::engine::output;
+use crate::backups as output;
 use crate::store::{History, RunDetail, RunId, StoreError, TaskStatus};
 
 /// How long backups are kept.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::engine::output::{self, Layout};
+use crate::backups::{self as output, Layout};
 use crate::store::{RunDetail, TaskStatus};
 
 /// A file of a manifest, as read back.

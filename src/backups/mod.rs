@@ -1,5 +1,7 @@
-//! Files in the store: the layout of DESIGN.md section 6, names made safe, and writes that
-//! are complete or absent (temporary name, fsync, rename, fsync of the directory).
+//! The backup store on disk: its layout (DESIGN.md section 6), names made into path
+//! components reversibly, manifests, and writes that are complete or absent (temporary name,
+//! fsync, rename, fsync of the directory). Used by the engine (which writes backups), the
+//! reports (`verify`, `prune`) and the CLI (progress); it names none of them.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
