@@ -4,8 +4,9 @@
 //! Bytes and rate while downloading come from the store, not the engine: a ticker thread
 //! stats the running tasks' files every 200 ms ([`crate::backups::task_bytes`]).
 
+use crate::backups as output;
 use crate::compile::Task;
-use crate::engine::{output, Observer, RunStart};
+use crate::engine::{Observer, RunStart};
 use crate::store::{RunId, TaskStatus};
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
