@@ -264,17 +264,15 @@ async fn validate(
     let fw = app.firmware().await?;
     st.pending.push(Record::Facts {
         task: t.id,
-        facts: vec![
-            ("version".into(), fw.version.clone()),
-            ("build".into(), fw.build.clone()),
-            ("machine_type".into(), fw.machine_type.clone()),
-            ("model".into(), fw.model_type.clone()),
-            ("serial".into(), fw.serial.clone()),
-            (
-                "save_needed".into(),
-                if st.save_needed { "on" } else { "off" }.into(),
-            ),
-        ],
+        facts: crate::store::TaskFacts {
+            version: fw.version.clone(),
+            build: fw.build.clone(),
+            machine_type: fw.machine_type.clone(),
+            model: fw.model_type.clone(),
+            serial: fw.serial.clone(),
+            save_needed: st.save_needed,
+        }
+        .to_pairs(),
     });
     st.firmware = Some(fw);
     Ok(())

@@ -406,23 +406,16 @@ fn restore(
             st.manifests.push(m);
         }
     }
-    let fact = |k: &str| {
-        p.facts
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    if !p.facts.is_empty() {
+    if let Some(f) = crate::store::TaskFacts::from_pairs(&p.facts) {
         st.firmware = Some(crate::appliance::Firmware {
-            version: fact("version"),
-            build: fact("build"),
-            machine_type: fact("machine_type"),
-            model_type: fact("model"),
-            serial: fact("serial"),
+            version: f.version,
+            build: f.build,
+            machine_type: f.machine_type,
+            model_type: f.model,
+            serial: f.serial,
             ..Default::default()
         });
-        st.save_needed = fact("save_needed") == "on";
+        st.save_needed = f.save_needed;
     }
     (done, attempts, retried)
 }

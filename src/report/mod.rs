@@ -623,21 +623,17 @@ impl TaskPage {
     /// The page of task `id`, if the run has it.
     pub fn new(detail: &RunDetail, id: u32) -> Option<TaskPage> {
         let t = detail.tasks.iter().find(|t| t.task.id == id)?;
-        let fact = |k: &str| {
-            t.facts
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
+        // Empty facts read as absent, as before they were typed.
+        let some = |v: String| (!v.is_empty()).then_some(v);
         Some(TaskPage {
             run: detail.summary.id,
             task: TaskView::new(t),
-            firmware: (!t.facts.is_empty()).then(|| FirmwareView {
-                version: fact("version"),
-                build: fact("build"),
-                machine_type: fact("machine_type"),
-                model: fact("model"),
-                serial: fact("serial"),
+            firmware: crate::store::TaskFacts::from_pairs(&t.facts).map(|f| FirmwareView {
+                version: some(f.version),
+                build: some(f.build),
+                machine_type: some(f.machine_type),
+                model: some(f.model),
+                serial: some(f.serial),
             }),
             steps: t
                 .steps

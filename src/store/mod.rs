@@ -388,6 +388,64 @@ pub struct StepState {
     pub retried: u32,
 }
 
+/// What a task learned about its device: the firmware, and whether the domain had unsaved
+/// changes. The journal keeps it as `key -> value` pairs ([`Record::Facts`]); this is its one
+/// reading and writing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// Firmware version.
+    pub version: String,
+    /// Firmware build.
+    pub build: String,
+    /// Machine type.
+    pub machine_type: String,
+    /// Model.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+    /// The domain had unsaved changes (an export took the running configuration too).
+    pub save_needed: bool,
+}
+
+impl TaskFacts {
+    /// As the journal keeps them.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        vec![
+            ("version".into(), self.version.clone()),
+            ("build".into(), self.build.clone()),
+            ("machine_type".into(), self.machine_type.clone()),
+            ("model".into(), self.model.clone()),
+            ("serial".into(), self.serial.clone()),
+            (
+                "save_needed".into(),
+                if self.save_needed { "on" } else { "off" }.into(),
+            ),
+        ]
+    }
+
+    /// From the journal's pairs; `None` when none were recorded. Unknown keys are ignored.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Option<TaskFacts> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Some(TaskFacts {
+            version: get("version"),
+            build: get("build"),
+            machine_type: get("machine_type"),
+            model: get("model"),
+            serial: get("serial"),
+            save_needed: get("save_needed") == "on",
+        })
+    }
+}
+
 /// What the journal says about one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
@@ -466,3 +524,30 @@ mod writer;
 pub use self::readonly::ReadOnlyStore;
 pub use self::redb::RedbStore;
 pub use self::schema::SCHEMA_VERSION;
+
+#[cfg(test)]
+mod facts_tests {
+    use super::TaskFacts;
+
+    #[test]
+    fn facts_read_back_as_written_and_old_pairs_still_read() {
+        let f = TaskFacts {
+            version: "IDG.10.6.0.0".into(),
+            build: "1".into(),
+            machine_type: "8436".into(),
+            model: "52X".into(),
+            serial: "S1".into(),
+            save_needed: true,
+        };
+        assert_eq!(TaskFacts::from_pairs(&f.to_pairs()), Some(f));
+        assert_eq!(TaskFacts::from_pairs(&[]), None);
+        // A journal of an older release: some keys missing, an unknown one.
+        let old = [
+            ("version".to_string(), "IDG.10.5".to_string()),
+            ("other".to_string(), "x".to_string()),
+        ];
+        let back = TaskFacts::from_pairs(&old).unwrap();
+        assert_eq!(back.version, "IDG.10.5");
+        assert!(!back.save_needed && back.serial.is_empty());
+    }
+}
