@@ -66,9 +66,10 @@ fn io(what: &str, e: std::io::Error) -> StepError {
     StepError::permanent(format!("{what}: {e}"))
 }
 
-/// What one task has learned and done so far.
+/// What one task has learned and done so far, in this process (the journal's view of a task
+/// is [`crate::store::TaskState`]).
 #[derive(Debug, Default)]
-pub(crate) struct TaskState {
+pub(crate) struct TaskProgress {
     /// Whether the domain had unsaved changes (validate of an export).
     pub save_needed: bool,
     /// This task's quiesce was accepted: an unquiesce is owed.
@@ -144,7 +145,7 @@ pub(crate) async fn execute(
     t: &Task,
     call: &ActionCall,
     step: &str,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     attempt: u32,
 ) -> Result<(), StepError> {
     match call.action {
@@ -196,7 +197,7 @@ async fn validate(
     ctx: &RunCtx,
     t: &Task,
     call: &ActionCall,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
 ) -> Result<(), StepError> {
     if !ctx.window_open() {
         return Err(StepError::permanent("the maintenance window is closed"));
@@ -354,7 +355,7 @@ async fn quiesce(
     ctx: &RunCtx,
     t: &Task,
     call: &ActionCall,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     attempt: u32,
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
@@ -422,7 +423,7 @@ async fn unquiesce(
     ctx: &RunCtx,
     t: &Task,
     call: &ActionCall,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     attempt: u32,
 ) -> Result<(), StepError> {
     let (app, target, timeout, grace) = quiesce_setup(ctx, t, call)?;
@@ -542,7 +543,7 @@ pub(crate) async fn release_held(ctx: &RunCtx) -> (Vec<String>, Vec<String>) {
 }
 
 /// A line of the task's activity log, written with the step's next records.
-fn log(ctx: &RunCtx, t: &Task, st: &mut TaskState, step: &str, message: String) {
+fn log(ctx: &RunCtx, t: &Task, st: &mut TaskProgress, step: &str, message: String) {
     st.pending.push(Record::Log {
         task: Some(t.id),
         step: Some(step.to_string()),
@@ -569,7 +570,7 @@ fn store_dir(ctx: &RunCtx) -> Result<PathBuf, StepError> {
 fn manifest(
     ctx: &RunCtx,
     t: &Task,
-    st: &TaskState,
+    st: &TaskProgress,
     started: DateTime<Utc>,
     files: Vec<ManifestFile>,
 ) -> Manifest {
@@ -597,7 +598,7 @@ async fn secure_backup(
     ctx: &RunCtx,
     t: &Task,
     call: &ActionCall,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
 ) -> Result<(), StepError> {
     let app = appliance(ctx, t)?;
     let cert = string_arg(t, call, "cert").unwrap_or_default();
@@ -710,7 +711,7 @@ async fn secure_backup(
     Ok(())
 }
 
-async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepError> {
+async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Result<(), StepError> {
     let app = appliance(ctx, t)?;
     let started = ctx.clock.now();
     let root = store_dir(ctx)?;
@@ -771,7 +772,7 @@ async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepEr
     Ok(())
 }
 
-async fn discard(ctx: &RunCtx, t: &Task, st: &mut TaskState) -> Result<(), StepError> {
+async fn discard(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Result<(), StepError> {
     let mut dirs = Vec::new();
     for (p, _) in st.files.drain(..) {
         match std::fs::remove_file(&p) {

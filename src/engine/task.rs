@@ -1,7 +1,7 @@
 //! One task's runner: its steps in order, each attempt journaled (intent, then result), the
 //! recovery policies of DESIGN.md 2.3, `always` steps, and script hooks.
 
-use super::actions::{self, StepError, TaskState};
+use super::actions::{self, StepError, TaskProgress};
 use super::{plan_env, RunCtx};
 use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
 use crate::compile::Task;
@@ -94,7 +94,7 @@ pub(crate) async fn run_task(
             Vec::new(),
         ));
     }
-    let mut st = TaskState::default();
+    let mut st = TaskProgress::default();
     if !had_started {
         // Written with the first intent: nothing has happened before that.
         st.pending.push(Record::Task {
@@ -235,7 +235,7 @@ pub(crate) async fn run_task(
 /// elsewhere), otherwise when the task's final record is written.
 async fn release(
     ctx: &RunCtx,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     sid: &str,
     sink: bool,
     lockstep: bool,
@@ -262,7 +262,7 @@ async fn apply_policy(
     step: &str,
     policy: &Policy,
     completed: &[usize],
-    st: &mut TaskState,
+    st: &mut TaskProgress,
 ) -> Result<(), StoreError> {
     match policy {
         Policy::Continue => st.warned = true,
@@ -304,7 +304,7 @@ fn restore(
     t: &Task,
     order: &[usize],
     p: &crate::store::TaskState,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     completed: &mut Vec<usize>,
 ) -> (HashSet<usize>, HashMap<usize, u32>, HashMap<usize, u32>) {
     let by_name = |name: &str| p.steps.iter().find(|s| s.name == name);
@@ -434,7 +434,7 @@ fn finish_all(ctx: &RunCtx, t: &Task) {
 }
 
 /// Whether an `always` script step runs, by its `when` and the task's outcome so far.
-fn script_wanted(t: &Task, s: &crate::compile::TaskStep, st: &TaskState) -> bool {
+fn script_wanted(t: &Task, s: &crate::compile::TaskStep, st: &TaskProgress) -> bool {
     if s.call.action != Action::Run {
         return true;
     }
@@ -467,7 +467,7 @@ async fn attempt_step(
     ctx: &RunCtx,
     t: &Task,
     i: usize,
-    st: &mut TaskState,
+    st: &mut TaskProgress,
     first_attempt: u32,
     retried: u32,
 ) -> Result<Option<(StepError, Policy)>, StoreError> {
@@ -608,7 +608,7 @@ async fn rollback(
     ctx: &RunCtx,
     t: &Task,
     completed: &[usize],
-    st: &mut TaskState,
+    st: &mut TaskProgress,
 ) -> Result<(), StoreError> {
     for &i in completed.iter().rev() {
         let s = &t.steps[i];
@@ -712,7 +712,7 @@ pub(crate) fn task_env(
     t: &Task,
     hook: &str,
     attempt: u32,
-    st: &TaskState,
+    st: &TaskProgress,
 ) -> BTreeMap<String, String> {
     let mut env = plan_env(ctx, hook, Some(t), Some(attempt));
     if hook == "post_task" {
