@@ -5,7 +5,7 @@ use super::report::{json_out, open_state, store_error, StateArg};
 use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::check;
 use crate::engine::clock::{Clock, SystemClock};
-use crate::report::prune::{self, BackupView, Policy, PruneView, UnreadableView};
+use crate::report::prune::{self, BackupView, PruneView, Retention, UnreadableView};
 use crate::report::verify::{self, Outcome, Verified};
 use crate::store::{History, Journal, Record, RunDetail};
 use chrono::{DateTime, Utc};
@@ -224,7 +224,7 @@ pub fn prune(args: PruneArgs) -> u8 {
         );
         return EXIT_FAILED;
     };
-    let policy = Policy {
+    let policy = Retention {
         keep_last: cfg.keep_last,
         keep_days: cfg.keep_days,
     };

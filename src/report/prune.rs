@@ -19,7 +19,7 @@ use crate::store::{History, RunDetail, RunId, StoreError, TaskStatus};
 
 /// How long backups are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
+pub struct Retention {
     /// Keep this many per device and domain.
     pub keep_last: Option<u32>,
     /// Keep those younger than this many days.
@@ -171,7 +171,7 @@ pub struct Decided {
 pub fn plan(
     root: &Path,
     history: &dyn History,
-    policy: Policy,
+    policy: Retention,
     now: DateTime<Utc>,
 ) -> Result<Decided, StoreError> {
     let mut unreadable = Vec::new();
