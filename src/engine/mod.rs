@@ -1832,4 +1832,86 @@ mod tests {
         let e = read_stored_run(&newer).unwrap_err();
         assert!(e.contains("newer"), "{e}");
     }
+
+    /// DESIGN.md 7: COMPLETED when every task succeeded, WARNING when nothing failed but
+    /// some were skipped or warned, FAILED otherwise (an unfinished task counts as failed).
+    #[test]
+    fn a_runs_status_follows_its_tasks() {
+        use TaskStatus::*;
+        let of = |s: &[TaskStatus]| run_status(s.iter().copied());
+        assert_eq!(of(&[Succeeded, Succeeded]), RunStatus::Completed);
+        assert_eq!(of(&[Succeeded, Skipped]), RunStatus::Warning);
+        assert_eq!(of(&[Warning]), RunStatus::Warning);
+        for bad in [Failed, RolledBack, Cancelled, Pending, Running] {
+            assert_eq!(of(&[Succeeded, Skipped, bad]), RunStatus::Failed, "{bad:?}");
+        }
+        assert_eq!(of(&[]), RunStatus::Completed);
+    }
+
+    /// A retry takes a chosen task by activity, device and target; a skipped one (no target)
+    /// by activity and device, whatever its device's domains are now.
+    #[test]
+    fn a_retry_takes_the_chosen_tasks() {
+        let steps = steps();
+        let mut t = task(1, &steps);
+        t.device = "QA1".into();
+        let r = Retry {
+            of: 1,
+            tasks: vec![
+                (1, "QA1".into(), Some(Target::Device)),
+                (2, "TEST9".into(), None),
+            ],
+        };
+        assert!(r.wants(&t));
+        t.activity = 2;
+        assert!(!r.wants(&t));
+        t.device = "TEST9".into();
+        t.target = Target::Domain("DOMAIN1".into());
+        assert!(r.wants(&t));
+        let options = RunOptions {
+            devices: vec!["QA*".into()],
+            retry: Some(r),
+            ..RunOptions::default()
+        };
+        // In scope: matching a --devices pattern and chosen by the retry.
+        assert!(options.includes("QA1"));
+        assert!(!options.includes("TEST9"), "not matched by --devices");
+        assert!(!options.includes("QA2"), "not chosen by the retry");
+    }
+
+    /// Everything a run needs that is missing, each named with where it is used; devices out
+    /// of the run's scope are not looked at.
+    #[test]
+    fn missing_secrets_and_files_are_named() {
+        let dir = std::env::temp_dir();
+        let text = r#"import "std/datapower"
+inventory {
+  device "QA1" { host = "qa1" password = env("DPPLAN_UNIT_TEST_UNSET") }
+  device "QA2" { host = "qa2" password = file("no-such-secret-file") tls_ca = "no-such-ca.pem" }
+}
+plan "p" {
+  activity secure_backup {
+    devices = "QA*"
+    cert = "c"
+  }
+}
+"#;
+        let checked = crate::check::check(&crate::check::Root::Text {
+            name: "unit.dpplan".into(),
+            text: text.into(),
+            base: dir,
+        });
+        assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+        let program = checked.program;
+        let plan = program.plan("p").unwrap().clone();
+        let all = unresolved_config(&program, &plan, |_| true);
+        assert_eq!(all.len(), 3, "{all:#?}");
+        assert!(all[0].contains("DPPLAN_UNIT_TEST_UNSET") && all[0].contains("device QA1"));
+        assert!(all[0].contains("unit.dpplan:3:"), "{}", all[0]);
+        assert!(all[1].contains("no-such-secret-file") && all[1].contains("device QA2"));
+        assert!(all[2].contains("no-such-ca.pem"));
+        let qa2 = unresolved_config(&program, &plan, |d| d == "QA2");
+        assert_eq!(qa2.len(), 2);
+        assert!(unresolved_config(&program, &plan, |_| false).is_empty());
+    }
 }
