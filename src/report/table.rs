@@ -245,6 +245,23 @@ pub fn cut(text: &str, width: usize) -> String {
 mod tests {
     use super::*;
 
+    /// Terminal control from a device is shown, not obeyed; plain text is untouched.
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("QA1", false), "QA1");
+        assert_eq!(printable("日本", false), "日本");
+        assert_eq!(
+            printable("a\x1b]0;x\x07b\0c", false),
+            "a\\x1b]0;x\\x07b\\x00c"
+        );
+        assert_eq!(printable("one\ntwo\tx", false), "one\\ntwo\\tx");
+        assert_eq!(printable("one\ntwo\tx", true), "one\ntwo\tx");
+        assert_eq!(printable("\u{9b}31m", false), "\\x9b31m");
+        let mut t = Table::new(vec![Column::left("NAME")]);
+        t.row(vec!["evil\x1b[2J".into()]);
+        assert!(!t.render(Fit::PLAIN).contains('\x1b'));
+    }
+
     fn sample() -> Table {
         let mut t = Table::new(vec![
             Column::right("ID"),
