@@ -40,6 +40,20 @@ pub async fn canned_keep_alive(
     body: Vec<u8>,
     per_connection: usize,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
+    canned_with_status("200 OK", body, per_connection).await
+}
+
+/// A server on 127.0.0.1:0 that answers every request with `status` (`"500 Internal Server
+/// Error"`) and `body`, one request per connection.
+pub async fn canned_status(status: &'static str, body: Vec<u8>) -> SocketAddr {
+    canned_with_status(status, body, 1).await.0
+}
+
+async fn canned_with_status(
+    status: &'static str,
+    body: Vec<u8>,
+    per_connection: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -87,7 +101,7 @@ pub async fn canned_keep_alive(
                         ""
                     };
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n{close}\r\n",
+                        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n{close}\r\n",
                         body.len()
                     );
                     let _ = socket.write_all(head.as_bytes()).await;
