@@ -11,7 +11,7 @@
 //! - [`http`]: its transport: HTTP/1.1 over hyper's connection API, rustls, kept-alive
 //!   connections.
 //!
-//! The sequences the stdlib steps map to (SOMA.md), each call one request unless noted:
+//! The sequences the stdlib steps map to (docs/simulator.md), each call one request unless noted:
 //!
 //! ```text
 //! (probe)        firmware, once per device and run (the client keeps it)
@@ -279,7 +279,7 @@ pub trait Appliance: Send + Sync {
 
     /// The quiesce state to wait on after a quiesce or unquiesce, or `None` when the appliance
     /// shows none for `target`: a device with no application domain, since a device quiesce
-    /// does not affect `default` (SOMA.md), so there is nothing to wait for.
+    /// does not affect `default` (docs/simulator.md), so there is nothing to wait for.
     async fn observed_quiesce_state(
         &self,
         target: &QuiesceTarget,

@@ -370,7 +370,7 @@ impl Kind {
     }
 }
 
-/// A recovery policy (DESIGN.md 2.3).
+/// A recovery policy (docs/language.md, "Recovery policies").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Policy {
     /// Record the failure and go on.
@@ -438,7 +438,7 @@ pub struct Window {
     pub tz: Option<String>,
 }
 
-/// Stage model (DESIGN.md 4.4).
+/// Stage model (docs/language.md, "Plans").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Stages {
     /// Each task runs its steps as soon as its device is free.

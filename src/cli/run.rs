@@ -145,8 +145,7 @@ pub(crate) fn origin(plan_file: Option<&Path>) -> String {
 }
 
 /// The state file to use: `--state`, else `$DPPLAN_STATE`, else
-/// `$XDG_STATE_HOME/dpplan/state.redb`, else `~/.local/state/dpplan/state.redb` (DESIGN.md
-/// 7): the same history whatever directory a command starts in.
+/// `$XDG_STATE_HOME/dpplan/state.redb`, else `~/.local/state/dpplan/state.redb` (docs/cli.md): the same history whatever directory a command starts in.
 pub fn state_path(arg: Option<&Path>) -> PathBuf {
     if let Some(p) = arg {
         return p.to_path_buf();
@@ -388,7 +387,7 @@ fn dummy_plan() -> crate::check::Plan {
     }
 }
 
-/// The exit code for a run's final status (DESIGN.md 7).
+/// The exit code for a run's final status (docs/cli.md, "Result pages").
 pub fn exit_code(status: RunStatus) -> u8 {
     match status {
         RunStatus::Completed => EXIT_OK,

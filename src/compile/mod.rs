@@ -1,6 +1,6 @@
 //! From a checked plan and facts about the fleet to tasks and one DAG of steps.
 //!
-//! [`expand`] creates the tasks exactly as DESIGN.md section 3 says (activity order, then
+//! [`expand`] creates the tasks exactly as docs/architecture.md says (activity order, then
 //! inventory order, then the device's domain order; SKIPPED tasks for devices that do not
 //! answer and for patterns that match nothing). [`graph`] compiles them into a petgraph DAG:
 //! `plan.validate -> plan.pre_plan -> task steps -> plan.post_plan`, the steps of a task in
@@ -147,7 +147,7 @@ pub fn devices_to_probe<'p>(program: &'p Program, plan: &Plan) -> Vec<(&'p str, 
         .collect()
 }
 
-/// Creates the tasks of `plan` (DESIGN.md section 3).
+/// Creates the tasks of `plan` (docs/architecture.md).
 pub fn expand(program: &Program, plan: &Plan, facts: &HashMap<String, DeviceFacts>) -> Vec<Task> {
     let mut tasks = Vec::new();
     for (ai, a) in plan.activities.iter().enumerate() {

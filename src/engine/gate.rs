@@ -1,5 +1,5 @@
 //! `max_parallel` permits handed out in task creation order: among the tasks that are ready
-//! to start, the one created first gets the next free permit (DESIGN.md 3: tasks start in
+//! to start, the one created first gets the next free permit (docs/architecture.md: tasks start in
 //! creation order). A freed permit is handed to exactly one waiter, so thousands of waiting
 //! tasks cost nothing while they wait.
 

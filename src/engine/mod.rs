@@ -1,5 +1,5 @@
 //! Runs a plan: pre-validation, task expansion against the live fleet, the step DAG, and its
-//! execution with recovery policies, scripts, windows and the store (DESIGN.md 3, 4, 6).
+//! execution with recovery policies, scripts, windows and the store (docs/architecture.md).
 //!
 //! The engine reaches appliances through [`Connector`] and [`crate::appliance::Appliance`],
 //! the journal through [`crate::store::Journal`], and time through [`clock::Clock`]: tests
@@ -631,7 +631,7 @@ impl EngineBuilder {
     }
 
     /// Continues run `run` from its journal: finished steps are not run again, a step with an
-    /// intent and no result is redone idempotently, owed `always` steps run (DESIGN.md 5).
+    /// intent and no result is redone idempotently, owed `always` steps run (docs/checkpoint-format.md).
     pub async fn resume(
         mut self,
         history: &dyn crate::store::History,
@@ -905,7 +905,7 @@ impl Engine {
         (facts, apps)
     }
 
-    /// Runs the plan (DESIGN.md 4.1) and returns what became of it. `plan_text` is stored
+    /// Runs the plan (docs/architecture.md) and returns what became of it. `plan_text` is stored
     /// with the run, so the run can be resumed without the plan file.
     pub async fn run(&self, plan_text: &str) -> Result<RunReport, EngineError> {
         let plan = self
@@ -1050,7 +1050,7 @@ impl Engine {
         kept
     }
 
-    /// DESIGN.md 4.1 steps 1-4; `Some` ends the run before any task.
+    /// The plan checks before any task (docs/architecture.md); `Some` ends the run before any task.
     fn prevalidate(&self, plan: &Plan, now: DateTime<Utc>) -> Option<(RunStatus, String)> {
         if !self.program.settings.backups_enabled {
             return Some((
@@ -1314,7 +1314,7 @@ fn task_record(t: &Task) -> TaskRecord {
     }
 }
 
-/// DESIGN.md 4.1 steps 6-8 for a created run.
+/// A created run: the pre-plan script, the tasks, the post-plan script (docs/architecture.md).
 async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
     let now = ctx.clock.now();
     if let Some(o) = &ctx.observer {
@@ -1597,7 +1597,7 @@ fn sweep_temporaries(ctx: &RunCtx) {
     }
 }
 
-/// The run's status from its tasks' (DESIGN.md 7).
+/// The run's status from its tasks' (docs/cli.md, "Result pages").
 pub fn run_status(tasks: impl Iterator<Item = TaskStatus>) -> RunStatus {
     let (mut bad, mut meh) = (false, false);
     for s in tasks {
@@ -1833,7 +1833,7 @@ mod tests {
         assert!(e.contains("newer"), "{e}");
     }
 
-    /// DESIGN.md 7: COMPLETED when every task succeeded, WARNING when nothing failed but
+    /// COMPLETED when every task succeeded, WARNING when nothing failed but
     /// some were skipped or warned, FAILED otherwise (an unfinished task counts as failed).
     #[test]
     fn a_runs_status_follows_its_tasks() {

@@ -1,5 +1,5 @@
 //! One task's runner: its steps in order, each attempt journaled (intent, then result), the
-//! recovery policies of DESIGN.md 2.3, `always` steps, and script hooks.
+//! recovery policies (docs/language.md, "Recovery policies"), `always` steps, and script hooks.
 
 use super::actions::{self, StepError, TaskProgress};
 use super::{plan_env, RunCtx};

@@ -1,4 +1,4 @@
-//! The result pages of DESIGN.md section 7 as values: runs, a run's activities, an activity's
+//! The result pages (docs/cli.md) as values: runs, a run's activities, an activity's
 //! tasks, a task, the activity log; each as rows for a table and as a serde view for `--json`
 //! (field names are stable, documented in docs/cli.md). Also the store's file tools:
 //! [`verify`] (files against their manifests) and [`prune`] (retention).
@@ -220,7 +220,7 @@ fn counts<'a>(tasks: impl Iterator<Item = &'a TaskState>) -> (u32, u32, u32) {
     (ok, failed, skipped)
 }
 
-/// An activity's status, from its tasks, by the rule for runs (DESIGN.md section 7):
+/// An activity's status, from its tasks, by the rule for runs (docs/cli.md, "Result pages"):
 /// PENDING before any task started, RUNNING while some are not final, then COMPLETED,
 /// STOPPED (all SKIPPED), WARNING or FAILED. `-` when it has no tasks.
 fn activity_status(tasks: &[&TaskState]) -> &'static str {

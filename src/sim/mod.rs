@@ -1,5 +1,5 @@
 //! The SOMA simulator: a fleet of simulated DataPower appliances, each a real HTTP(S) server on
-//! its own port, answering the SOMA messages the client sends, stateful as SOMA.md "What the
+//! its own port, answering the SOMA messages the client sends, stateful as docs/simulator.md "What the
 //! simulator must reproduce" asks, with injected faults. Tests and the demo run against it
 //! over real sockets. Depends on [`crate::appliance`] only for the shared XML reader and
 //! constants. See docs/simulator.md.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// A run's number: 1, 2, 3... in the order runs were created in this state file.
 pub type RunId = u64;
 
-/// The status of a run (DESIGN.md section 7).
+/// The status of a run (docs/cli.md, "Result pages").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
@@ -89,7 +89,7 @@ impl RunStatus {
     }
 }
 
-/// The status of a task (DESIGN.md section 7).
+/// The status of a task (docs/cli.md, "Result pages").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {

@@ -7,7 +7,7 @@
 //!   however it dies, so a stale file never names a live writer);
 //! - who it is, for "waiting for the state file: run 12 of plan ..." messages;
 //! - whether a run that the file says is RUNNING still has its process: its writer is alive
-//!   and names it (DESIGN.md 5: a run whose process is gone shows INTERRUPTED).
+//!   and names it (a run whose process is gone shows INTERRUPTED).
 //!
 //! The file is rewritten in place, padded with spaces and never shortened while its writer
 //! lives, so a reader sees the old text or the new, never a shorter mix; a reader that cannot

@@ -8,7 +8,7 @@
 //!
 //! It also settles what the file cannot know: a run the file says is RUNNING (or waiting for
 //! pre-validation, or sleeping) whose process is gone is shown INTERRUPTED, with the hint to
-//! resume it (DESIGN.md 5). Alive means: a process holds the file for writing and its sidecar
+//! resume it (docs/checkpoint-format.md). Alive means: a process holds the file for writing and its sidecar
 //! names the run (`owner.rs`).
 
 use std::path::{Path, PathBuf};

@@ -725,7 +725,7 @@ fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
     None
 }
 
-/// What users call each grammar rule (STYLE.md habit 2).
+/// What users call each grammar rule.
 fn rule_name(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::import | Rule::param | Rule::step | Rule::attr | Rule::block => {
