@@ -1,0 +1,128 @@
+//! Reaching appliances: the connector trait, the SOMA connector, secrets, and what a run
+//! needs that is missing (checked before any appliance is touched).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Makes an [`Appliance`] for a device of the inventory.
+pub trait Connector: Send + Sync {
+    /// A client for `device`; the error says why none can be made (missing secret...).
+    fn connect(&self, device: &Device) -> Result<Arc<dyn Appliance>, String>;
+}
+
+/// The real connector: the SOMA client, with the secret read from the environment or a file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SomaConnector;
+
+/// The user of a device whose inventory entry names none.
+pub const DEFAULT_USER: &str = "admin";
+
+/// Reads a secret.
+pub fn read_secret(secret: &Secret) -> Result<String, String> {
+    match secret {
+        Secret::Env(v) => {
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
+        }
+        Secret::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read password file {}: {e}", p.display())),
+    }
+}
+
+impl Connector for SomaConnector {
+    fn connect(&self, d: &Device) -> Result<Arc<dyn Appliance>, String> {
+        let password = match &d.password {
+            Some(s) => read_secret(s)?,
+            None => String::new(),
+        };
+        let mut c = ConnectionConfig::new(
+            d.name.clone(),
+            d.host.clone(),
+            d.port,
+            d.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string()),
+            password,
+        );
+        c.tls = d.tls;
+        c.tls_ca = d.tls_ca.clone();
+        c.insecure = d.insecure;
+        c.request_timeout = Duration::from_millis(d.timeout_ms);
+        // During a download, each wait for more data is held to the same `timeout`.
+        c.read_timeout = Duration::from_millis(d.timeout_ms);
+        c.download_timeout = Duration::from_millis(d.download_timeout_ms);
+        c.max_download_bytes = d.max_export_bytes;
+        let client = SomaClient::new(c).map_err(|e| e.to_string())?;
+        Ok(Arc::new(client))
+    }
+}
+
+/// What a run of `plan` needs and cannot find: unset `env()` variables, unreadable
+/// `file()` secrets, missing `tls_ca` files and scripts, each named with where the plan
+/// uses it. Empty when everything is there.
+pub fn unresolved_config(
+    program: &Program,
+    plan: &Plan,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (name, _) in compile::devices_to_probe(program, plan) {
+        if !wanted(name) {
+            continue;
+        }
+        let Some(d) = program.device(name) else {
+            continue;
+        };
+        if let Some(secret) = &d.password {
+            if let Err(e) = read_secret(secret) {
+                missing.push(format!(
+                    "{e} (the password of device {}, inventory entry {})",
+                    d.name, d.at
+                ));
+            }
+        }
+        if let Some(ca) = &d.tls_ca {
+            if let Err(e) = std::fs::metadata(ca) {
+                missing.push(format!(
+                    "cannot read the CA file {}: {e} (tls_ca of device {}, inventory entry {})",
+                    ca.display(),
+                    d.name,
+                    d.at
+                ));
+            }
+        }
+    }
+    let mut scripts: Vec<(&crate::check::Script, String)> = Vec::new();
+    if let Some(s) = &plan.pre_plan {
+        scripts.push((s, format!("pre_plan of plan {}", plan.name)));
+    }
+    if let Some(s) = &plan.post_plan {
+        scripts.push((s, format!("post_plan of plan {}", plan.name)));
+    }
+    for (i, a) in plan.activities.iter().enumerate() {
+        for (param, v) in &a.params {
+            if let crate::check::Value::Script(s) = v {
+                scripts.push((s, format!("`{param}` of activity {}", i + 1)));
+            }
+        }
+    }
+    for (s, what) in scripts {
+        if let Err(e) = std::fs::metadata(&s.path) {
+            missing.push(format!("script {}: {e} ({what})", s.path.display()));
+        }
+    }
+    // Several devices usually share one secret: say each problem once.
+    let mut seen = std::collections::HashSet::new();
+    missing.retain(|m| seen.insert(m.split(" (").next().unwrap_or(m).to_string()));
+    missing
+}
+
+/// The environment variables the inventory reads passwords from: kept from scripts.
+pub(super) fn secret_vars(program: &Program) -> Vec<String> {
+    program
+        .devices
+        .iter()
+        .filter_map(|d| match &d.password {
+            Some(Secret::Env(v)) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
