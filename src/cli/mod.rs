@@ -9,6 +9,7 @@ mod lint;
 mod progress;
 mod render;
 mod report;
+mod resume;
 mod run;
 mod screen;
 mod sim;
@@ -111,9 +112,9 @@ enum Command {
     /// Run a plan: back up what it says, durably, against the live fleet.
     Run(run::RunArgs),
     /// Continue an interrupted or crashed run from its journal.
-    Resume(run::ResumeArgs),
+    Resume(resume::ResumeArgs),
     /// Run again the tasks of a finished run that did not succeed (or the chosen ones).
-    Retry(run::RetryArgs),
+    Retry(resume::RetryArgs),
     /// Run the example plan against an embedded simulated fleet, then show its result pages.
     Demo(demo::DemoArgs),
     /// Run a simulated fleet of appliances (SOMA over HTTP or HTTPS) until interrupted.
@@ -187,8 +188,8 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Plan(args) => ExitCode::from(run::dry_run(args)),
         Command::Graph(args) => ExitCode::from(run::graph(args)),
         Command::Run(args) => ExitCode::from(run::run(args)),
-        Command::Resume(args) => ExitCode::from(run::resume(args)),
-        Command::Retry(args) => ExitCode::from(run::retry(args)),
+        Command::Resume(args) => ExitCode::from(resume::resume(args)),
+        Command::Retry(args) => ExitCode::from(resume::retry(args)),
         Command::Demo(args) => ExitCode::from(demo::demo(args)),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
