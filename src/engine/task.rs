@@ -1,11 +1,16 @@
 //! One task's runner: its steps in order, each attempt journaled (intent, then result), the
 //! recovery policies (docs/language.md, "Recovery policies"), `always` steps, and script hooks.
 
+mod hooks;
+mod restore;
+
 use super::actions::{self, StepError, TaskProgress};
 use super::{plan_env, RunCtx};
 use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
 use crate::compile::Task;
 use crate::store::{Record, StepOutcome, StoreError, TaskStatus};
+pub(crate) use hooks::{run_script, task_env};
+use restore::restore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -294,132 +299,6 @@ fn final_policy(p: &Policy) -> &Policy {
     }
 }
 
-/// Rebuilds a resumed task's state from its journal: which steps are done, how many attempts
-/// each had (and retries used, for a step that died waiting for its retry: it runs again),
-/// its files and facts, whether it owes an unquiesce, what failed. An `always` step
-/// after a step that must run again runs again too (so is a quiesce it released), so the
-/// appliance is released after the work, not before.
-fn restore(
-    ctx: &RunCtx,
-    t: &Task,
-    order: &[usize],
-    p: &crate::store::TaskState,
-    st: &mut TaskProgress,
-    completed: &mut Vec<usize>,
-) -> (HashSet<usize>, HashMap<usize, u32>, HashMap<usize, u32>) {
-    let by_name = |name: &str| p.steps.iter().find(|s| s.name == name);
-    let mut done = HashSet::new();
-    let mut attempts = HashMap::new();
-    let mut retried = HashMap::new();
-    for &i in order {
-        let s = &t.steps[i];
-        let Some(j) = by_name(&s.name) else { continue };
-        attempts.insert(i, j.attempts);
-        if j.in_flight {
-            continue;
-        }
-        match j.outcome {
-            Some(StepOutcome::Succeeded) => {
-                done.insert(i);
-                completed.push(i);
-            }
-            Some(StepOutcome::Skipped) | Some(StepOutcome::Undone) => {
-                done.insert(i);
-            }
-            // It was waiting for its retry: it runs again, with the retries it has left.
-            Some(StepOutcome::Failed) if j.retry_pending => {
-                retried.insert(i, j.retried);
-            }
-            Some(StepOutcome::Failed) => {
-                // Its policy was applied before the crash; apply it to the state again.
-                done.insert(i);
-                st.failed_any = true;
-                if st.error.is_none() {
-                    st.error = Some(format!(
-                        "{}: {}",
-                        s.name,
-                        j.error.clone().unwrap_or_default()
-                    ));
-                }
-                match final_policy(&s.policy) {
-                    Policy::Continue => st.warned = true,
-                    Policy::Rollback => {
-                        st.stopped = true;
-                        st.rolled_back = true;
-                    }
-                    _ => st.stopped = true,
-                }
-            }
-            None => {}
-        }
-    }
-    // Always steps after a step that runs again, and the quiesce an always step released.
-    if !st.stopped {
-        if let Some(first) = order
-            .iter()
-            .position(|i| !done.contains(i) && !t.steps[*i].always)
-        {
-            for &i in &order[first..] {
-                if t.steps[i].always && done.remove(&i) {
-                    completed.retain(|c| *c != i);
-                }
-            }
-            for &i in &order[..first] {
-                let q = &t.steps[i];
-                if q.call.action == Action::Quiesce
-                    && order[first..]
-                        .iter()
-                        .any(|u| t.steps[*u].call.action == Action::Unquiesce && !done.contains(u))
-                {
-                    done.remove(&i);
-                    completed.retain(|c| *c != i);
-                }
-            }
-        }
-    }
-    // An unquiesce is owed when a quiesce may have been issued and no unquiesce finished.
-    let quiesce_tried = order.iter().any(|i| {
-        t.steps[*i].call.action == Action::Quiesce && attempts.get(i).copied().unwrap_or(0) > 0
-    });
-    let released = order.iter().any(|i| {
-        t.steps[*i].call.action == Action::Unquiesce && done.contains(i) && completed.contains(i)
-    });
-    st.quiesced = quiesce_tried && !released;
-    if st.quiesced {
-        if let Some(q) = t.steps.iter().find(|s| s.call.action == Action::Quiesce) {
-            let target = actions::quiesce_target(t, &q.call);
-            ctx.live.hold(actions::held(t, &target), true);
-        }
-    }
-    // Files and facts recorded before.
-    if let Some(root) = super::store_root(&ctx.program) {
-        for f in &p.files {
-            st.files.push((root.join(&f.path), f.clone()));
-        }
-        let ts = super::output::timestamp(ctx.started);
-        let layout = match &t.target {
-            crate::compile::Target::Device => super::output::Layout::secure_backup(&t.device, &ts),
-            other => super::output::Layout::export(&t.device, other.domain_label(), &ts),
-        };
-        let m = root.join(layout.manifest());
-        if m.exists() {
-            st.manifests.push(m);
-        }
-    }
-    if let Some(f) = crate::store::TaskFacts::from_pairs(&p.facts) {
-        st.firmware = Some(crate::appliance::Firmware {
-            version: f.version,
-            build: f.build,
-            machine_type: f.machine_type,
-            model_type: f.model,
-            serial: f.serial,
-            ..Default::default()
-        });
-        st.save_needed = f.save_needed;
-    }
-    (done, attempts, retried)
-}
-
 fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
     if let Some(o) = &ctx.observer {
         o.task(t, status);
@@ -650,90 +529,6 @@ async fn rollback(
         .await?;
     }
     Ok(())
-}
-
-/// Runs a plan or task script; `Err` says why it failed. Its output goes to the activity log.
-pub(crate) async fn run_script(
-    ctx: &RunCtx,
-    script: &Script,
-    env: BTreeMap<String, String>,
-    task: Option<u32>,
-    step: Option<&str>,
-) -> Result<(), String> {
-    let hook = env.get("DPPLAN_HOOK").cloned().unwrap_or_default();
-    let r = super::scripts::run(
-        script,
-        &env,
-        &ctx.secret_vars,
-        ctx.options.script_timeout,
-        &ctx.live.scripts,
-    )
-    .await;
-    let run = match r {
-        Ok(run) => run,
-        Err(e) => {
-            let msg = format!("cannot start {}: {e}", script.path.display());
-            let _ = ctx.log(task, step, format!("{hook}: {msg}")).await;
-            return Err(msg);
-        }
-    };
-    for (name, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
-        if !text.trim().is_empty() {
-            let _ = ctx
-                .log(task, step, format!("{hook} {name}:\n{}", text.trim_end()))
-                .await;
-        }
-    }
-    if run.ok() {
-        let _ = ctx
-            .log(
-                task,
-                step,
-                format!("{hook}: {} exited 0", script.path.display()),
-            )
-            .await;
-        return Ok(());
-    }
-    let msg = if run.timed_out {
-        format!("{} killed at its timeout", script.path.display())
-    } else {
-        match run.code {
-            Some(c) => format!("{} exited {c}", script.path.display()),
-            None => format!("{} was killed by a signal", script.path.display()),
-        }
-    };
-    let _ = ctx.log(task, step, format!("{hook}: {msg}")).await;
-    Err(msg)
-}
-
-/// The environment of a task script.
-pub(crate) fn task_env(
-    ctx: &RunCtx,
-    t: &Task,
-    hook: &str,
-    attempt: u32,
-    st: &TaskProgress,
-) -> BTreeMap<String, String> {
-    let mut env = plan_env(ctx, hook, Some(t), Some(attempt));
-    if hook == "post_task" {
-        let status = if st.rolled_back {
-            "ROLLED_BACK"
-        } else if st.stopped {
-            "FAILED"
-        } else if st.warned {
-            "WARNING"
-        } else {
-            "SUCCEEDED"
-        };
-        env.insert("DPPLAN_STATUS".into(), status.into());
-        let out: Vec<String> = st
-            .files
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        env.insert("DPPLAN_OUTPUT".into(), out.join("\n"));
-    }
-    env
 }
 
 fn human(d: Duration) -> String {
