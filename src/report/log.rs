@@ -1,0 +1,81 @@
+//! The activity log (`dpplan log`): lines with their times and the time each took.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// One line of `dpplan log --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogView {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Milliseconds since the previous line of the same task (of the run, for run lines),
+    /// or since the run's start for the first one.
+    pub since_previous_ms: i64,
+    /// The task, or `null` for the run itself.
+    pub task: Option<u32>,
+    /// The step, if any.
+    pub step: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+/// The log with each line's time since the previous line of its task (or the run start).
+pub fn log_views(started: DateTime<Utc>, lines: &[LogLine]) -> Vec<LogView> {
+    let mut last: std::collections::HashMap<Option<u32>, DateTime<Utc>> = Default::default();
+    lines
+        .iter()
+        .map(|l| {
+            let prev = last.insert(l.task, l.at).unwrap_or(started);
+            LogView {
+                at: json_time(l.at),
+                since_previous_ms: (l.at - prev).num_milliseconds(),
+                task: l.task,
+                step: l.step.clone(),
+                message: l.message.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The `dpplan log RUN` text: a date line with the zone's offset (`2026-09-21 +02:00`)
+/// whenever the day or the offset changes, then `TIME  +SINCE  TASK  STEP  MESSAGE`.
+/// Messages are never cut.
+pub fn log_text(lines: &[LogLine], views: &[LogView], zone: Zone) -> String {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for (l, v) in lines.iter().zip(views) {
+        rows.push([
+            zone.format(l.at, "%H:%M:%S%.3f"),
+            format!(
+                "+{}",
+                duration(chrono::Duration::milliseconds(v.since_previous_ms))
+            ),
+            l.task
+                .map(|t| format!("task {t}"))
+                .unwrap_or_else(|| "run".into()),
+            l.step.clone().unwrap_or_default(),
+        ]);
+    }
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w1, w2, w3) = (width(1), width(2), width(3));
+    let mut out = String::new();
+    let mut day = None;
+    for (l, r) in lines.iter().zip(&rows) {
+        let d = zone.format(l.at, "%Y-%m-%d %:z");
+        if day.as_ref() != Some(&d) {
+            out.push_str(&d);
+            out.push('\n');
+            day = Some(d);
+        }
+        let line = format!(
+            "{}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            table::printable(&l.message, true)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
