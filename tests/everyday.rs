@@ -349,28 +349,6 @@ async fn an_unreachable_device_is_named_with_its_inventory_line() {
         .stdout_has("skipped: device not available: GONE");
 }
 
-/// Three devices backed up one at a time, the second one's first download failing.
-const RETRY_FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "50ms"
-unquiesce_delay = "50ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device.fault]]
-op = "get-file"
-times = 1
-kind = "soap-fault"
-[[device]]
-name = "QA3"
-"#;
-
 /// A plan backing up every QA device with `window` (may be empty) and settings.
 fn qa_plan(w: &World, window: &str) -> String {
     let pw = w.dir.path().join("pw").display().to_string();
@@ -394,7 +372,7 @@ fn closed_window() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_a_manual_run_keeps_ignoring_the_window() {
-    let w = World::new(DPOD_QA).await;
+    let w = World::new(&qa_fleet("50ms", "")).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(&plan, qa_plan(&w, &closed_window())).unwrap();
@@ -442,26 +420,13 @@ async fn resuming_a_manual_run_keeps_ignoring_the_window() {
     assert_eq!(ran.json()["status"], "OUTSIDE_WINDOW");
 }
 
-const DPOD_QA: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "50ms"
-unquiesce_delay = "50ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device]]
-name = "QA3"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_runs_again_only_what_did_not_succeed() {
-    let w = World::new(RETRY_FLEET).await;
+    let w = World::new(&qa_fleet(
+        "50ms",
+        "[[device.fault]]\nop = \"get-file\"\ntimes = 1\nkind = \"soap-fault\"\n",
+    ))
+    .await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(&plan, qa_plan(&w, "")).unwrap();
@@ -524,7 +489,7 @@ async fn retry_runs_again_only_what_did_not_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_devices_narrows_a_run_to_some_devices() {
-    let w = World::new(DPOD_QA).await;
+    let w = World::new(&qa_fleet("50ms", "")).await;
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(&plan, qa_plan(&w, "")).unwrap();
     let plan = plan.display().to_string();
@@ -582,26 +547,9 @@ fn interrupt(child: &std::process::Child) {
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
 }
 
-const SLOW_QA: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "1500ms"
-unquiesce_delay = "100ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device]]
-name = "QA3"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
-    let w = World::new(SLOW_QA).await;
+    let w = World::new(&qa_fleet("1500ms", "")).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -644,7 +592,7 @@ async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_exit_names_what_is_left_quiesced() {
-    let w = World::new(SLOW_QA).await;
+    let w = World::new(&qa_fleet("1500ms", "")).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -739,7 +687,7 @@ async fn a_forced_exit_leaves_no_hook_script_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrowed_run_needs_only_its_own_secrets() {
     use std::os::unix::ffi::OsStrExt;
-    let w = World::new(DPOD_QA).await;
+    let w = World::new(&qa_fleet("50ms", "")).await;
     let text = qa_plan(&w, "").replace(
         "  device \"QA3\" {",
         "  device \"QA3\" { password = env(\"DPPLAN_TEST_NOT_SET\") ",
@@ -769,4 +717,12 @@ async fn a_narrowed_run_needs_only_its_own_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CONFIG"));
+}
+
+/// QA1, QA2 and QA3, each with a domain, quiescing in `quiesce_delay`; `qa2` is added to
+/// QA2's block (its faults).
+fn qa_fleet(quiesce_delay: &str, qa2: &str) -> String {
+    format!(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nquiesce_delay = \"{quiesce_delay}\"\nunquiesce_delay = \"50ms\"\nbackup_file_size = \"16KiB\"\ndomains = [\"default\", \"DOMAIN1\"]\n[[device]]\nname = \"QA1\"\n[[device]]\nname = \"QA2\"\n{qa2}[[device]]\nname = \"QA3\"\n"
+    )
 }
