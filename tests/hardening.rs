@@ -347,21 +347,14 @@ fn download_plan(w: &World, settings: &str, device_attrs: &str, domains: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_past_max_export_size_fails_and_leaves_nothing() {
     let w = World::new(ONE_DOMAIN).await;
-    let state = w.dir.path().join("state.redb").display().to_string();
-    std::fs::write(
-        w.dir.path().join("p.dpplan"),
-        download_plan(&w, "max_export_size = 100B", "", "DOMAIN1"),
+    let v = run_plan(
+        &w,
+        &download_plan(&w, "max_export_size = 100B", "", "DOMAIN1"),
+        &[],
     )
-    .unwrap();
-    let dir = w.dir.path().to_path_buf();
-    let t = Test::new()
-        .cwd(&dir)
-        .args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
-    let v = tokio::task::spawn_blocking(move || t.run())
-        .await
-        .unwrap()
-        .status(1)
-        .json();
+    .await
+    .status(1)
+    .json();
     let error = v["tasks"][0]["error"].as_str().unwrap();
     assert!(error.contains("larger than 100 bytes"), "{error}");
     // No partial export in the store; the domain is released.
@@ -411,22 +404,15 @@ delay = "20s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_has_a_deadline_and_the_domain_is_released() {
     let w = World::new(HANGING_EXPORT).await;
-    let state = w.dir.path().join("state.redb").display().to_string();
-    std::fs::write(
-        w.dir.path().join("p.dpplan"),
-        download_plan(&w, "", "download_timeout = 1s", "DOMAIN1"),
-    )
-    .unwrap();
-    let dir = w.dir.path().to_path_buf();
     let started = std::time::Instant::now();
-    let t = Test::new()
-        .cwd(&dir)
-        .args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
-    let v = tokio::task::spawn_blocking(move || t.run())
-        .await
-        .unwrap()
-        .status(1)
-        .json();
+    let v = run_plan(
+        &w,
+        &download_plan(&w, "", "download_timeout = 1s", "DOMAIN1"),
+        &[],
+    )
+    .await
+    .status(1)
+    .json();
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     let error = v["tasks"][0]["error"].as_str().unwrap();
     assert!(error.contains("within 1s (download_timeout)"), "{error}");
@@ -636,4 +622,17 @@ async fn a_panicking_task_runner_ends_the_run_interrupted() {
         .json();
     assert_eq!(v["status"], "COMPLETED");
     w.assert_clean();
+}
+
+/// Writes `plan` as `p.dpplan` in the world's directory and runs it there (`--quiet --json`,
+/// the world's state file), with `env` set.
+async fn run_plan(w: &World, plan: &str, env: &[(&str, &str)]) -> crate::support::Ran {
+    std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
+    let state = w.dir.path().join("state.redb").display().to_string();
+    let mut t = Test::new().cwd(w.dir.path());
+    for (k, v) in env {
+        t = t.env(k, *v);
+    }
+    let t = t.args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
+    tokio::task::spawn_blocking(move || t.run()).await.unwrap()
 }
