@@ -22,6 +22,9 @@ pub struct Program {
     pub kinds: BTreeMap<String, Kind>,
     /// The plans, in declaration order.
     pub plans: Vec<Plan>,
+    /// `notify "NAME" { ... }` blocks, in declaration order.
+    #[serde(default)]
+    pub notifiers: Vec<Notifier>,
     /// Device positions by name, built on the first lookup (a run looks devices up per task).
     #[serde(skip)]
     device_index: OnceLock<HashMap<String, usize>>,
@@ -64,6 +67,12 @@ pub struct Settings {
     /// The largest domain export accepted, in bytes (`max_export_size`).
     #[serde(default = "default_max_export_bytes")]
     pub max_export_bytes: u64,
+    /// Journal retention: keep at most this many finished runs (`keep_runs`).
+    #[serde(default)]
+    pub keep_runs: Option<u32>,
+    /// Journal retention: keep finished runs this many days (`keep_days`).
+    #[serde(default)]
+    pub keep_days: Option<u32>,
 }
 
 fn default_max_export_bytes() -> u64 {
@@ -82,6 +91,8 @@ impl Default for Settings {
             appliance_min_free: 0,
             quiesce_grace_ms: 60_000,
             max_export_bytes: default_max_export_bytes(),
+            keep_runs: None,
+            keep_days: None,
         }
     }
 }
@@ -503,4 +514,65 @@ pub struct Plan {
     pub post_plan: Option<Script>,
     /// Activities in order.
     pub activities: Vec<Activity>,
+    /// `schedule = "CRON"`: five-field cron, read in the window's zone (else the host's).
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// `notify = ["NAME", ...]`: the notifiers told of this plan's run outcomes.
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+/// `schedule = "CRON"` as written (checked: five fields that parse).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Schedule {
+    /// The expression, e.g. `0 22 * * mon-fri`.
+    pub cron: String,
+}
+
+/// `notify "NAME" { ... }`: where a plan's run outcomes are sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Notifier {
+    /// The notifier's name, as plans list it.
+    pub name: String,
+    /// The run outcomes it fires on (final run statuses, and MISSED).
+    pub on: Vec<crate::store::RunStatus>,
+    /// `webhook = "URL"`: POST of the run summary as JSON.
+    pub webhook: Option<String>,
+    /// `syslog = "udp://HOST:PORT"` or `tcp://`: an RFC 5424 message.
+    pub syslog: Option<Syslog>,
+    /// `email { ... }`
+    pub email: Option<Email>,
+    /// Where it is declared, as `file:line:col`.
+    #[serde(default)]
+    pub at: String,
+}
+
+/// A syslog destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Syslog {
+    /// UDP (true) or TCP (false, octet-counted framing).
+    pub udp: bool,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// `email { smtp = "HOST:PORT" from = ... to = [...] user = ... password = ... tls = ... }`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Email {
+    /// The SMTP server's host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// The user to log in as, if any.
+    pub user: Option<String>,
+    /// The password's source.
+    pub password: Option<Secret>,
+    /// STARTTLS (true, the default) or plain SMTP (`tls = false`).
+    pub starttls: bool,
 }

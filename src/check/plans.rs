@@ -54,6 +54,8 @@ impl Cx<'_> {
             pre_plan: None,
             post_plan: None,
             activities: Vec::new(),
+            schedule: None,
+            notify: Vec::new(),
         };
         if let Some(a) = body.take("on_failure") {
             if let Some(p) = self.policy(&a.value) {

@@ -384,6 +384,8 @@ fn dummy_plan() -> crate::check::Plan {
         pre_plan: None,
         post_plan: None,
         activities: Vec::new(),
+        schedule: None,
+        notify: Vec::new(),
     }
 }
 

@@ -55,6 +55,8 @@ fn a_stored_run_reads_back() {
         pre_plan: None,
         post_plan: None,
         activities: Vec::new(),
+        schedule: None,
+        notify: Vec::new(),
     };
     let graph = compile::graph(&plan, &tasks);
     let program = Program::default();

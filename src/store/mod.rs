@@ -54,6 +54,9 @@ pub enum RunStatus {
     /// A secret or file the run needs is missing (an unset `env()` variable, a missing
     /// `file()`, `tls_ca` or script): nothing was touched.
     InvalidConfig,
+    /// A scheduled run fell due while `dpplan serve` was down and its window had closed
+    /// by the time serve came back: nothing ran.
+    Missed,
 }
 
 impl RunStatus {
@@ -85,6 +88,7 @@ impl RunStatus {
             RunStatus::StoreNotMounted => "STORE_NOT_MOUNTED",
             RunStatus::StoreOutOfSpace => "STORE_OUT_OF_SPACE",
             RunStatus::InvalidConfig => "INVALID_CONFIG",
+            RunStatus::Missed => "MISSED",
         }
     }
 }
