@@ -37,6 +37,7 @@ pub mod diag;
 pub mod engine;
 pub mod report;
 pub mod schedule;
+pub mod serve;
 pub mod sim;
 pub mod store;
 pub mod syntax;

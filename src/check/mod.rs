@@ -41,6 +41,19 @@ impl Checked {
             .iter()
             .any(|d| d.severity() == Severity::Error)
     }
+
+    /// The text stored with a run: every source file, each behind a header line.
+    pub fn stored_text(&self) -> String {
+        let mut out = String::new();
+        for (_, f) in self.sources.iter() {
+            out.push_str(&format!("# ==== {} ====\n", f.name));
+            out.push_str(&f.text);
+            if !f.text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 /// Checks the plan file at `path` and everything it imports.

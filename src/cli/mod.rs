@@ -12,6 +12,7 @@ mod report;
 mod resume;
 mod run;
 mod screen;
+mod serve;
 mod sim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -129,6 +130,8 @@ enum Command {
     Verify(files::VerifyArgs),
     /// Remove old backups per the store block's keep_last and keep_days.
     Prune(files::PruneArgs),
+    /// Run unattended: schedule the plans, drive their runs, serve the HTTP API.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -198,6 +201,7 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Log(args) => ExitCode::from(report::log(args)),
         Command::Verify(args) => ExitCode::from(files::verify(args)),
         Command::Prune(args) => ExitCode::from(files::prune(args)),
+        Command::Serve(args) => ExitCode::from(serve::serve(args)),
         Command::Completions { shell } => {
             ExitCode::from(report::completions(shell, Cli::command()))
         }

@@ -108,6 +108,18 @@ pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, u8> {
         legacy_note(path);
     }
     let shown = path.display();
+    if let Some(url) = crate::store::owner::holder(path)
+        .owner()
+        .and_then(|o| o.serve.clone().map(|u| (u, o.pid)))
+    {
+        // serve never lets go of the file: waiting would be for ever.
+        let (url, pid) = url;
+        eprintln!(
+            "error: dpplan serve (pid {pid}) holds the state file {shown}; start runs through it: \
+             curl -X POST -H \"Authorization: Bearer $DPPLAN_TOKEN\" {url}/api/plans/PLAN/runs"
+        );
+        return Err(EXIT_FAILED);
+    }
     let opened = if no_wait {
         RedbStore::open(path)
     } else {
@@ -271,19 +283,14 @@ pub fn log(args: LogArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return store_error(&e),
     };
-    if let Some(n) = args.task {
-        if !detail.tasks.iter().any(|t| t.task.id == n) {
+    let (lines, views) = match report::run_log(&store, &detail, args.task) {
+        Ok(x) => x,
+        Err(report::LogError::NoTask(n)) => {
             eprintln!("error: run {} has no task {n}", args.run);
             return EXIT_USAGE;
         }
-    }
-    let mut lines = match store.log(args.run, args.task) {
-        Ok(l) => l,
-        Err(e) => return store_error(&e),
+        Err(report::LogError::Store(e)) => return store_error(&e),
     };
-    // Concurrent tasks append in commit order; people read the log in time order.
-    lines.sort_by_key(|l| l.at);
-    let views = report::log_views(detail.summary.started, &lines);
     if args.json {
         return json_out(&views);
     }

@@ -95,7 +95,7 @@ pub struct RunArgs {
 /// The checker's warnings that a run must repeat every time (cron runs never see `check`):
 /// certificate verification off (DP0033) and plain HTTP (DP0034), as
 /// `warning DP0033: ... (fleet.dpplan:7:5)`.
-fn safety_warnings(checked: &Checked) -> Vec<String> {
+pub(crate) fn safety_warnings(checked: &Checked) -> Vec<String> {
     use crate::diag::Code;
     checked
         .diagnostics
@@ -225,19 +225,6 @@ pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
         }
     };
     Ok((checked, plan))
-}
-
-/// The text stored with a run: every source file, each behind a header line.
-fn plan_text(checked: &Checked) -> String {
-    let mut out = String::new();
-    for (_, f) in checked.sources.iter() {
-        out.push_str(&format!("# ==== {} ====\n", f.name));
-        out.push_str(&f.text);
-        if !f.text.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
 }
 
 fn engine(
@@ -504,7 +491,7 @@ pub(crate) fn run_checked(
     quiet: bool,
     no_wait: bool,
 ) -> Result<RunReport, u8> {
-    let text = plan_text(&checked);
+    let text = checked.stored_text();
     run_program(checked.program, plan, &text, path, options, quiet, no_wait)
 }
 

@@ -28,6 +28,30 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system's clock moved by a fixed amount: reads `start` at the moment it is made, then
+/// runs at the system's pace. For trying schedules and windows at another time of day
+/// (`DPPLAN_TEST_NOW`).
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedClock {
+    shift: chrono::Duration,
+}
+
+impl ShiftedClock {
+    /// A clock that reads `start` now.
+    pub fn starting_at(start: DateTime<Utc>) -> ShiftedClock {
+        ShiftedClock {
+            shift: start - Utc::now(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.shift
+    }
+}
+
 /// A clock for tests: it starts at a fixed time, moves with real time, and jumps forward on
 /// [`ManualClock::advance`] and on every [`Clock::sleep`], which waits at most a few real
 /// milliseconds (so a simulated appliance still gets real time to change state). Every

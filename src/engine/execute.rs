@@ -115,6 +115,21 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
             });
         }
     }
+    // A lockstep run holds its devices for the whole run (its tasks wait for each other at
+    // the barriers): taken in name order, before any task starts.
+    let _devices = match (&ctx.device_locks, ctx.plan.stages) {
+        (Some(locks), crate::check::Stages::Lockstep) => {
+            locks
+                .lock_all(
+                    ctx.tasks
+                        .iter()
+                        .filter(|t| t.runs())
+                        .map(|t| t.device.as_str()),
+                )
+                .await
+        }
+        _ => Vec::new(),
+    };
     let mut set = tokio::task::JoinSet::new();
     for i in 0..ctx.tasks.len() {
         if !ctx.tasks[i].runs() || outcome.contains_key(&ctx.tasks[i].id) {
@@ -173,6 +188,31 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
         });
     }
     sweep_temporaries(&ctx);
+    if ctx.live.is_cancelled() {
+        // An operator's cancel: what was left ends CANCELLED (owed unquiesces have run).
+        let why = "cancelled by an operator".to_string();
+        let mut records = Vec::new();
+        for t in ctx.tasks.iter().filter(|t| t.runs()) {
+            let entry = outcome
+                .entry(t.id)
+                .or_insert((TaskStatus::Pending, None, Vec::new()));
+            if !entry.0.is_final() {
+                entry.0 = TaskStatus::Cancelled;
+                entry.1 = Some(why.clone());
+                records.push(Record::Task {
+                    task: t.id,
+                    status: TaskStatus::Cancelled,
+                    error: Some(why.clone()),
+                    at: ctx.clock.now(),
+                });
+            }
+        }
+        if !records.is_empty() {
+            ctx.record(records).await?;
+        }
+        post_plan(&ctx, RunStatus::Cancelled, &outcome).await?;
+        return finish(&ctx, outcome, RunStatus::Cancelled, Some(why)).await;
+    }
     if ctx.interrupted.load(Ordering::SeqCst) || outcome.values().any(|(s, _, _)| !s.is_final()) {
         return finish(
             &ctx,
@@ -188,6 +228,70 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
     let status = run_status(outcome.values().map(|(s, _, _)| *s));
     post_plan(&ctx, status, &outcome).await?;
     finish(&ctx, outcome, status, None).await
+}
+
+/// The window closed before a task started. Under `on_window_close = sleep` the run goes
+/// SLEEPING until the window opens again (one task records it and waits; the others wait
+/// behind it) and the task then starts: `Ok(true)`. `Ok(false)`: the task is cancelled (the
+/// plan cancels on close, the window never opens again, or an interrupt came while asleep:
+/// then the task is left for resume by the interrupt check that follows).
+pub(super) async fn sleep_while_closed(ctx: &RunCtx) -> Result<bool, StoreError> {
+    if ctx.plan.on_window_close != crate::check::OnWindowClose::Sleep {
+        return Ok(false);
+    }
+    let Some(w) = ctx.plan.window.as_ref() else {
+        return Ok(true);
+    };
+    let _turn = ctx.sleeper.lock().await;
+    if ctx.window_open() {
+        return Ok(true);
+    }
+    let Some(opens) = window::next_open(w, ctx.clock.now()) else {
+        return Ok(false);
+    };
+    ctx.record(vec![
+        Record::Log {
+            task: None,
+            step: None,
+            at: ctx.clock.now(),
+            message: format!(
+                "the maintenance window closed: sleeping until it opens again at {}",
+                window::local_time(w, opens)
+            ),
+        },
+        Record::Run {
+            status: RunStatus::Sleeping,
+            error: None,
+            at: ctx.clock.now(),
+        },
+    ])
+    .await?;
+    // Wakes for an interrupt within a second, otherwise at the opening.
+    while !ctx.window_open() {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        let left = (opens - ctx.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(1));
+        ctx.clock.sleep(left.max(Duration::from_millis(10))).await;
+    }
+    ctx.record(vec![
+        Record::Run {
+            status: RunStatus::Running,
+            error: None,
+            at: ctx.clock.now(),
+        },
+        Record::Log {
+            task: None,
+            step: None,
+            at: ctx.clock.now(),
+            message: "the maintenance window opened: the run continues".into(),
+        },
+    ])
+    .await?;
+    Ok(true)
 }
 
 /// The post-plan script, with the run's outcome in its environment, when its `when` matches

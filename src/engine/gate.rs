@@ -108,6 +108,52 @@ impl Gate {
     }
 }
 
+/// One lock per device, shared by every run of a process (`dpplan serve` runs several plans
+/// at once): a device is never worked on by two runs at the same time. A pipelined task takes
+/// its device's lock after its `max_parallel` permit, so the holder of a lock is always
+/// running and every waiter gets it; a lockstep run takes all its devices at its start, in
+/// name order.
+#[derive(Debug, Default)]
+pub struct DeviceLocks {
+    locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held device lock.
+pub type DeviceGuard = tokio::sync::OwnedMutexGuard<()>;
+
+impl DeviceLocks {
+    /// Waits until no other run works on `device`; the guard releases it.
+    pub async fn lock(&self, device: &str) -> DeviceGuard {
+        let m = match self.locks.lock() {
+            Ok(mut l) => l.entry(device.to_string()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        m.lock_owned().await
+    }
+
+    /// Takes every device of `devices`, in name order (so two callers never wait on each other).
+    pub async fn lock_all<'a>(
+        &self,
+        devices: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<DeviceGuard> {
+        let set: std::collections::BTreeSet<&str> = devices.into_iter().collect();
+        let mut guards = Vec::with_capacity(set.len());
+        for d in set {
+            guards.push(self.lock(d).await);
+        }
+        guards
+    }
+
+    /// Whether a run works on `device` now.
+    pub fn busy(&self, device: &str) -> bool {
+        self.locks
+            .lock()
+            .ok()
+            .and_then(|l| l.get(device).map(|m| m.try_lock().is_err()))
+            .unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +177,19 @@ mod tests {
         assert!(!h3.is_finished(), "3 must wait for 2's permit");
         drop(p2);
         drop(h3.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_device_is_worked_on_by_one_holder_at_a_time() {
+        let locks = Arc::new(DeviceLocks::default());
+        let a = locks.lock("dp1").await;
+        assert!(locks.busy("dp1") && !locks.busy("dp2"));
+        let l2 = locks.clone();
+        let waiter = tokio::spawn(async move { l2.lock_all(["dp2", "dp1"]).await.len() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "dp1 is held");
+        drop(a);
+        assert_eq!(waiter.await.unwrap(), 2);
+        assert!(!locks.busy("dp1"));
     }
 }

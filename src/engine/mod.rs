@@ -19,6 +19,7 @@ mod stored;
 pub(crate) use crate::backups as output;
 pub mod fsinfo;
 mod gate;
+pub use gate::DeviceLocks;
 pub mod scripts;
 mod task;
 pub mod window;
@@ -193,6 +194,11 @@ pub(crate) struct RunCtx {
     pub prior: HashMap<u32, crate::store::TaskState>,
     /// Whether this is a resumed run (scripts get `DPPLAN_RESUMED=1`).
     pub resumed: bool,
+    /// Locks shared with other runs of the process, if any (`dpplan serve`).
+    pub device_locks: Option<Arc<DeviceLocks>>,
+    /// Taken once the window closes under `on_window_close = sleep`: one task records the
+    /// run SLEEPING and waits for the next opening, the others wait behind it.
+    pub sleeper: tokio::sync::Mutex<()>,
 }
 
 impl RunCtx {
@@ -255,6 +261,7 @@ pub struct EngineBuilder {
     options: RunOptions,
     observer: Option<Arc<dyn Observer>>,
     live: Arc<Live>,
+    device_locks: Option<Arc<DeviceLocks>>,
 }
 
 /// One engine: a program, a plan in it, and the outside world.
@@ -296,6 +303,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Shares device locks with the other runs of the process: no device is worked on by two
+    /// runs at once.
+    pub fn device_locks(mut self, locks: Arc<DeviceLocks>) -> EngineBuilder {
+        self.device_locks = Some(locks);
+        self
+    }
+
     /// An engine for plan `plan` of `program`: a new run.
     pub fn plan(self, program: Arc<Program>, plan: impl Into<String>) -> Engine {
         Engine {
@@ -309,7 +323,7 @@ impl EngineBuilder {
     /// intent and no result is redone idempotently, owed `always` steps run (docs/checkpoint-format.md).
     pub async fn resume(
         mut self,
-        history: &dyn crate::store::History,
+        history: &(dyn crate::store::History + Sync),
         run: RunId,
     ) -> Result<RunReport, EngineError> {
         // The stored run is parsed on a second thread while the journal is folded on this one.
@@ -430,6 +444,8 @@ impl EngineBuilder {
             done,
             prior: p.prior,
             resumed: p.resumed,
+            device_locks: self.device_locks.clone(),
+            sleeper: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -448,6 +464,7 @@ impl Engine {
             options: RunOptions::default(),
             observer: None,
             live: Arc::new(Live::default()),
+            device_locks: None,
         }
     }
 

@@ -118,9 +118,24 @@ pub struct Live {
     pub(super) quiesced: std::sync::Mutex<std::collections::BTreeSet<(String, Option<String>)>>,
     /// The process groups of the scripts running now.
     pub(crate) scripts: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// Set by an operator's cancel: like an interrupt, but the tasks left end CANCELLED and
+    /// so does the run.
+    pub(crate) cancelled: AtomicBool,
 }
 
 impl Live {
+    /// Cancels the run: no new step starts, running steps and owed `always` steps (the
+    /// unquiesces) finish, the tasks left end CANCELLED and the run CANCELLED.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
     /// The run's id, once it exists.
     pub fn run(&self) -> Option<RunId> {
         match self.run.load(Ordering::SeqCst) {

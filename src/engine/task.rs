@@ -65,6 +65,12 @@ pub(crate) async fn run_task(
     } else {
         Some(limit.acquire(t.id).await)
     };
+    // Another run of the process may be working on the device: after the permit, so that
+    // whoever holds a device lock is running (a lockstep run took its devices at its start).
+    let _device = match (&ctx.device_locks, lockstep) {
+        (Some(locks), false) => Some(locks.lock(&t.device).await),
+        _ => None,
+    };
     if ctx.interrupted.load(Ordering::SeqCst) && !had_started {
         // Not started: it stays PENDING and `resume` runs it.
         finish_all(&ctx, t);
@@ -77,7 +83,7 @@ pub(crate) async fn run_task(
         None
     } else if ctx.halted.load(Ordering::SeqCst) {
         Some("cancelled: the run was halted")
-    } else if !ctx.window_open() {
+    } else if !ctx.window_open() && !super::execute::sleep_while_closed(&ctx).await? {
         Some("cancelled: the maintenance window closed")
     } else {
         None
@@ -98,6 +104,11 @@ pub(crate) async fn run_task(
             Some(reason.to_string()),
             Vec::new(),
         ));
+    }
+    if ctx.interrupted.load(Ordering::SeqCst) && !had_started {
+        // Interrupted while the run slept through a closed window: left for resume.
+        finish_all(&ctx, t);
+        return Ok((t.id, TaskStatus::Pending, None, Vec::new()));
     }
     let mut st = TaskProgress::default();
     if !had_started {

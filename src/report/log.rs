@@ -19,6 +19,35 @@ pub struct LogView {
     pub message: String,
 }
 
+/// Why a run's log cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The run has no such task.
+    #[error("no task {0}")]
+    NoTask(u32),
+    /// The state file failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The log of a run (of one of its tasks), in time order (concurrent tasks append in commit
+/// order; people read the log in time order), with its views: `dpplan log` and the API.
+pub fn run_log(
+    history: &dyn crate::store::History,
+    detail: &crate::store::RunDetail,
+    task: Option<u32>,
+) -> Result<(Vec<LogLine>, Vec<LogView>), LogError> {
+    if let Some(n) = task {
+        if !detail.tasks.iter().any(|t| t.task.id == n) {
+            return Err(LogError::NoTask(n));
+        }
+    }
+    let mut lines = history.log(detail.summary.id, task)?;
+    lines.sort_by_key(|l| l.at);
+    let views = log_views(detail.summary.started, &lines);
+    Ok((lines, views))
+}
+
 /// The log with each line's time since the previous line of its task (or the run start).
 pub fn log_views(started: DateTime<Utc>, lines: &[LogLine]) -> Vec<LogView> {
     let mut last: std::collections::HashMap<Option<u32>, DateTime<Utc>> = Default::default();

@@ -15,7 +15,7 @@ pub mod verify;
 mod log;
 mod task;
 
-pub use log::{log_text, log_views, LogView};
+pub use log::{log_text, log_views, run_log, LogError, LogView};
 pub use task::{FileView, FirmwareView, StepView, TaskPage};
 
 use chrono::{DateTime, SecondsFormat, Utc};

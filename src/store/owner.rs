@@ -49,6 +49,9 @@ pub struct Owner {
     pub first_new_run: RunId,
     /// The runs it created or continued, oldest first (at most the last 64).
     pub runs: Vec<OwnedRun>,
+    /// When it is `dpplan serve`: the base URL of its API (runs are started through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<String>,
 }
 
 /// A run an [`Owner`] writes.
@@ -88,6 +91,7 @@ impl Owner {
             started: Utc::now(),
             first_new_run,
             runs: Vec::new(),
+            serve: None,
         }
     }
 }
@@ -228,6 +232,14 @@ impl Claim {
             if owner.runs.len() > MAX_RUNS {
                 owner.runs.remove(0);
             }
+            true
+        })
+    }
+
+    /// Records that this process is `dpplan serve` with its API at `url`.
+    pub fn set_serve(&self, url: &str) -> Result<(), StoreError> {
+        self.update(|owner| {
+            owner.serve = Some(url.to_string());
             true
         })
     }

@@ -149,6 +149,12 @@ impl RedbStore {
         }
     }
 
+    /// Says in the sidecar that this process is `dpplan serve`, its API at `url` (so a
+    /// `dpplan run` beside it can say how to start a run through it).
+    pub fn announce_serve(&self, url: &str) -> Result<(), StoreError> {
+        self.claim.set_serve(url)
+    }
+
     /// The state file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,291 @@
+//! `dpplan serve`: the unattended mode. Loads and checks plans, schedules them, drives their
+//! runs (one run of a plan at a time, one run per device at a time), resumes what a previous
+//! process left unfinished, and answers the HTTP API (docs/serve.md).
+//!
+//! The library never prints: what the daemon has to say goes to a [`Reporter`] the CLI
+//! provides.
+
+pub mod api;
+pub mod catalog;
+pub mod daemon;
+pub mod http;
+pub mod metrics;
+mod scheduler;
+
+use crate::check::{Checked, Plan};
+use crate::engine::clock::Clock;
+use crate::engine::Connector;
+use crate::store::{RedbStore, RunId, RunStatus, TaskStatus};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use catalog::{Catalog, Rejected};
+pub use daemon::{Daemon, StartRequest};
+
+/// What `/api/events` streams.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    /// A run started, changed status or ended.
+    Run {
+        /// The run.
+        run: RunId,
+        /// Its plan.
+        plan: String,
+        /// Its status now.
+        status: RunStatus,
+    },
+    /// A task changed status.
+    Task {
+        /// The run.
+        run: RunId,
+        /// The task.
+        task: u32,
+        /// Its device.
+        device: String,
+        /// Its domain, or `all-domains`.
+        domain: String,
+        /// Its status now.
+        status: TaskStatus,
+    },
+    /// The plans were reloaded.
+    Plans,
+    /// This listener fell behind and missed events: read the state again.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// Where the daemon's log lines go (the CLI: stderr, which systemd keeps).
+pub trait Reporter: Send + Sync {
+    /// One line.
+    fn say(&self, line: &str);
+    /// A check result's diagnostics as text.
+    fn diagnostics(&self, checked: &Checked) -> String;
+}
+
+/// Why serve or a request to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Serve cannot start.
+    #[error("{0}")]
+    Start(String),
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No token, or the wrong one (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No such plan, run, task or route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not now: the plan is running, the run has ended (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The state file or the engine failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How serve is started.
+pub struct Config {
+    /// Plan files and directories.
+    pub paths: Vec<PathBuf>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The state file, already open for writing.
+    pub store: Arc<RedbStore>,
+    /// The bearer token, if any.
+    pub token: Option<String>,
+    /// PEM files of the TLS certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How appliances are reached.
+    pub connector: Arc<dyn Connector>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The warnings a run repeats in its log, picked from a check result.
+    pub warnings: fn(&Checked) -> Vec<String>,
+}
+
+/// When plan `plan` next falls due after `now` (its schedule, else its window's opening).
+pub fn next_due(plan: &Plan, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    crate::schedule::next_due(plan, now)
+}
+
+/// A running serve.
+pub struct Server {
+    daemon: Arc<Daemon>,
+    addr: SocketAddr,
+    url: String,
+    paths: Vec<PathBuf>,
+    warnings: fn(&Checked) -> Vec<String>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Checks the plans (any file with errors: `Err` with the rejected files, nothing
+    /// started), binds the listener, resumes unfinished runs, catches up on what fell due
+    /// while serve was down, and starts the scheduler.
+    pub async fn start(
+        config: Config,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Server, (ServeError, Vec<(PathBuf, Rejected)>)> {
+        let plain = |e: ServeError| (e, Vec::new());
+        if !config.listen.ip().is_loopback() {
+            if config.token.is_none() {
+                return Err(plain(ServeError::Start(format!(
+                    "listening on {} (beyond loopback) needs a token: --token-file or DPPLAN_TOKEN",
+                    config.listen
+                ))));
+            }
+            if config.tls.is_none() {
+                return Err(plain(ServeError::Start(format!(
+                    "listening on {} (beyond loopback) needs TLS: --tls-cert and --tls-key",
+                    config.listen
+                ))));
+            }
+        }
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(http::tls_acceptor(cert, key).map_err(plain)?),
+            None => None,
+        };
+        let files = catalog::files(&config.paths).map_err(|e| plain(ServeError::Start(e)))?;
+        let (catalog, rejected) = catalog::load(&files, None, &config.warnings);
+        if !rejected.is_empty() {
+            return Err((
+                ServeError::Start(
+                    "the plans have errors; serve starts only with plans that check clean".into(),
+                ),
+                rejected,
+            ));
+        }
+        if catalog.plans.is_empty() {
+            return Err(plain(ServeError::Start(
+                "no plan in the files given: name plan files or directories that hold them".into(),
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| {
+                plain(ServeError::Start(format!(
+                    "cannot listen on {}: {e}",
+                    config.listen
+                )))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| plain(ServeError::Start(e.to_string())))?;
+        let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+        let _ = config.store.announce_serve(&url);
+        let daemon = Daemon::new(
+            config.store.clone(),
+            catalog,
+            config.connector.clone(),
+            config.clock.clone(),
+            reporter.clone(),
+        )
+        .map_err(plain)?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let router = api::router(Arc::new(api::Api {
+            daemon: daemon.clone(),
+            token: config.token.clone(),
+            token_for_reads: !config.listen.ip().is_loopback(),
+            stop: stop_rx.clone(),
+        }));
+        let mut tasks = vec![tokio::spawn(http::serve(
+            listener,
+            router,
+            tls,
+            stop_rx.clone(),
+        ))];
+        reporter.say(&format!(
+            "dpplan serve: {} plan(s) from {} file(s); API on {url}",
+            daemon.catalog().plans.len(),
+            files.len()
+        ));
+        match daemon.resume_unfinished().await {
+            Ok(runs) if !runs.is_empty() => reporter.say(&format!(
+                "resumed unfinished run(s): {}",
+                runs.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => reporter.say(&format!("cannot list unfinished runs: {e}")),
+        }
+        tasks.push(tokio::spawn(scheduler::run(daemon.clone(), stop_rx)));
+        Ok(Server {
+            daemon,
+            addr,
+            url,
+            paths: config.paths,
+            warnings: config.warnings,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The daemon.
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.daemon
+    }
+
+    /// Re-reads the plans (SIGHUP): a file with errors keeps its plans' previous version and
+    /// its problems are logged and shown in `/api/plans`.
+    pub fn reload(&self) {
+        let reporter = self.daemon.reporter.clone();
+        let files = match catalog::files(&self.paths) {
+            Ok(f) => f,
+            Err(e) => {
+                reporter.say(&format!("reload refused: {e}; the plans stay as they were"));
+                return;
+            }
+        };
+        let previous = self.daemon.catalog();
+        let (mut catalog, rejected) = catalog::load(&files, Some(&previous), &self.warnings);
+        for (file, why) in rejected {
+            let text = match why {
+                Rejected::Errors(checked) => reporter.diagnostics(&checked),
+                Rejected::Other(why) => why,
+            };
+            reporter.say(&format!(
+                "reload: {} has errors; its plans keep their previous version:\n{}",
+                file.display(),
+                text.trim_end()
+            ));
+            catalog.problems.insert(file, text);
+        }
+        reporter.say(&format!(
+            "reloaded: {} plan(s) from {} file(s)",
+            catalog.plans.len(),
+            files.len()
+        ));
+        self.daemon.set_catalog(catalog);
+    }
+
+    /// The graceful stop: no new run starts, running runs stop starting steps and release
+    /// what they hold (ending INTERRUPTED, resumed at the next start), then the API closes.
+    pub async fn stop(self) {
+        self.daemon.shutdown().await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
