@@ -1,0 +1,528 @@
+//! `dpplan serve` through the binary, on real sockets, against a simulated fleet started by
+//! the test: schedules and window openings, the API and its token, kill -9 and restart,
+//! catch-up and MISSED after downtime, the CLI beside a running serve.
+
+use crate::engine::World;
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A fleet slow enough to catch a run mid-way.
+const FLEET: &str = r#"
+[defaults]
+user = "admin"
+password = "s3cret"
+quiesce_delay = "200ms"
+unquiesce_delay = "100ms"
+backup_file_size = "64KiB"
+domains = ["default", "DOMAIN1", "DOMAIN2"]
+
+[[device]]
+name = "QA1"
+[[device]]
+name = "QA2"
+[[device]]
+name = "TEST8"
+[[device]]
+name = "DOWN1"
+down = true
+[[device]]
+name = "SLOW1"
+quiesce_delay = "700ms"
+[[device]]
+name = "SLOW2"
+quiesce_delay = "700ms"
+[[device]]
+name = "SLOW3"
+quiesce_delay = "700ms"
+"#;
+
+const TOKEN: &str = "t0ken-for-tests";
+
+/// A running `dpplan serve`.
+struct Serve {
+    child: Child,
+    url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    /// Starts serve on `plan` (a file in `dir`) with the state file `dir/state.redb`, its
+    /// clock reading `now` (RFC 3339) when given; waits until its API answers.
+    fn start(dir: &Path, plan: &str, now: Option<&str>) -> Serve {
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+        let state = dir.join("state.redb");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+        cmd.arg("serve")
+            .arg(dir.join(plan))
+            .args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(dir.join("token"))
+            .arg("--state")
+            .arg(&state)
+            .env_remove("DPPLAN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match now {
+            Some(t) => cmd.env("DPPLAN_TEST_NOW", t),
+            None => cmd.env_remove("DPPLAN_TEST_NOW"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            let holder = dpplan::store::owner::holder(&state);
+            if let Some(u) = holder.owner().and_then(|o| o.serve.clone()) {
+                break u;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("serve exited {status}: {:?}", lines.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not start: {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Serve { child, url, lines }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit; returns its code.
+    fn stop(mut self) -> i32 {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = client().post(url).body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls `GET /api/runs/{id}` until the run's status is final; returns the page.
+async fn finished(s: &Serve, run: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, page) = get(&format!("{}/api/runs/{run}", s.url)).await;
+        if code == 200 {
+            let status = page["run"]["status"].as_str().unwrap_or("").to_string();
+            if ![
+                "RUNNING",
+                "WAITING_FOR_PRE_VALIDATION",
+                "SLEEPING",
+                "INTERRUPTED",
+            ]
+            .contains(&status.as_str())
+            {
+                return page;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} did not finish: {page}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `GET /api/runs` until a run of plan `plan` exists; returns its id.
+async fn nth_run_of(s: &Serve, plan: &str, n: usize, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, runs) = get(&format!("{}/api/runs?plan={plan}", s.url)).await;
+        let runs = runs.as_array().cloned().unwrap_or_default();
+        if runs.len() >= n {
+            // Newest first.
+            return runs[runs.len() - n]["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no run of {plan}:\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The CLI's stdout for `args` (with the state file of `dir`).
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args(args)
+        .arg("--state")
+        .arg(dir.join("state.redb"))
+        .env("DP_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_plan(w: &World, name: &str, plans: &str) -> PathBuf {
+    let p = w.dir.path().join(name);
+    std::fs::write(&p, w.plan_file("", plans)).unwrap();
+    p
+}
+
+const ADHOC: &str = r#"
+plan "adhoc" {
+  activity secure_backup { devices = "QA*"  cert = "backup-cert"  quiesce = 60s }
+  activity export_domain { devices = "TEST8"  domains = "DOMAIN*" }
+}
+plan "withdown" {
+  activity export_domain { devices = ["QA1", "DOWN1"]  domains = "DOMAIN1" }
+}
+plan "slow" {
+  activity export_domain { devices = ["SLOW1", "SLOW2", "SLOW3"]  domains = "DOMAIN*"  quiesce = 60s }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_route_works_and_is_refused_without_the_token() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", ADHOC);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let u = &s.url;
+    let (code, body) = post(&format!("{u}/api/plans/adhoc/runs"), None, "").await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("token"));
+    let (code, _) = post(&format!("{u}/api/plans/adhoc/runs"), Some("wrong"), "").await;
+    assert_eq!(code, 401);
+    for action in ["interrupt", "resume", "cancel", "retry"] {
+        let (code, _) = post(&format!("{u}/api/runs/1/{action}"), None, "").await;
+        assert_eq!(code, 401, "{action}");
+    }
+    let (code, body) = post(&format!("{u}/api/plans/nope/runs"), Some(TOKEN), "").await;
+    assert_eq!((code, body["error"].as_str().is_some()), (404, true));
+    let (code, _) = post(
+        &format!("{u}/api/plans/adhoc/runs"),
+        Some(TOKEN),
+        "{\"bogus\": 1}",
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = post(
+        &format!("{u}/api/plans/adhoc/runs"),
+        Some(TOKEN),
+        "{\"devices\": \"NOPE*\"}",
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    // Run now; a second start of the same plan while it runs is a conflict.
+    let (code, body) = post(&format!("{u}/api/plans/adhoc/runs"), Some(TOKEN), "{}").await;
+    assert_eq!(code, 202, "{body}");
+    let run = body["run"].as_u64().unwrap();
+    let (code, _) = post(&format!("{u}/api/plans/adhoc/runs"), Some(TOKEN), "").await;
+    assert_eq!(code, 409);
+    let page = finished(&s, run).await;
+    assert_eq!(page["run"]["status"], "COMPLETED", "{page}");
+
+    // The API's JSON is the CLI's JSON.
+    let (_, api_runs) = get(&format!("{u}/api/runs")).await;
+    let (code, out, err) = cli(w.dir.path(), &["runs", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(api_runs, serde_json::from_str::<Value>(&out).unwrap());
+    let (_, api_run) = get(&format!("{u}/api/runs/{run}")).await;
+    let (_, out, _) = cli(w.dir.path(), &["show", &run.to_string(), "--json"]);
+    assert_eq!(api_run, serde_json::from_str::<Value>(&out).unwrap());
+    let (_, api_task) = get(&format!("{u}/api/runs/{run}/tasks/1")).await;
+    let (_, out, _) = cli(
+        w.dir.path(),
+        &["show", &run.to_string(), "--task", "1", "--json"],
+    );
+    assert_eq!(api_task, serde_json::from_str::<Value>(&out).unwrap());
+    let (_, api_act) = get(&format!("{u}/api/runs/{run}/activities/2")).await;
+    let (_, out, _) = cli(
+        w.dir.path(),
+        &["show", &run.to_string(), "--activity", "2", "--json"],
+    );
+    assert_eq!(api_act, serde_json::from_str::<Value>(&out).unwrap());
+    let (_, api_log) = get(&format!("{u}/api/runs/{run}/log")).await;
+    let (_, out, _) = cli(w.dir.path(), &["log", &run.to_string(), "--json"]);
+    assert_eq!(api_log, serde_json::from_str::<Value>(&out).unwrap());
+    assert!(api_log[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("an API request from 127.0.0.1"));
+
+    // Errors: 404 for what does not exist, 400 for what is malformed, 409 for what cannot be.
+    assert_eq!(get(&format!("{u}/api/runs/999")).await.0, 404);
+    assert_eq!(get(&format!("{u}/api/runs/x")).await.0, 400);
+    assert_eq!(get(&format!("{u}/api/runs/{run}/tasks/99")).await.0, 404);
+    assert_eq!(get(&format!("{u}/api/runs?status=BOGUS")).await.0, 400);
+    assert_eq!(get(&format!("{u}/api/nothing")).await.0, 404);
+    assert_eq!(
+        post(&format!("{u}/api/runs/{run}/resume"), Some(TOKEN), "")
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&format!("{u}/api/runs/{run}/interrupt"), Some(TOKEN), "")
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&format!("{u}/api/runs/{run}/cancel"), Some(TOKEN), "")
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&format!("{u}/api/runs/{run}/explode"), Some(TOKEN), "")
+            .await
+            .0,
+        404
+    );
+    let (_, completed) = get(&format!("{u}/api/runs?status=completed&plan=adhoc")).await;
+    assert_eq!(completed.as_array().unwrap().len(), 1);
+
+    // Retry of a run with nothing left to retry is a conflict; of a failed one, a new run.
+    let (code, body) = post(&format!("{u}/api/runs/{run}/retry"), Some(TOKEN), "").await;
+    assert_eq!(code, 409, "{body}");
+    let (_, body) = post(&format!("{u}/api/plans/withdown/runs"), Some(TOKEN), "").await;
+    let failed = body["run"].as_u64().unwrap();
+    assert_eq!(finished(&s, failed).await["run"]["status"], "WARNING");
+    let (code, body) = post(&format!("{u}/api/runs/{failed}/retry"), Some(TOKEN), "").await;
+    assert_eq!(code, 202, "{body}");
+    let retried = body["run"].as_u64().unwrap();
+    assert!(retried > failed);
+    finished(&s, retried).await;
+    let (_, log) = get(&format!("{u}/api/runs/{retried}/log")).await;
+    assert!(log.to_string().contains("retry of run"), "{log}");
+
+    // Interrupt a running run; resume it; cancel another mid-way.
+    let (_, body) = post(&format!("{u}/api/plans/slow/runs"), Some(TOKEN), "").await;
+    let r = body["run"].as_u64().unwrap();
+    assert_eq!(
+        post(&format!("{u}/api/runs/{r}/interrupt"), Some(TOKEN), "")
+            .await
+            .0,
+        202
+    );
+    status_becomes(&s, r, "INTERRUPTED").await;
+    w.assert_clean();
+    assert_eq!(
+        post(&format!("{u}/api/runs/{r}/resume"), Some(TOKEN), "")
+            .await
+            .0,
+        202
+    );
+    assert_eq!(finished(&s, r).await["run"]["status"], "COMPLETED");
+    let (_, body) = post(&format!("{u}/api/plans/slow/runs"), Some(TOKEN), "").await;
+    let c = body["run"].as_u64().unwrap();
+    assert_eq!(
+        post(&format!("{u}/api/runs/{c}/cancel"), Some(TOKEN), "")
+            .await
+            .0,
+        202
+    );
+    let page = finished(&s, c).await;
+    assert_eq!(page["run"]["status"], "CANCELLED", "{page}");
+    w.assert_clean();
+
+    // /metrics counts them.
+    let text = client()
+        .get(format!("{u}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("dpplan_runs_total{plan=\"slow\",status=\"CANCELLED\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("dpplan_device_last_success_timestamp_seconds{device=\"QA1\"}"));
+    assert_eq!(s.stop(), 0);
+}
+
+/// Polls until run `run` has status `wanted`.
+async fn status_becomes(s: &Serve, run: u64, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, page) = get(&format!("{}/api/runs/{run}", s.url)).await;
+        if page["run"]["status"] == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} is not {wanted}: {page}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_beside_a_running_serve_and_run_points_at_it() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", ADHOC);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let (_, body) = post(&format!("{}/api/plans/adhoc/runs", s.url), Some(TOKEN), "").await;
+    let run = body["run"].as_u64().unwrap();
+    finished(&s, run).await;
+    let (code, out, err) = cli(w.dir.path(), &["runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("adhoc") && out.contains("COMPLETED"), "{out}");
+    let plan = w.dir.path().join("p.dpplan");
+    let (code, _, err) = cli(
+        w.dir.path(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--plan",
+            "adhoc",
+            "--no-wait",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("dpplan serve") && err.contains(&format!("{}/api/plans/", s.url)),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_a_restart_finishes_the_run_with_nothing_quiesced() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", ADHOC);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let (_, body) = post(&format!("{}/api/plans/slow/runs", s.url), Some(TOKEN), "").await;
+    let run = body["run"].as_u64().unwrap();
+    // Killed while a domain is quiesced.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["SLOW1", "SLOW2", "SLOW3"].iter().any(|d| {
+        w.state(d)
+            .domains
+            .iter()
+            .any(|x| !x.quiesce_state.is_empty())
+    }) {
+        assert!(Instant::now() < deadline, "nothing quiesced:\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.kill9();
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let page = finished(&s, run).await;
+    assert_eq!(page["run"]["status"], "COMPLETED", "{page}");
+    w.assert_clean();
+    let (_, log) = get(&format!("{}/api/runs/{run}/log", s.url)).await;
+    assert!(
+        log.to_string()
+            .contains("resumed by dpplan serve at its start"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+const WINDOWED: &str = r#"
+plan "win" {
+  window { from = 22:00  to = 22:30  tz = "UTC" }
+  activity export_domain { devices = "QA1"  domains = "DOMAIN1" }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_opening_starts_a_plan_and_downtime_ends_as_catch_up_or_missed() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", WINDOWED);
+    // Two seconds before the window opens: the opening starts a run by itself.
+    let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-06-01T21:59:58Z"));
+    let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
+    assert_eq!(plans[0]["next_run"], "2026-06-01T22:00:00.000Z", "{plans}");
+    let first = nth_run_of(&s, "win", 1, Duration::from_secs(15)).await;
+    assert_eq!(finished(&s, first).await["run"]["status"], "COMPLETED");
+    let (_, log) = get(&format!("{}/api/runs/{first}/log", s.url)).await;
+    assert!(
+        log[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("its window opened"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+
+    // Down over the next day's opening, back while the window is open: a catch-up run.
+    let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-06-02T22:10:00Z"));
+    let second = nth_run_of(&s, "win", 2, Duration::from_secs(15)).await;
+    assert_eq!(finished(&s, second).await["run"]["status"], "COMPLETED");
+    let (_, log) = get(&format!("{}/api/runs/{second}/log", s.url)).await;
+    assert!(
+        log[0]["message"].as_str().unwrap().contains("catch-up"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+
+    // Down over two openings, back after the window closed: one MISSED run, nothing done.
+    let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-06-04T23:00:00Z"));
+    let third = nth_run_of(&s, "win", 3, Duration::from_secs(15)).await;
+    let page = finished(&s, third).await;
+    assert_eq!(page["run"]["status"], "MISSED", "{page}");
+    assert!(
+        page["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("due at 2026-06-04T22:00:00"),
+        "{page}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, runs) = get(&format!("{}/api/runs?plan=win", s.url)).await;
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        3,
+        "no run after the MISSED one: {runs}"
+    );
+    assert_eq!(s.stop(), 0);
+}
