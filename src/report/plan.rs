@@ -9,7 +9,7 @@ use super::table::{Column, Table, Tone};
 use super::{json_time, Fit, Zone};
 use crate::check::{Program, Window, DAYS};
 use crate::compile::Task;
-use crate::engine::window;
+use crate::schedule::window;
 
 /// A plan's maintenance window at an instant, as `dpplan plan --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
