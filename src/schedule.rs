@@ -23,7 +23,7 @@ pub const FIELDS: [(&str, &str); 5] = [
     ("hour", "0-23"),
     ("day-of-month", "1-31"),
     ("month", "1-12 or jan-dec"),
-    ("day-of-week", "0-7 or sun-sat, 0 and 7 both Sunday"),
+    ("day-of-week", "0-7 or sun-sat (0 and 7 are Sunday)"),
 ];
 
 /// How far ahead [`first_in_window`] is asked to look by the checker: four years and a day,
@@ -303,12 +303,7 @@ fn reason(index: usize, text: &str, e: &croner::errors::CronError) -> String {
     } else if said.contains("single number steps") || text.starts_with('/') {
         "a step goes after `*` or a range: */5 or 0-30/5".to_string()
     } else if said.contains("illegal character") {
-        let names = match index {
-            3 => " or month names (jan-dec)",
-            4 => " or day names (sun-sat)",
-            _ => "",
-        };
-        format!("use numbers ({values}){names}, `*`, ranges a-b, lists a,b and steps */n")
+        format!("use {values}, `*`, ranges a-b, lists a,b and steps */n")
     } else {
         said
     }
