@@ -386,6 +386,27 @@ mod tests {
                 at("2027-01-15T08:00:00Z"),
             ]
         );
+        // Both day fields restricted: either is enough (Tue 1 Dec, then Mon 7 Dec).
+        let p = plan(Some("0 3 1 * mon"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2026-11-30T12:00:00Z")),
+            Some(at("2026-12-01T02:00:00Z"))
+        );
+        assert_eq!(
+            next_due(&p, at("2026-12-01T02:00:00Z")),
+            Some(at("2026-12-07T02:00:00Z"))
+        );
+        // The month's first Friday; the month's last day.
+        let p = plan(Some("0 3 * * fri#1"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2026-12-05T00:00:00Z")),
+            Some(at("2027-01-01T02:00:00Z"))
+        );
+        let p = plan(Some("0 3 L * *"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2027-02-01T00:00:00Z")),
+            Some(at("2027-02-28T02:00:00Z"))
+        );
         // 7 is Sunday too.
         let p = plan(Some("0 12 * * 7"), Some(berlin_clock()));
         assert_eq!(
