@@ -23,7 +23,7 @@ pub const FIELDS: [(&str, &str); 5] = [
     ("hour", "0-23"),
     ("day-of-month", "1-31"),
     ("month", "1-12 or jan-dec"),
-    ("day-of-week", "0-7 or sun-sat, 0 and 7 both Sunday"),
+    ("day-of-week", "0-7 or sun-sat (0 and 7 are Sunday)"),
 ];
 
 /// How far ahead [`first_in_window`] is asked to look by the checker: four years and a day,
@@ -303,12 +303,7 @@ fn reason(index: usize, text: &str, e: &croner::errors::CronError) -> String {
     } else if said.contains("single number steps") || text.starts_with('/') {
         "a step goes after `*` or a range: */5 or 0-30/5".to_string()
     } else if said.contains("illegal character") {
-        let names = match index {
-            3 => " or month names (jan-dec)",
-            4 => " or day names (sun-sat)",
-            _ => "",
-        };
-        format!("use numbers ({values}){names}, `*`, ranges a-b, lists a,b and steps */n")
+        format!("use {values}, `*`, ranges a-b, lists a,b and steps */n")
     } else {
         said
     }
@@ -390,6 +385,27 @@ mod tests {
                 at("2027-01-01T09:40:00Z"),
                 at("2027-01-15T08:00:00Z"),
             ]
+        );
+        // Both day fields restricted: either is enough (Tue 1 Dec, then Mon 7 Dec).
+        let p = plan(Some("0 3 1 * mon"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2026-11-30T12:00:00Z")),
+            Some(at("2026-12-01T02:00:00Z"))
+        );
+        assert_eq!(
+            next_due(&p, at("2026-12-01T02:00:00Z")),
+            Some(at("2026-12-07T02:00:00Z"))
+        );
+        // The month's first Friday; the month's last day.
+        let p = plan(Some("0 3 * * fri#1"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2026-12-05T00:00:00Z")),
+            Some(at("2027-01-01T02:00:00Z"))
+        );
+        let p = plan(Some("0 3 L * *"), Some(berlin_clock()));
+        assert_eq!(
+            next_due(&p, at("2027-02-01T00:00:00Z")),
+            Some(at("2027-02-28T02:00:00Z"))
         );
         // 7 is Sunday too.
         let p = plan(Some("0 12 * * 7"), Some(berlin_clock()));
