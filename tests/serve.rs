@@ -526,3 +526,207 @@ async fn a_window_opening_starts_a_plan_and_downtime_ends_as_catch_up_or_missed(
     );
     assert_eq!(s.stop(), 0);
 }
+
+const SCHEDULED: &str = r#"
+plan "sched" {
+  schedule = "0 22 * * *"
+  activity export_domain { devices = "QA1"  domains = "DOMAIN1" }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_a_schedule_a_few_seconds_ahead_starts_by_itself() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", SCHEDULED);
+    let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-03-10T21:59:57Z"));
+    let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
+    assert_eq!(plans[0]["schedule"], "0 22 * * *");
+    assert_eq!(plans[0]["next_run"], "2026-03-10T22:00:00.000Z", "{plans}");
+    // Nothing before it falls due.
+    let (_, runs) = get(&format!("{}/api/runs", s.url)).await;
+    assert_eq!(runs, serde_json::json!([]));
+    let run = nth_run_of(&s, "sched", 1, Duration::from_secs(15)).await;
+    assert_eq!(finished(&s, run).await["run"]["status"], "COMPLETED");
+    let (_, log) = get(&format!("{}/api/runs/{run}/log", s.url)).await;
+    assert!(
+        log[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scheduled; due at 2026-03-10T22:00:00"),
+        "{log}"
+    );
+    let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
+    assert_eq!(plans[0]["next_run"], "2026-03-11T22:00:00.000Z");
+    assert_eq!(plans[0]["last_run"]["id"], run);
+    assert!(
+        s.log().contains(&format!(
+            "plan \"sched\" fell due at 2026-03-10T22:00:00+00:00: run {run}"
+        )),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_plan_with_errors_keeps_its_old_version() {
+    let w = World::new(FLEET).await;
+    let file = write_plan(&w, "p.dpplan", WINDOWED);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let names = |plans: &Value| -> Vec<String> {
+        plans
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let hup = |s: &Serve| {
+        let pid = rustix::process::Pid::from_child(&s.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    };
+    async fn wait_log(s: &Serve, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", s.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    std::fs::write(&file, w.plan_file("", &format!("{WINDOWED}{SCHEDULED}"))).unwrap();
+    hup(&s);
+    wait_log(&s, "reloaded: 2 plan(s)").await;
+    let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
+    assert_eq!(names(&plans), ["sched", "win"]);
+    // A broken file: the plans stay as they were, the problem is logged and shown.
+    std::fs::write(&file, w.plan_file("", "plan \"win\" { bogus = 1 }")).unwrap();
+    hup(&s);
+    wait_log(&s, "keep their previous version").await;
+    let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
+    assert_eq!(names(&plans), ["sched", "win"]);
+    assert!(
+        plans[0]["problem"].as_str().unwrap().contains("bogus"),
+        "{plans}"
+    );
+    assert!(s.log().contains("DP0005"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn serve_refuses_to_start_on_plan_errors_or_beyond_loopback_without_token_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.dpplan"), "plan \"x\" { bogus = 1 }\n").unwrap();
+    let serve = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+        c.arg("serve")
+            .args(args)
+            .arg("--state")
+            .arg(dir.path().join("s.redb"));
+        match token {
+            Some(t) => c.env("DPPLAN_TOKEN", t),
+            None => c.env_remove("DPPLAN_TOKEN"),
+        };
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let bad = dir.path().join("bad.dpplan");
+    let bad = bad.to_str().unwrap();
+    let (code, err) = serve(&[bad, "--listen", "127.0.0.1:0"], None);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("DP0005") && err.contains("check clean"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("ok.dpplan"), "plan \"x\" {}\n").unwrap();
+    let ok = dir.path().join("ok.dpplan");
+    let ok = ok.to_str().unwrap();
+    let (code, err) = serve(&[ok, "--listen", "0.0.0.0:0"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs a token"), "{err}");
+    let (code, err) = serve(&[ok, "--listen", "0.0.0.0:0"], Some("t"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs TLS"), "{err}");
+    let (code, err) = serve(&[dir.path().join("nothing").to_str().unwrap()], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no such file or directory"), "{err}");
+}
+
+/// A CA and a certificate it signs for 127.0.0.1, as PEM: (ca, cert, key).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_request_needs_the_token_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.dpplan"), "plan \"x\" {}\n").unwrap();
+    let (ca, cert, key) = certificates();
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let state = dir.path().join("state.redb");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .arg("serve")
+        .arg(dir.path().join("p.dpplan"))
+        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
+        .arg(dir.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("key.pem"))
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .arg("--state")
+        .arg(&state)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = loop {
+        if let Some(u) = dpplan::store::owner::holder(&state)
+            .owner()
+            .and_then(|o| o.serve.clone())
+        {
+            break u;
+        }
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let port = url.rsplit(':').next().unwrap().to_string();
+    assert!(url.starts_with("https://"), "{url}");
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let tls = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let r = tls.get(format!("{base}/api/runs")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = tls
+        .get(format!("{base}/api/runs"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Plain HTTP is not spoken.
+    assert!(client()
+        .get(format!("http://127.0.0.1:{port}/api/runs"))
+        .send()
+        .await
+        .is_err());
+    let _ = child.kill();
+    let _ = child.wait();
+}
