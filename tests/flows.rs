@@ -85,6 +85,68 @@ plan "p" {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_window_close_sleep_waits_for_the_next_opening_and_goes_on() {
+    let w = World::new(FLEET).await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:10:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(ManualClock::new(start));
+    let plan = r#"
+settings { max_parallel = 1 }
+plan "p" {
+  window {
+    from = 22:00
+    to   = 23:00
+    tz   = "UTC"
+  }
+  on_window_close = sleep
+  activity secure_backup {
+    devices = "QA*"
+    cert    = "backup-cert"
+  }
+}"#;
+    let observer: Arc<dyn Observer> = Arc::new(CloseWindowAfterFirst(clock.clone()));
+    let options = RunOptions {
+        poll_interval: Duration::from_millis(20),
+        ..RunOptions::default()
+    };
+    let (report, journal) = w.run_full(plan, "p", options, clock, Some(observer)).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:#?}");
+    let statuses: Vec<RunStatus> = journal
+        .records(report.run)
+        .iter()
+        .filter_map(|r| match r {
+            Record::Run { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            RunStatus::Running,
+            RunStatus::Sleeping,
+            RunStatus::Running,
+            RunStatus::Completed
+        ]
+    );
+    let log: Vec<String> = journal
+        .records(report.run)
+        .iter()
+        .filter_map(|r| match r {
+            Record::Log { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("sleeping until it opens again at 2026-11-24 22:00")),
+        "{log:#?}"
+    );
+    // The tasks after the close ran after the next opening.
+    assert_eq!(w.state("QA3").ops.get("SecureBackup"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_the_window_nothing_runs_unless_ignored() {
     let w = World::new(FLEET).await;
     let plan = r#"

@@ -14,7 +14,6 @@ use crate::report::table::{Column, Table, Tone};
 use crate::store::RunStatus;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Exit code of `run`/`resume`: the run was interrupted and can be resumed.
@@ -549,7 +548,7 @@ pub(super) async fn interrupts(live: Arc<crate::engine::Live>, say: Say) {
         }
         seen += 1;
         if seen == 1 {
-            live.interrupted.store(true, Ordering::SeqCst);
+            live.interrupt();
             say("interrupt: finishing running steps and releasing quiesced appliances; interrupt again to exit at once");
         } else {
             let killed = live.kill_scripts();

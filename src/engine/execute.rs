@@ -266,16 +266,20 @@ pub(super) async fn sleep_while_closed(ctx: &RunCtx) -> Result<bool, StoreError>
         },
     ])
     .await?;
-    // Wakes for an interrupt within a second, otherwise at the opening.
+    // Until the opening, or an interrupt (`Live::interrupt` wakes it). The wake-up is
+    // registered before the flag is read, so an interrupt in between is not lost.
     while !ctx.window_open() {
+        let woken = ctx.live.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         if ctx.interrupted.load(Ordering::SeqCst) {
             return Ok(true);
         }
-        let left = (opens - ctx.clock.now())
-            .to_std()
-            .unwrap_or_default()
-            .min(Duration::from_secs(1));
-        ctx.clock.sleep(left.max(Duration::from_millis(10))).await;
+        let left = (opens - ctx.clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = ctx.clock.sleep(left.max(Duration::from_millis(10))) => {}
+            _ = woken => {}
+        }
     }
     ctx.record(vec![
         Record::Run {

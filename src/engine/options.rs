@@ -121,6 +121,8 @@ pub struct Live {
     /// Set by an operator's cancel: like an interrupt, but the tasks left end CANCELLED and
     /// so does the run.
     pub(crate) cancelled: AtomicBool,
+    /// Wakes a run asleep through a closed window when it is interrupted.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 impl Live {
@@ -128,7 +130,14 @@ impl Live {
     /// unquiesces) finish, the tasks left end CANCELLED and the run CANCELLED.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.interrupt();
+    }
+
+    /// The graceful interrupt: no new step starts; running steps and owed `always` steps
+    /// finish; a run asleep through a closed window wakes. The run ends INTERRUPTED.
+    pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
     }
 
     /// Whether the run was cancelled.

@@ -323,7 +323,7 @@ impl Daemon {
     /// Interrupts run `run`: no new step starts; it ends INTERRUPTED, for `resume`.
     pub fn interrupt(&self, run: RunId) -> Result<RunId, ServeError> {
         if let Some(live) = self.live_of(run) {
-            live.interrupted.store(true, Ordering::SeqCst);
+            live.interrupt();
             return Ok(run);
         }
         let s = self.summary(run)?;
@@ -475,7 +475,7 @@ impl Daemon {
         self.stopping.store(true, Ordering::SeqCst);
         self.with_driving(|d| {
             for x in d.iter() {
-                x.live.interrupted.store(true, Ordering::SeqCst);
+                x.live.interrupt();
             }
         });
         self.wake.notify_one();
