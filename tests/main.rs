@@ -25,6 +25,7 @@ mod progress;
 mod reports;
 mod run_cli;
 mod serve;
+mod schedules;
 mod sim_client;
 mod soma_fixtures;
 mod state_file;
