@@ -221,6 +221,9 @@ plan "adhoc" {
 plan "withdown" {
   activity export_domain { devices = ["QA1", "DOWN1"]  domains = "DOMAIN1" }
 }
+plan "shared" {
+  activity export_domain { devices = "SLOW1"  domains = "DOMAIN*"  quiesce = 60s }
+}
 plan "slow" {
   activity export_domain { devices = ["SLOW1", "SLOW2", "SLOW3"]  domains = "DOMAIN*"  quiesce = 60s }
 }
@@ -729,4 +732,89 @@ async fn beyond_loopback_every_request_needs_the_token_over_tls() {
         .is_err());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_run_and_task_changes() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", ADHOC);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let mut stream = client()
+        .get(format!("{}/api/events", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let (_, body) = post(&format!("{}/api/plans/adhoc/runs", s.url), Some(TOKEN), "").await;
+    let run = body["run"].as_u64().unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end = format!(
+        "data: {{\"type\":\"run\",\"run\":{run},\"plan\":\"adhoc\",\"status\":\"COMPLETED\"}}"
+    );
+    while !text.contains(&end) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no end event in:\n{text}"))
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains(&format!("event: run\ndata: {{\"type\":\"run\",\"run\":{run},\"plan\":\"adhoc\",\"status\":\"RUNNING\"}}")), "{text}");
+    for task in 1..=4 {
+        assert!(
+            text.contains(&format!("\"run\":{run},\"task\":{task},"))
+                && text.contains("\"status\":\"SUCCEEDED\""),
+            "task {task}: {text}"
+        );
+    }
+    // A graceful stop ends the stream.
+    assert_eq!(s.stop(), 0);
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the event stream outlived serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_plans_run_at_once_but_a_device_is_worked_on_by_one_run_at_a_time() {
+    let w = World::new(FLEET).await;
+    write_plan(&w, "p.dpplan", ADHOC);
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let (_, a) = post(&format!("{}/api/plans/slow/runs", s.url), Some(TOKEN), "").await;
+    let (_, b) = post(&format!("{}/api/plans/shared/runs", s.url), Some(TOKEN), "").await;
+    let (a, b) = (a["run"].as_u64().unwrap(), b["run"].as_u64().unwrap());
+    // Both at once: the second started while the first runs.
+    let (_, running) = get(&format!("{}/api/runs?status=RUNNING", s.url)).await;
+    assert_eq!(running.as_array().unwrap().len(), 2, "{running}");
+    assert_eq!(finished(&s, a).await["run"]["status"], "COMPLETED");
+    assert_eq!(finished(&s, b).await["run"]["status"], "COMPLETED");
+    // SLOW1's tasks of the two runs never overlap.
+    let mut spans = Vec::new();
+    for run in [a, b] {
+        for t in 1.. {
+            let (code, task) = get(&format!("{}/api/runs/{run}/tasks/{t}", s.url)).await;
+            if code == 404 {
+                break;
+            }
+            if task["task"]["device"] == "SLOW1" {
+                let at = |k: &str| {
+                    chrono::DateTime::parse_from_rfc3339(task["task"][k].as_str().unwrap()).unwrap()
+                };
+                spans.push((at("started"), at("finished"), run));
+            }
+        }
+    }
+    assert_eq!(spans.len(), 4, "{spans:?}");
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "overlap on SLOW1: {spans:?}");
+    }
+    w.assert_clean();
+    assert_eq!(s.stop(), 0);
 }
