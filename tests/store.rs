@@ -605,6 +605,66 @@ async fn a_version_1_file_still_opens() {
     assert!(!store.run(1).unwrap().tasks[0].steps[1].in_flight);
 }
 
+/// What the version 2 fixture holds: the version 1 fixture's unfinished run, then a second
+/// run of the same plan that finished FAILED.
+async fn write_v2_fixture(store: &RedbStore) {
+    write_v1_fixture(store).await;
+    let tasks = vec![task(1, "SECURE_BACKUP", "QA2", "all-domains")];
+    let id = store.create_run(new_run("nightly", tasks)).await.unwrap();
+    store
+        .append(
+            id,
+            vec![
+                run_status(RunStatus::Running, 10),
+                task_status(1, TaskStatus::Running, 11),
+                intent(1, "validate", 1, 12),
+                result(1, "validate", StepOutcome::Failed, Some("HTTP 500"), 13),
+                task_status(1, TaskStatus::Failed, 14),
+                run_status(RunStatus::Failed, 15),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// A state file written by schema version 2 (tests/fixtures/store/v2.redb, written by the
+/// last dpplan of that schema with `write_v2_fixture`) still opens, reads the same and takes
+/// new runs. Keep this file and this test when the schema changes again.
+#[tokio::test]
+async fn a_version_2_file_still_opens() {
+    let fixture = crate::support::root().join("tests/fixtures/store/v2.redb");
+    if std::env::var_os("DPPLAN_BLESS_V2").is_some() {
+        assert_eq!(
+            SCHEMA_VERSION, 2,
+            "only a schema 2 dpplan writes the v2 fixture"
+        );
+        let _ = std::fs::remove_file(&fixture);
+        let store = RedbStore::open(&fixture).unwrap();
+        write_v2_fixture(&store).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::copy(&fixture, &path).expect("tests/fixtures/store/v2.redb");
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.latest_unfinished().unwrap(), Some(1));
+    let runs = store.runs(Some("nightly"), 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[0].id, runs[0].status), (2, RunStatus::Failed));
+    assert_eq!(runs[0].finished, Some(at(15)));
+    assert_eq!(runs[0].failed, 1);
+    let detail = store.run(2).unwrap();
+    assert_eq!(detail.tasks[0].steps[0].error.as_deref(), Some("HTTP 500"));
+    assert_eq!(store.stored_run(2).unwrap(), "{\"nodes\":[]}");
+    let id = store
+        .create_run(new_run(
+            "nightly",
+            vec![task(1, "SECURE_BACKUP", "QA3", "all-domains")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(id, 3);
+}
+
 /// A reader neither upgrades nor writes a file: the version 1 fixture reads the same through
 /// a `ReadOnlyStore` (its run's graph from `run_text`, as schema 1 kept it), its bytes stay as
 /// they were, and its unfinished run, which no process writes, reads as INTERRUPTED.
