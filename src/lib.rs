@@ -33,6 +33,7 @@ pub mod compile;
 pub mod diag;
 pub mod engine;
 pub mod report;
+pub mod secrets;
 pub mod sim;
 pub mod store;
 pub mod syntax;
