@@ -380,6 +380,27 @@ pub struct RunSummary {
     pub skipped: u32,
 }
 
+impl RunSummary {
+    /// The summary of run `id` of `plan` with `tasks` in the statuses they have, counted as
+    /// the state file counts them, at `status` (reached at `at`: `finished` for a final
+    /// status).
+    pub fn of_tasks(
+        id: RunId,
+        plan: &str,
+        started: DateTime<Utc>,
+        status: RunStatus,
+        error: Option<String>,
+        at: DateTime<Utc>,
+        tasks: &[TaskRecord],
+    ) -> RunSummary {
+        let mut header = schema::RunHeader::new(plan.to_string(), started, String::new(), tasks);
+        header.status = status;
+        header.error = error;
+        header.finished = status.is_final().then_some(at);
+        read::summary(id, header)
+    }
+}
+
 /// What the journal says about one step of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepState {

@@ -66,7 +66,7 @@ fn table<K: Key + 'static, V: Value + 'static>(
     }
 }
 
-fn summary(id: RunId, header: RunHeader) -> RunSummary {
+pub(super) fn summary(id: RunId, header: RunHeader) -> RunSummary {
     RunSummary {
         id,
         plan: header.plan,
