@@ -497,12 +497,29 @@ impl Engine {
                 .create_run(new_run(Vec::new(), String::new()))
                 .await?;
             let mut records = self.origin_log();
+            let at = self.base.clock.now();
             records.push(Record::Run {
                 status,
                 error: Some(error.clone()),
-                at: self.base.clock.now(),
+                at,
             });
-            self.base.journal.append(run, records).await?;
+            // Its notifications are queued in the commit of its status.
+            let told = crate::notify::Outcome::new(
+                run,
+                &plan.name,
+                started,
+                status,
+                Some(error.clone()),
+                at,
+                Vec::new(),
+            );
+            let queued = crate::notify::queue_for(&self.program, &plan.name, &told);
+            records.extend(queued.log);
+            self.base
+                .journal
+                .append_with_outbox(run, records, queued.entries)
+                .await?;
+            failpoint::hit("after-outcome");
             return Ok(RunReport {
                 run,
                 status,
