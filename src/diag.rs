@@ -271,6 +271,12 @@ codes! {
     DP0041 UnresolvedSecret Warning "secret or file not found",
     DP0042 FolderClash Warning "device names that differ only in case",
     DP0043 UnreadableFile Error "plan file that cannot be read as text",
+    DP0044 InvalidSchedule Error "invalid schedule",
+    DP0045 ScheduleOutsideWindow Warning "schedule outside the maintenance window",
+    DP0046 UnknownOutcome Error "unknown run outcome",
+    DP0047 InvalidChannel Error "invalid notification channel",
+    DP0048 UnknownNotifier Error "unknown notifier",
+    DP0049 UnusedNotifier Warning "notifier no plan uses",
 }
 
 impl fmt::Display for Code {

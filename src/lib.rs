@@ -10,6 +10,9 @@
 //!   `grammar/dpplan.pest`), plus the canonical formatter.
 //! - [`check`]: AST to a checked [`check::Program`] and every diagnostic in one pass; resolves
 //!   imports and the embedded standard library.
+//! - [`schedule`]: time arithmetic over the checked model, pure: maintenance windows, cron
+//!   schedules, when a plan is next due; used by the checker's schedule rules, the engine's
+//!   window checks, the reports and `dpplan serve`.
 //! - [`appliance`]: the [`appliance::Appliance`] trait the engine calls, its typed errors
 //!   (`is_transient()`), and the SOMA client over HTTP(S) with streaming payload decoding.
 //! - [`sim`]: the SOMA simulator: a fleet file, one real HTTP(S) server per device, stateful
@@ -36,6 +39,7 @@ pub mod diag;
 pub mod engine;
 pub mod notify;
 pub mod report;
+pub mod schedule;
 pub mod secrets;
 pub mod sim;
 pub mod store;

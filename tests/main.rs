@@ -24,6 +24,7 @@ mod policies;
 mod progress;
 mod reports;
 mod run_cli;
+mod schedules;
 mod sim_client;
 mod soma_fixtures;
 mod state_file;

@@ -12,6 +12,8 @@ const SETTINGS: &[&str] = &[
     "appliance_min_free",
     "quiesce_grace",
     "max_export_size",
+    "keep_runs",
+    "keep_days",
 ];
 const STORE: &[&str] = &["require_remote", "min_free", "keep_last", "keep_days"];
 const DEVICE: &[&str] = &[
@@ -75,6 +77,15 @@ impl Cx<'_> {
         if let Some(a) = body.take("max_export_size") {
             if let Some(v) = body::size(&a.value, "max_export_size", self.sink) {
                 s.max_export_bytes = v;
+            }
+        }
+        for (key, slot) in [
+            ("keep_runs", &mut s.keep_runs),
+            ("keep_days", &mut s.keep_days),
+        ] {
+            if let Some(a) = body.take(key) {
+                *slot = body::integer(&a.value, key, 1, i64::from(u32::MAX), self.sink)
+                    .map(|v| v as u32);
             }
         }
         body.finish("settings", SETTINGS, self.sink);
@@ -352,7 +363,7 @@ impl Cx<'_> {
 
     /// DP0041 when a secret cannot be read here: the run would refuse to start (CI often
     /// lacks the secrets, so this only warns).
-    fn unresolved_secret(&mut self, secret: &Secret, span: Span) {
+    pub(super) fn unresolved_secret(&mut self, secret: &Secret, span: Span) {
         let (message, label, help) = match secret {
             Secret::Env(v) if std::env::var_os(v).is_none() => (
                 format!("environment variable `{v}` is not set"),

@@ -2,16 +2,19 @@
 //!
 //! [`check`] loads a root file and its imports ([`load`]), then runs the rule groups:
 //! [`fleet`] (settings, store, inventory), [`kinds`] (activity kinds and their steps),
-//! [`plans`] (plans, windows, activities) and [`exec`] (recovery policies and scripts).
-//! Nothing here touches an appliance or prints; it depends on [`crate::syntax`] and
-//! [`crate::diag`] only.
+//! [`notify`] (notifiers), [`plans`] (plans, windows, schedules, activities) and [`exec`]
+//! (recovery policies and scripts). Nothing here touches an appliance or prints; it depends on
+//! [`crate::syntax`] and [`crate::diag`], and on [`crate::schedule`] for what cron
+//! expressions and windows mean.
 
 pub mod body;
+mod cron;
 mod exec;
 mod fleet;
 mod kinds;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod patterns;
 mod plans;
 
@@ -60,6 +63,9 @@ pub fn check(root: &Root) -> Checked {
         device_spans: HashMap::new(),
         kind_spans: HashMap::new(),
         poisoned: std::collections::HashSet::new(),
+        notifier_names: Vec::new(),
+        notifiers_used: std::collections::HashSet::new(),
+        now: chrono::Utc::now(),
         base_dirs: loaded
             .sources
             .iter()
@@ -120,6 +126,12 @@ struct Cx<'a> {
     poisoned: std::collections::HashSet<String>,
     /// Each file's directory, absolute, where its relative paths resolve (by `FileId`).
     base_dirs: Vec<PathBuf>,
+    /// Every notifier declared, valid or not, with where its name is (for plans' `notify`).
+    notifier_names: Vec<(String, Span)>,
+    /// The notifiers some plan names (or most likely meant to).
+    notifiers_used: std::collections::HashSet<String>,
+    /// When the check runs: schedules are looked at from here on.
+    now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Cx<'_> {
@@ -140,13 +152,14 @@ impl Cx<'_> {
     }
 
     /// Sorts the top-level items of every file and checks them, kinds first (plans need
-    /// them), then the fleet, then plans.
+    /// them), then the fleet and the notifiers, then plans.
     fn program_items(&mut self, docs: &[Document]) {
         let mut settings: Vec<&Block> = Vec::new();
         let mut stores: Vec<&Block> = Vec::new();
         let mut inventories: Vec<&Block> = Vec::new();
         let mut kinds: Vec<&Block> = Vec::new();
         let mut plans: Vec<&Block> = Vec::new();
+        let mut notifiers: Vec<&Block> = Vec::new();
         for doc in docs {
             for stmt in &doc.stmts {
                 match stmt {
@@ -157,10 +170,11 @@ impl Cx<'_> {
                         "inventory" => inventories.push(b),
                         "kind" => kinds.push(b),
                         "plan" => plans.push(b),
+                        "notify" => notifiers.push(b),
                         _ => self.push(body::unknown_block(
                             b,
                             "a plan file",
-                            &["settings", "store", "inventory", "kind", "plan"],
+                            &["settings", "store", "inventory", "notify", "kind", "plan"],
                         )),
                     },
                     other => self.push(top_level_statement(other)),
@@ -176,11 +190,15 @@ impl Cx<'_> {
             self.inventory(inv);
         }
         self.folder_clashes();
+        for n in notifiers {
+            self.notifier(n);
+        }
         let index = patterns::NameIndex::new(self.program.devices.iter().map(|d| d.name.as_str()));
         let mut seen: HashMap<String, Span> = HashMap::new();
         for p in plans {
             self.plan(p, &index, &mut seen);
         }
+        self.unused_notifiers();
     }
 
     /// DP0042 for devices whose names differ only in ASCII case: their folders in the store
@@ -249,5 +267,5 @@ fn top_level_statement(stmt: &Stmt) -> Diagnostic {
         format!("{what} is not allowed at the top level"),
     )
     .label("unknown top-level item")
-    .help("a plan file holds import, settings, store, inventory, kind and plan items")
+    .help("a plan file holds import, settings, store, inventory, notify, kind and plan items")
 }

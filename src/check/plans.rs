@@ -18,6 +18,8 @@ const PLAN: &[&str] = &[
     "on_window_close",
     "pre_plan",
     "post_plan",
+    "schedule",
+    "notify",
 ];
 const WINDOW: &[&str] = &["days", "from", "to", "tz"];
 
@@ -91,6 +93,11 @@ impl Cx<'_> {
         if let Some(a) = body.take("post_plan") {
             plan.post_plan = self.script(&a.value, "post_plan");
         }
+        if let Some(a) = body.take("notify") {
+            plan.notify = self.plan_notifiers(a).unwrap_or_default();
+        }
+        // Read once the window is known: the schedule is read on the window's clock.
+        let schedule = body.take("schedule");
         body.finish(&context, PLAN, self.sink);
         let mut window_at: Option<Span> = None;
         let mut labels: HashMap<String, Span> = HashMap::new();
@@ -111,6 +118,9 @@ impl Cx<'_> {
                 }
                 _ => self.push(body::unknown_block(blk, &context, &["window", "activity"])),
             }
+        }
+        if let Some(a) = schedule {
+            plan.schedule = self.schedule(a, plan.window.as_ref());
         }
         if !b
             .body

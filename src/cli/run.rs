@@ -283,10 +283,9 @@ pub fn dry_run(args: DryRunArgs) -> u8 {
     if args.json {
         return json_out(&view);
     }
-    let window = checked.program.plan(&plan).and_then(|p| p.window.as_ref());
     out(&dry_run_text(
         &view,
-        window,
+        checked.program.plan(&plan),
         now,
         Stream::Stdout.fit(),
         args.utc.utc,

@@ -1,15 +1,15 @@
 //! `dpplan plan`: the dry run's page. The plan's maintenance window (whether it is open, when
-//! it closes or next opens) above the tasks the plan expands into, as text and as a serde
-//! view for `--json`.
+//! it closes or next opens) and its schedule (when it is next due) above the tasks the plan
+//! expands into, as text and as a serde view for `--json`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::table::{Column, Table, Tone};
 use super::{json_time, Fit, Zone};
-use crate::check::{Program, Window, DAYS};
+use crate::check::{Plan, Program, Window, DAYS};
 use crate::compile::Task;
-use crate::engine::window;
+use crate::schedule::{self, window};
 
 /// A plan's maintenance window at an instant, as `dpplan plan --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +53,29 @@ impl WindowView {
     }
 }
 
+/// A plan's schedule at an instant, as `dpplan plan --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleView {
+    /// The cron expression as written: `0 22 * * mon-fri`.
+    pub cron: String,
+    /// The IANA zone it is read in (the window's); `null` is the host's.
+    pub tz: Option<String>,
+    /// When it is next due (RFC 3339, UTC); `null` if never.
+    pub next_due: Option<String>,
+}
+
+impl ScheduleView {
+    /// The view of `plan`'s schedule at `now`; `None` when it has none.
+    pub fn new(plan: &Plan, now: DateTime<Utc>) -> Option<ScheduleView> {
+        let s = plan.schedule.as_ref()?;
+        Some(ScheduleView {
+            cron: s.cron.clone(),
+            tz: plan.window.as_ref().and_then(|w| w.tz.clone()),
+            next_due: schedule::next_due(plan, now).map(json_time),
+        })
+    }
+}
+
 /// One task of the dry run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedTask {
@@ -79,6 +102,8 @@ pub struct PlanView {
     pub plan: String,
     /// Its window; `null` when it has none (it may run at any time).
     pub window: Option<WindowView>,
+    /// Its schedule; `null` when it has none (it runs when started).
+    pub schedule: Option<ScheduleView>,
     /// The tasks it expands into.
     pub tasks: Vec<PlannedTask>,
 }
@@ -97,6 +122,7 @@ impl PlanView {
             window: p
                 .and_then(|p| p.window.as_ref())
                 .map(|w| WindowView::new(w, now)),
+            schedule: p.and_then(|p| ScheduleView::new(p, now)),
             tasks: tasks
                 .iter()
                 .map(|t| PlannedTask {
@@ -146,14 +172,36 @@ pub fn window_line(w: Option<&Window>, now: DateTime<Utc>, utc: bool) -> String 
     format!("window  {}: {state}\n", window::describe(w))
 }
 
-/// The text of `dpplan plan`: the window line, then the tasks.
+/// The schedule line of `dpplan plan`: `schedule  0 22 * * mon-fri Europe/Berlin: next due
+/// 2026-12-01 22:00 +01:00`, the time in the schedule's zone (UTC with `utc`); empty when the
+/// plan has no schedule.
+pub fn schedule_line(plan: &Plan, now: DateTime<Utc>, utc: bool) -> String {
+    let Some(s) = &plan.schedule else {
+        return String::new();
+    };
+    let tz = plan.window.as_ref().and_then(|w| w.tz.as_deref());
+    let zone = if utc { Zone::Utc } else { Zone::from_tz(tz) };
+    let due = match schedule::next_due(plan, now) {
+        Some(t) => format!("next due {}", zone.format(t, "%Y-%m-%d %H:%M %:z")),
+        None => "never due".to_string(),
+    };
+    format!(
+        "schedule  {} {}: {due}\n",
+        s.cron,
+        tz.unwrap_or("local time")
+    )
+}
+
+/// The text of `dpplan plan`: the window line, the schedule line, then the tasks.
 pub fn dry_run_text(
     view: &PlanView,
-    w: Option<&Window>,
+    plan: Option<&Plan>,
     now: DateTime<Utc>,
     fit: Fit,
     utc: bool,
 ) -> String {
+    let w = plan.and_then(|p| p.window.as_ref());
+    let schedule = plan.map(|p| schedule_line(p, now, utc)).unwrap_or_default();
     let mut t = Table::new(vec![
         Column::right("ID"),
         Column::left("ACTIVITY"),
@@ -180,5 +228,55 @@ pub fn dry_run_text(
             (status, tone),
         ]);
     }
-    format!("{}\n{}", window_line(w, now, utc), t.render(fit))
+    format!("{}{schedule}\n{}", window_line(w, now, utc), t.render(fit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{OnWindowClose, Policy, Schedule, Stages};
+
+    fn plan(schedule: Option<&str>, tz: Option<&str>) -> Plan {
+        Plan {
+            name: "nightly".into(),
+            window: tz.map(|z| Window {
+                days: vec![0, 1, 2, 3, 4],
+                from_min: Some(22 * 60),
+                to_min: Some(4 * 60),
+                tz: Some(z.into()),
+            }),
+            on_failure: Policy::Stop,
+            stages: Stages::Pipelined,
+            on_window_close: OnWindowClose::Cancel,
+            pre_plan: None,
+            post_plan: None,
+            activities: Vec::new(),
+            schedule: schedule.map(|c| Schedule { cron: c.into() }),
+            notify: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_schedule_line_gives_the_next_due_time_in_the_plans_zone() {
+        // Tuesday 2026-12-01 13:00 Berlin.
+        let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let p = plan(Some("30 22 * * mon-fri"), Some("Europe/Berlin"));
+        assert_eq!(
+            schedule_line(&p, now, false),
+            "schedule  30 22 * * mon-fri Europe/Berlin: next due 2026-12-01 22:30 +01:00\n"
+        );
+        assert_eq!(
+            schedule_line(&p, now, true),
+            "schedule  30 22 * * mon-fri Europe/Berlin: next due 2026-12-01 21:30 +00:00\n"
+        );
+        let view = ScheduleView::new(&p, now).expect("a schedule");
+        assert_eq!(view.next_due.as_deref(), Some("2026-12-01T21:30:00.000Z"));
+        assert_eq!(view.tz.as_deref(), Some("Europe/Berlin"));
+        // No schedule: no line, and `null` in JSON.
+        let p = plan(None, Some("Europe/Berlin"));
+        assert_eq!(schedule_line(&p, now, false), "");
+        assert_eq!(ScheduleView::new(&p, now), None);
+    }
 }
