@@ -221,7 +221,7 @@ impl Senders {
             .send(message)
             .await
             .map(|_| ())
-            .map_err(|err| err.to_string())
+            .map_err(|err| once_each(&err.to_string()))
     }
 }
 
@@ -267,6 +267,18 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{host}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host}: no address"))
+}
+
+/// An error text without a part said twice in a row: lettre's errors repeat their kind in
+/// their source's words (`Connection error: Connection error: invalid peer certificate`).
+fn once_each(text: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in text.split(": ") {
+        if parts.last() != Some(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
 }
 
 fn seconds(d: Duration) -> String {
