@@ -312,11 +312,10 @@ impl Mail {
     /// The value of header `name` (the first).
     pub fn header(&self, name: &str) -> Option<String> {
         let head = self.data.split("\r\n\r\n").next()?;
-        head.split("\r\n")
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
+        head.split("\r\n").find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
     }
 
     /// The body (after the header).
@@ -434,7 +433,10 @@ impl Session {
                 ext.push("250 8BITMIME".into());
                 ext.join("\r\n")
             } else if upper == "STARTTLS" && self.options.starttls && !tls {
-                let _ = r.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await;
+                let _ = r
+                    .get_mut()
+                    .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                    .await;
                 return Next::StartTls;
             } else if upper.starts_with("AUTH PLAIN") {
                 let mut response = line[10..].trim().to_string();
@@ -492,8 +494,7 @@ impl Session {
             } else {
                 "502 5.5.2 Command not recognized".into()
             };
-            if r
-                .get_mut()
+            if r.get_mut()
                 .write_all(format!("{reply}\r\n").as_bytes())
                 .await
                 .is_err()
@@ -538,7 +539,9 @@ fn plain_credentials(b64: &str) -> Option<(String, String)> {
 /// A CA and a certificate it signs for 127.0.0.1 and localhost: the sink's TLS, and the CA's
 /// PEM for the clients to trust.
 fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
