@@ -1027,3 +1027,68 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
         .stdout_has("notify ops: webhook http://127.0.0.1:")
         .stdout_has("delivered (attempt 1)");
 }
+
+/// The keys of a JSON object, and of the objects in it (`run.id`, `tasks[].status`), sorted.
+fn shape(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = format!("{prefix}{k}");
+                out.push(key.clone());
+                shape(v, &format!("{key}."), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            if let Some(first) = a.first() {
+                shape(first, &format!("{prefix}[]."), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// docs/notifications.md shows the webhook's body: it has exactly the fields a webhook gets.
+#[tokio::test]
+async fn the_documented_webhook_body_is_what_is_sent() {
+    let md = std::fs::read_to_string(crate::support::root().join("docs/notifications.md")).unwrap();
+    let start = md.find("```json\n").expect("a JSON example") + 8;
+    let end = start + md[start..].find("```").unwrap();
+    let documented: serde_json::Value = serde_json::from_str(&md[start..end]).unwrap();
+
+    let http = HttpReceiver::start();
+    let (_dir, store) = state();
+    let run = new_run(&store).await;
+    let outbox = Outbox::new(store.clone());
+    let mut n = notifier(&[RunStatus::Failed]);
+    n.webhook = Some(http.url("/"));
+    outbox
+        .enqueue_for(
+            run,
+            status_record(RunStatus::Failed),
+            &program(n),
+            "nightly",
+            &outcome(run, RunStatus::Failed),
+        )
+        .await
+        .unwrap();
+    outbox.deliver_due(Utc::now()).await.unwrap();
+    let sent = http.requests.all()[0].json();
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    shape(&documented, "", &mut want);
+    shape(&sent, "", &mut got);
+    want.sort();
+    got.sort();
+    assert_eq!(want, got);
+    // Its id is the one the text explains.
+    assert_eq!(
+        documented["id"],
+        format!(
+            "{}-{}-{}",
+            documented["run"]["id"],
+            documented["run"]["status"].as_str().unwrap(),
+            DateTime::parse_from_rfc3339(documented["at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        )
+    );
+}
