@@ -21,6 +21,8 @@
 //!   writes; used by the engine, the reports and the CLI.
 //! - [`store`]: the durable journal and history of runs (redb): what the engine writes, what
 //!   reports and `resume` read.
+//! - [`notify`]: notifications of run outcomes (webhook, syslog, e-mail), queued in the state
+//!   file's outbox with the run's status and delivered at least once.
 //! - [`report`]: the result pages (runs, activities, tasks, the activity log) as tables and
 //!   JSON views built from the store's history, and the store's file tools (verify, prune).
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
@@ -35,9 +37,11 @@ pub mod cli;
 pub mod compile;
 pub mod diag;
 pub mod engine;
+pub mod notify;
 pub mod report;
 pub mod schedule;
 pub mod serve;
+pub mod secrets;
 pub mod sim;
 pub mod store;
 pub mod syntax;

@@ -20,6 +20,7 @@ mod fuzz;
 mod fuzz_soma;
 mod hardening;
 mod language;
+mod notify;
 mod policies;
 mod progress;
 mod reports;

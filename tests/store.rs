@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use dpplan::store::Record;
 use dpplan::store::{
-    ActivityRecord, FileRecord, History, Journal, NewRun, ReadOnlyStore, RedbStore, RunStatus,
-    StepOutcome, StoreError, TaskRecord, TaskStatus, SCHEMA_VERSION,
+    ActivityRecord, FileRecord, History, Journal, NewOutboxEntry, NewRun, OutboxStore,
+    ReadOnlyStore, RedbStore, RunId, RunStatus, Settlement, StepOutcome, StoreError, TaskRecord,
+    TaskStatus, SCHEMA_VERSION,
 };
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -594,6 +595,8 @@ async fn a_version_1_file_still_opens() {
     assert!(log.iter().any(|l| l.message == "QuiesceDP sent"), "{log:?}");
     // Schema 1 kept the stored graph inside the run's text.
     assert_eq!(store.stored_run(1).unwrap(), "{\"nodes\":[]}");
+    // Upgraded past schema 2 too: an empty outbox.
+    assert!(store.outbox().unwrap().is_empty());
     // It takes new records after the old ones.
     store
         .append(
@@ -603,6 +606,171 @@ async fn a_version_1_file_still_opens() {
         .await
         .unwrap();
     assert!(!store.run(1).unwrap().tasks[0].steps[1].in_flight);
+}
+
+/// The version of a state file, as its `meta` table says (the file must not be open).
+fn file_version(path: &std::path::Path) -> u64 {
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let db = redb::Database::create(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table = txn.open_table(meta).unwrap();
+    table.get("schema_version").unwrap().unwrap().value()
+}
+
+/// A state file written by schema version 2 (tests/fixtures/store/v2.redb, written by the
+/// last dpplan of that schema: the version 1 fixture's unfinished run 1, then run 2 of the
+/// same plan, FAILED at `at(15)` with task 1's `validate` failing "HTTP 500") still opens,
+/// reads the same, is upgraded to this schema (an empty outbox) and takes new runs and
+/// outbox entries. Keep this file and this test when the schema changes again.
+#[tokio::test]
+async fn a_version_2_file_still_opens() {
+    let fixture = crate::support::root().join("tests/fixtures/store/v2.redb");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::copy(&fixture, &path).expect("tests/fixtures/store/v2.redb");
+    assert_eq!(file_version(&path), 2);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.latest_unfinished().unwrap(), Some(1));
+    let runs = store.runs(Some("nightly"), 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[0].id, runs[0].status), (2, RunStatus::Failed));
+    assert_eq!(runs[0].finished, Some(at(15)));
+    assert_eq!(runs[0].failed, 1);
+    let detail = store.run(2).unwrap();
+    assert_eq!(detail.tasks[0].steps[0].error.as_deref(), Some("HTTP 500"));
+    assert_eq!(store.stored_run(2).unwrap(), "{\"nodes\":[]}");
+    assert!(store.outbox().unwrap().is_empty());
+    let id = store
+        .create_run(new_run(
+            "nightly",
+            vec![task(1, "SECURE_BACKUP", "QA3", "all-domains")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(id, 3);
+    store
+        .append_with_outbox(
+            id,
+            vec![run_status(RunStatus::Completed, 20)],
+            vec![outbox_entry("hello", 20)],
+        )
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(file_version(&path), u64::from(SCHEMA_VERSION));
+    let store = RedbStore::open(&path).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!((outbox[0].id, outbox[0].run), (1, 3));
+}
+
+fn outbox_entry(text: &str, secs: i64) -> NewOutboxEntry {
+    NewOutboxEntry {
+        queued: at(secs),
+        message: serde_json::json!({ "text": text }),
+    }
+}
+
+/// Outbox entries are queued in the commit of the records they come with (after a reopen,
+/// both are there, or for a run that does not exist, neither); an attempt is settled in one
+/// commit with its log line; numbers are never reused; an entry settled already is `false`.
+#[tokio::test]
+async fn the_outbox_is_queued_with_the_records_and_settled_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let run = store
+        .create_run(new_run(
+            "nightly",
+            vec![task(1, "SECURE_BACKUP", "QA1", "all-domains")],
+        ))
+        .await
+        .unwrap();
+    store
+        .append_with_outbox(
+            run,
+            vec![run_status(RunStatus::Failed, 5)],
+            vec![outbox_entry("a", 5), outbox_entry("b", 5)],
+        )
+        .await
+        .unwrap();
+    // No run 9: refused whole, nothing queued.
+    assert!(matches!(
+        store
+            .append_with_outbox(
+                9,
+                vec![run_status(RunStatus::Failed, 5)],
+                vec![outbox_entry("c", 5)]
+            )
+            .await,
+        Err(StoreError::NoRun(9))
+    ));
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.runs(None, 1).unwrap()[0].status, RunStatus::Failed);
+    let outbox = store.outbox().unwrap();
+    let texts: Vec<(u64, RunId, &str)> = outbox
+        .iter()
+        .map(|e| (e.id, e.run, e.message["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(texts, vec![(1, run, "a"), (2, run, "b")]);
+    assert_eq!(
+        (outbox[0].attempts, outbox[0].next_attempt, outbox[0].queued),
+        (0, at(5), at(5))
+    );
+
+    let log = |m: &str| Record::Log {
+        task: None,
+        step: None,
+        at: at(6),
+        message: m.into(),
+    };
+    let retry = Settlement::Retry {
+        next_attempt: at(60),
+        error: "connection refused".into(),
+    };
+    assert!(store.settle(1, retry, vec![log("a failed")]).await.unwrap());
+    assert!(store
+        .settle(2, Settlement::Delivered, vec![log("b delivered")])
+        .await
+        .unwrap());
+    assert!(!store
+        .settle(2, Settlement::Delivered, vec![log("b again")])
+        .await
+        .unwrap());
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(
+        (outbox[0].id, outbox[0].attempts, outbox[0].next_attempt),
+        (1, 1, at(60))
+    );
+    assert_eq!(outbox[0].last_error.as_deref(), Some("connection refused"));
+    let lines: Vec<String> = store
+        .log(run, None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(lines, vec!["run FAILED", "a failed", "b delivered"]);
+    assert!(store
+        .settle(
+            1,
+            Settlement::GaveUp {
+                error: "still refused".into()
+            },
+            vec![]
+        )
+        .await
+        .unwrap());
+    assert!(store.outbox().unwrap().is_empty());
+    // The next entry gets a new number, though the outbox is empty.
+    store
+        .append_with_outbox(run, vec![], vec![outbox_entry("d", 7)])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox().unwrap()[0].id, 3);
 }
 
 /// A reader neither upgrades nor writes a file: the version 1 fixture reads the same through

@@ -299,7 +299,7 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         ..crate::engine::RunOptions::default()
     };
     let r = match run_checked(checked, &plan, &state, options, args.quiet, false) {
-        Ok(r) => r,
+        Ok(ended) => ended.report,
         Err(code) => return code,
     };
     let code = outcome_table(&r, false);

@@ -6,6 +6,7 @@
 mod demo;
 mod files;
 mod lint;
+mod notify;
 mod progress;
 mod render;
 mod report;

@@ -71,8 +71,8 @@ pub fn resume(args: ResumeArgs) -> u8 {
     let observer = progress.observer();
     let say = progress.sayer();
     let journal: Arc<dyn crate::store::Journal> = store.clone();
-    let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(live.clone(), say));
+    let (outcome, interrupts) = rt.block_on(async {
+        let interrupts = tokio::spawn(interrupts(live.clone(), say));
         let mut engine = Engine::builder(journal, Arc::new(SomaConnector), Arc::new(SystemClock))
             .options(RunOptions {
                 ignore_window: args.ignore_window,
@@ -83,11 +83,17 @@ pub fn resume(args: ResumeArgs) -> u8 {
         if let Some(o) = observer {
             engine = engine.observe(o);
         }
-        engine.resume(store.as_ref(), run).await
+        (engine.resume(store.as_ref(), run).await, interrupts)
     });
     progress.finish();
     match outcome {
-        Ok(r) => report(&r, args.json),
+        Ok(r) => {
+            let code = report(&r, args.json);
+            // As after `run`: what the outbox has due, for a few seconds at most.
+            interrupts.abort();
+            super::notify::deliver(&rt, store, args.quiet);
+            code
+        }
         Err(e) => {
             eprintln!(
                 "error: {}",
@@ -156,11 +162,13 @@ pub fn retry(args: RetryArgs) -> u8 {
         args.quiet,
         args.no_wait,
     ) {
-        Ok(report_) => {
+        Ok(ended) => {
             if !args.json {
-                eprintln!("run {} retried run {}", report_.run, args.run);
+                eprintln!("run {} retried run {}", ended.report.run, args.run);
             }
-            report(&report_, args.json)
+            let code = report(&ended.report, args.json);
+            ended.deliver(args.quiet);
+            code
         }
         Err(code) => code,
     }

@@ -473,8 +473,32 @@ pub fn run(args: RunArgs) -> u8 {
         ..RunOptions::default()
     };
     match run_checked(checked, &plan, &path, options, args.quiet, args.no_wait) {
-        Ok(r) => report(&r, args.json),
+        Ok(ended) => {
+            let code = report(&ended.report, args.json);
+            ended.deliver(args.quiet);
+            code
+        }
         Err(code) => code,
+    }
+}
+
+/// A run that has ended (its outcome durable, its notifications queued), and what delivers
+/// the notifications after its outcome is shown.
+pub(crate) struct Ended {
+    /// What the run came to.
+    pub report: RunReport,
+    rt: tokio::runtime::Runtime,
+    store: Arc<crate::store::RedbStore>,
+    interrupts: tokio::task::JoinHandle<()>,
+}
+
+impl Ended {
+    /// Delivers what the state file's outbox has due, for a few seconds at most
+    /// (docs/notifications.md); never changes the run's exit code.
+    pub fn deliver(self, quiet: bool) {
+        // Interrupts now cut the delivery short, not the process (the run is over).
+        self.interrupts.abort();
+        super::notify::deliver(&self.rt, self.store, quiet);
     }
 }
 
@@ -488,7 +512,7 @@ pub(crate) fn run_checked(
     options: RunOptions,
     quiet: bool,
     no_wait: bool,
-) -> Result<RunReport, u8> {
+) -> Result<Ended, u8> {
     let text = checked.stored_text();
     run_program(checked.program, plan, &text, path, options, quiet, no_wait)
 }
@@ -503,30 +527,36 @@ pub(super) fn run_program(
     options: RunOptions,
     quiet: bool,
     no_wait: bool,
-) -> Result<RunReport, u8> {
-    let store: Arc<dyn crate::store::Journal> = Arc::new(open_writer(path, no_wait)?);
+) -> Result<Ended, u8> {
+    let store = Arc::new(open_writer(path, no_wait)?);
     let Some(rt) = runtime() else {
         return Err(EXIT_INTERNAL);
     };
-    let mut e = engine(program, plan, store, options);
+    let mut e = engine(program, plan, store.clone(), options);
     let progress = Progress::new(quiet);
     if let Some(o) = progress.observer() {
         e = e.observe(o);
     }
     let live = e.live();
     let say = progress.sayer();
-    let outcome = rt.block_on(async {
-        tokio::spawn(interrupts(live, say));
-        e.run(text).await
+    let (outcome, interrupts) = rt.block_on(async {
+        let interrupts = tokio::spawn(interrupts(live, say));
+        (e.run(text).await, interrupts)
     });
     progress.finish();
     // The journal failing (a full disk) or an unreadable stored run is failed work: exit 1.
-    outcome.map_err(|err| {
+    let report = outcome.map_err(|err| {
         eprintln!(
             "error: {}",
             crate::report::table::printable(&err.to_string(), false)
         );
         EXIT_FAILED
+    })?;
+    Ok(Ended {
+        report,
+        rt,
+        store,
+        interrupts,
     })
 }
 

@@ -17,18 +17,6 @@ pub struct SomaConnector;
 /// The user of a device whose inventory entry names none.
 pub const DEFAULT_USER: &str = "admin";
 
-/// Reads a secret.
-pub fn read_secret(secret: &Secret) -> Result<String, String> {
-    match secret {
-        Secret::Env(v) => {
-            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
-        }
-        Secret::File(p) => std::fs::read_to_string(p)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|e| format!("cannot read password file {}: {e}", p.display())),
-    }
-}
-
 impl Connector for SomaConnector {
     fn connect(&self, d: &Device) -> Result<Arc<dyn Appliance>, String> {
         let password = match &d.password {

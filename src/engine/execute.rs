@@ -506,12 +506,12 @@ pub(super) async fn finish(
             ),
         });
     }
+    let at = ctx.clock.now();
     records.push(Record::Run {
         status,
         error: error.clone(),
-        at: ctx.clock.now(),
+        at,
     });
-    ctx.record(records).await?;
     let mut tasks = task_reports(ctx, &outcome);
     if interrupted {
         // Not running any more: they wait for `resume`, which continues them.
@@ -520,6 +520,22 @@ pub(super) async fn finish(
             t.error = Some("interrupted before it finished; resume continues it".into());
         }
     }
+    // The notifications of the outcome are queued in the commit of the status itself.
+    let told = crate::notify::Outcome::new(
+        ctx.run,
+        &ctx.plan.name,
+        ctx.started,
+        status,
+        error.clone(),
+        at,
+        tasks.clone(),
+    );
+    let queued = crate::notify::queue_for(&ctx.program, &ctx.plan.name, &told);
+    records.extend(queued.log);
+    ctx.journal
+        .append_with_outbox(ctx.run, records, queued.entries)
+        .await?;
+    failpoint::hit("after-outcome");
     Ok(RunReport {
         run: ctx.run,
         status,

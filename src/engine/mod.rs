@@ -24,8 +24,10 @@ pub mod scripts;
 mod task;
 pub mod window;
 
+pub use crate::report::{RunReport, TaskReport};
+pub use crate::secrets::read_secret;
 use connect::*;
-pub use connect::{read_secret, unresolved_config, Connector, SomaConnector, DEFAULT_USER};
+pub use connect::{unresolved_config, Connector, SomaConnector, DEFAULT_USER};
 pub use execute::run_status;
 use execute::*;
 pub use options::{Live, Retry, RunOptions, StoredOptions};
@@ -76,38 +78,6 @@ pub trait Observer: Send + Sync {
     fn task(&self, _task: &Task, _status: TaskStatus) {}
     /// A step of a task started.
     fn step(&self, _task: &Task, _step: &str) {}
-}
-
-/// What one task came to.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TaskReport {
-    /// Task id.
-    pub id: u32,
-    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
-    pub action: String,
-    /// The device.
-    pub device: String,
-    /// The domain, or `all-domains`.
-    pub domain: String,
-    /// Final status.
-    pub status: TaskStatus,
-    /// The error or skip reason.
-    pub error: Option<String>,
-    /// Files written, relative to the store.
-    pub files: Vec<String>,
-}
-
-/// What a run came to.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RunReport {
-    /// The run's id.
-    pub run: RunId,
-    /// Its final status.
-    pub status: RunStatus,
-    /// The run's error, if any.
-    pub error: Option<String>,
-    /// Every task.
-    pub tasks: Vec<TaskReport>,
 }
 
 /// Errors that stop the engine itself (as opposed to a task or run failing).
@@ -544,12 +514,29 @@ impl Engine {
                 .create_run(new_run(Vec::new(), String::new()))
                 .await?;
             let mut records = self.origin_log();
+            let at = self.base.clock.now();
             records.push(Record::Run {
                 status,
                 error: Some(error.clone()),
-                at: self.base.clock.now(),
+                at,
             });
-            self.base.journal.append(run, records).await?;
+            // Its notifications are queued in the commit of its status.
+            let told = crate::notify::Outcome::new(
+                run,
+                &plan.name,
+                started,
+                status,
+                Some(error.clone()),
+                at,
+                Vec::new(),
+            );
+            let queued = crate::notify::queue_for(&self.program, &plan.name, &told);
+            records.extend(queued.log);
+            self.base
+                .journal
+                .append_with_outbox(run, records, queued.entries)
+                .await?;
+            failpoint::hit("after-outcome");
             return Ok(RunReport {
                 run,
                 status,

@@ -13,13 +13,15 @@ pub mod table;
 pub mod verify;
 
 mod log;
+mod outcome;
 mod task;
 
 pub use log::{log_text, log_views, run_log, LogError, LogView};
+pub use outcome::{RunReport, TaskReport};
 pub use task::{FileView, FirmwareView, StepView, TaskPage};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{
     ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState, TaskStatus,
@@ -132,8 +134,8 @@ fn plain(s: impl ToString) -> (String, Tone) {
 // ---------------------------------------------------------------------------------------
 // Runs
 
-/// One run, as `dpplan runs --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One run, as `dpplan runs --json` prints it (and a notification carries it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunView {
     /// The run's number.
     pub id: u64,

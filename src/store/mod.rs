@@ -10,6 +10,9 @@
 //! it is in a sidecar file beside it ([`owner`]). [`ReadOnlyStore`] implements [`History`] on
 //! the same file opened read-only, beside its writer: what the report commands use.
 //!
+//! Beside the runs, the file keeps an outbox of messages about them waiting to be delivered
+//! ([`OutboxStore`]): queued in the commit of a run's final status, settled attempt by attempt.
+//!
 //! This layer knows nothing of plans, appliances or the engine's scheduling: it stores the
 //! values it is given. It depends on nothing else in the crate.
 
@@ -338,6 +341,16 @@ pub trait Journal: Send + Sync {
     /// Concurrent callers may share one commit (group commit), but no call returns before
     /// its own records are durable.
     async fn append(&self, run: RunId, records: Vec<Record>) -> Result<(), StoreError>;
+
+    /// Appends records and queues messages in the outbox ([`OutboxStore`]) about the run, in
+    /// one commit: durable together when it returns, or neither written. How a run's final
+    /// status and the notifications of it are written.
+    async fn append_with_outbox(
+        &self,
+        run: RunId,
+        records: Vec<Record>,
+        outbox: Vec<NewOutboxEntry>,
+    ) -> Result<(), StoreError>;
 }
 
 /// One line of `dpplan runs`.
@@ -365,6 +378,27 @@ pub struct RunSummary {
     pub failed: u32,
     /// Tasks SKIPPED.
     pub skipped: u32,
+}
+
+impl RunSummary {
+    /// The summary of run `id` of `plan` with `tasks` in the statuses they have, counted as
+    /// the state file counts them, at `status` (reached at `at`: `finished` for a final
+    /// status).
+    pub fn of_tasks(
+        id: RunId,
+        plan: &str,
+        started: DateTime<Utc>,
+        status: RunStatus,
+        error: Option<String>,
+        at: DateTime<Utc>,
+        tasks: &[TaskRecord],
+    ) -> RunSummary {
+        let mut header = schema::RunHeader::new(plan.to_string(), started, String::new(), tasks);
+        header.status = status;
+        header.error = error;
+        header.finished = status.is_final().then_some(at);
+        read::summary(id, header)
+    }
 }
 
 /// What the journal says about one step of a task.
@@ -518,6 +552,7 @@ pub trait History {
 }
 
 mod fold;
+mod outbox;
 pub mod owner;
 mod read;
 mod readonly;
@@ -525,6 +560,7 @@ mod redb;
 mod schema;
 mod writer;
 
+pub use self::outbox::{NewOutboxEntry, OutboxEntry, OutboxStore, Settlement};
 pub use self::readonly::ReadOnlyStore;
 pub use self::redb::RedbStore;
 pub use self::schema::SCHEMA_VERSION;

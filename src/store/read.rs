@@ -11,12 +11,15 @@ use ::redb::{
 };
 
 use super::fold::{Fold, LogFold};
+use super::outbox::StoredEntry;
 use super::schema::{
     db, decode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, META,
-    PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, UNFINISHED,
+    OUTBOX, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS,
+    UNFINISHED,
 };
 use super::{
-    ActivityRecord, LogLine, Record, RunDetail, RunId, RunSummary, StoreError, TaskRecord,
+    ActivityRecord, LogLine, OutboxEntry, Record, RunDetail, RunId, RunSummary, StoreError,
+    TaskRecord,
 };
 
 /// Refuses a file written by a newer schema.
@@ -63,7 +66,7 @@ fn table<K: Key + 'static, V: Value + 'static>(
     }
 }
 
-fn summary(id: RunId, header: RunHeader) -> RunSummary {
+pub(super) fn summary(id: RunId, header: RunHeader) -> RunSummary {
     RunSummary {
         id,
         plan: header.plan,
@@ -228,4 +231,19 @@ pub(super) fn latest_unfinished(
     };
     let last = unfinished.last().map_err(db)?;
     Ok(last.map(|(key, _)| key.value()))
+}
+
+/// [`OutboxStore::outbox`](super::OutboxStore::outbox).
+pub(super) fn outbox(database: &impl ReadableDatabase) -> Result<Vec<OutboxEntry>, StoreError> {
+    let txn = database.begin_read().map_err(db)?;
+    let Some(table) = table(&txn, OUTBOX)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(db)? {
+        let (key, value) = entry.map_err(db)?;
+        let stored: StoredEntry = decode(value.value(), "outbox entry")?;
+        out.push(stored.entry(key.value()));
+    }
+    Ok(out)
 }

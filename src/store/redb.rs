@@ -18,14 +18,18 @@ use ::redb::{
 };
 use tokio::sync::oneshot;
 
+use super::outbox::StoredEntry;
 use super::owner::{self, Claim, Owner};
 use super::read;
 use super::schema::{
-    db, decode, encode, RunHeader, ACTIVITIES, JOURNAL, META, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT,
-    SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
+    db, decode, encode, RunHeader, ACTIVITIES, JOURNAL, META, OUTBOX, PLAN_RUNS, RUNS, RUN_GRAPH,
+    RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
 };
 use super::writer::{Request, Writer};
-use super::{History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunSummary, StoreError};
+use super::{
+    History, Journal, LogLine, NewOutboxEntry, NewRun, OutboxEntry, OutboxStore, Record, RunDetail,
+    RunId, RunSummary, Settlement, StoreError,
+};
 
 /// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
 /// open for weeks; a 10,000-task run's journal is about 32 MiB.
@@ -220,8 +224,8 @@ fn init(database: &Database) -> Result<(), StoreError> {
     txn.set_durability(Durability::Immediate).map_err(db)?;
     {
         let mut meta = txn.open_table(META).map_err(db)?;
-        // New, or an older schema this one extends (schema 1 lacks `run_graph`; its runs
-        // stay readable): record this version.
+        // New, or an older schema this one extends (schema 1 lacks `run_graph`, schema 2
+        // the `outbox`; their runs stay readable): record this version.
         let found = meta.get(SCHEMA_VERSION_KEY).map_err(db)?.map(|v| v.value());
         if found.is_none_or(|v| v < u64::from(SCHEMA_VERSION)) {
             meta.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))
@@ -236,6 +240,7 @@ fn init(database: &Database) -> Result<(), StoreError> {
         txn.open_table(JOURNAL).map_err(db)?;
         txn.open_table(UNFINISHED).map_err(db)?;
         txn.open_table(PLAN_RUNS).map_err(db)?;
+        txn.open_table(OUTBOX).map_err(db)?;
     }
     txn.commit().map_err(db)
 }
@@ -259,13 +264,54 @@ impl Journal for RedbStore {
     }
 
     async fn append(&self, run: RunId, records: Vec<Record>) -> Result<(), StoreError> {
+        self.append_with_outbox(run, records, Vec::new()).await
+    }
+
+    async fn append_with_outbox(
+        &self,
+        run: RunId,
+        records: Vec<Record>,
+        outbox: Vec<NewOutboxEntry>,
+    ) -> Result<(), StoreError> {
         self.claim_run(run)?;
         // Encoded here, on the caller's thread: the writer's time goes to the commit.
         let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let outbox = outbox
+            .iter()
+            .map(|e| encode(&StoredEntry::new(run, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Append {
             run,
             records,
+            encoded,
+            outbox,
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxStore for RedbStore {
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        read::outbox(self.db.as_ref())
+    }
+
+    async fn settle(
+        &self,
+        id: u64,
+        settlement: Settlement,
+        log: Vec<Record>,
+    ) -> Result<bool, StoreError> {
+        let encoded = log.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Settle {
+            id,
+            settlement,
+            log,
             encoded,
             reply,
         })?;

@@ -10,12 +10,15 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::{RunId, RunStatus, StoreError, TaskRecord, TaskStatus};
 
 /// The schema version this dpplan writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The key in [`META`] that holds the schema version.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 
-/// `name -> u64`: file-wide settings; today only `schema_version`.
+/// The key in [`META`] that holds the number the next outbox entry gets (schema 3).
+pub const OUTBOX_NEXT_KEY: &str = "outbox_next_id";
+
+/// `name -> u64`: file-wide settings: `schema_version`, `outbox_next_id`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// `run -> JSON RunHeader`: what `dpplan runs` shows, kept current as records are appended.
@@ -45,6 +48,9 @@ pub const UNFINISHED: TableDefinition<u64, ()> = TableDefinition::new("unfinishe
 
 /// `(plan, run) -> ()`: runs by plan, for `dpplan runs --plan P`.
 pub const PLAN_RUNS: TableDefinition<(&str, u64), ()> = TableDefinition::new("plan_runs");
+
+/// `entry id -> JSON StoredEntry`: messages about runs waiting to be delivered (schema 3).
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// The header of a run: its summary line, kept current by the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::outbox::StoredEntry;
 use super::schema::{
-    db, decode, encode, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, PLAN_RUNS, RUNS,
-    RUN_GRAPH, RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
+    db, decode, encode, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, META, OUTBOX,
+    OUTBOX_NEXT_KEY, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
 };
-use super::{NewRun, Record, RunId, StoreError, TaskStatus};
+use super::{NewRun, Record, RunId, Settlement, StoreError, TaskStatus};
 
 /// How many requests one commit takes at most, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 8192;
@@ -40,13 +41,24 @@ pub(super) enum Request {
         run: Box<NewRun>,
         reply: oneshot::Sender<Result<RunId, StoreError>>,
     },
-    /// Append records to a run's journal.
+    /// Append records to a run's journal, and queue outbox entries with them.
     Append {
         run: RunId,
         records: Vec<Record>,
         /// `records`, each encoded (by the caller, off the writer's thread).
         encoded: Vec<Vec<u8>>,
+        /// Outbox entries of the run (encoded `StoredEntry`s), queued in the same commit.
+        outbox: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Record an attempt to deliver an outbox entry, with lines for its run's log.
+    Settle {
+        id: u64,
+        settlement: Settlement,
+        log: Vec<Record>,
+        /// `log`, each encoded.
+        encoded: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
 }
 
@@ -64,6 +76,8 @@ pub(super) struct Writer {
 enum Applied {
     Created(RunId),
     Appended,
+    /// Whether the outbox entry was there to settle.
+    Settled(bool),
     Refused(StoreError),
 }
 
@@ -78,6 +92,8 @@ struct Tables<'t> {
     journal: Table<'t, (u64, u64), &'static [u8]>,
     unfinished: Table<'t, u64, ()>,
     plan_runs: Table<'t, (&'static str, u64), ()>,
+    outbox: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -92,6 +108,8 @@ impl<'t> Tables<'t> {
             journal: txn.open_table(JOURNAL).map_err(db)?,
             unfinished: txn.open_table(UNFINISHED).map_err(db)?,
             plan_runs: txn.open_table(PLAN_RUNS).map_err(db)?,
+            outbox: txn.open_table(OUTBOX).map_err(db)?,
+            meta: txn.open_table(META).map_err(db)?,
         })
     }
 }
@@ -168,8 +186,25 @@ impl Writer {
                         run,
                         records,
                         encoded,
+                        outbox,
                         ..
-                    } => self.append_one(&mut tables, &mut headers, *run, records, encoded)?,
+                    } => {
+                        let applied =
+                            self.append_one(&mut tables, &mut headers, *run, records, encoded)?;
+                        if matches!(applied, Applied::Appended) {
+                            queue(&mut tables, outbox)?;
+                        }
+                        applied
+                    }
+                    Request::Settle {
+                        id,
+                        settlement,
+                        log,
+                        encoded,
+                        ..
+                    } => {
+                        self.settle_one(&mut tables, &mut headers, *id, settlement, log, encoded)?
+                    }
                 });
             }
             for (id, (header, _)) in headers.iter().filter(|(_, (_, dirty))| *dirty) {
@@ -216,6 +251,67 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Settles one outbox entry and appends its log lines to its run (left out when the run is
+    /// gone); `Settled(false)` when the entry is gone.
+    fn settle_one(
+        &mut self,
+        tables: &mut Tables<'_>,
+        headers: &mut HashMap<RunId, (RunHeader, bool)>,
+        id: u64,
+        settlement: &Settlement,
+        log: &[Record],
+        encoded: &[Vec<u8>],
+    ) -> Result<Applied, StoreError> {
+        let stored: StoredEntry = match tables.outbox.get(id).map_err(db)? {
+            Some(bytes) => decode(bytes.value(), "outbox entry")?,
+            None => return Ok(Applied::Settled(false)),
+        };
+        let run = stored.run;
+        match stored.settle(settlement) {
+            Some(next) => {
+                tables
+                    .outbox
+                    .insert(id, encode(&next)?.as_slice())
+                    .map_err(db)?;
+            }
+            None => {
+                tables.outbox.remove(id).map_err(db)?;
+            }
+        }
+        if !log.is_empty() {
+            // A run that is gone (pruned) keeps no log: the entry is settled all the same.
+            self.append_one(tables, headers, run, log, encoded)?;
+        }
+        Ok(Applied::Settled(true))
+    }
+}
+
+/// Queues encoded outbox entries, numbering them from the file's counter.
+fn queue(tables: &mut Tables<'_>, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let stored = tables
+        .meta
+        .get(OUTBOX_NEXT_KEY)
+        .map_err(db)?
+        .map(|v| v.value());
+    let mut next = match stored {
+        Some(n) => n,
+        None => match tables.outbox.last().map_err(db)? {
+            Some((key, _)) => key.value().saturating_add(1),
+            None => 1,
+        },
+    };
+    for bytes in entries {
+        tables.outbox.insert(next, bytes.as_slice()).map_err(db)?;
+        next = next.saturating_add(1);
+    }
+    tables.meta.insert(OUTBOX_NEXT_KEY, next).map_err(db)?;
+    Ok(())
+}
+
 fn answer(request: Request, applied: Result<Applied, StoreError>) {
     // A waiter that went away (its future dropped) needs no answer.
     match request {
@@ -223,17 +319,28 @@ fn answer(request: Request, applied: Result<Applied, StoreError>) {
             let _ = reply.send(match applied {
                 Ok(Applied::Created(id)) => Ok(id),
                 Ok(Applied::Refused(e)) | Err(e) => Err(e),
-                Ok(Applied::Appended) => Err(StoreError::Db("internal: mismatched reply".into())),
+                Ok(_) => Err(mismatched()),
             });
         }
         Request::Append { reply, .. } => {
             let _ = reply.send(match applied {
                 Ok(Applied::Appended) => Ok(()),
                 Ok(Applied::Refused(e)) | Err(e) => Err(e),
-                Ok(Applied::Created(_)) => Err(StoreError::Db("internal: mismatched reply".into())),
+                Ok(_) => Err(mismatched()),
+            });
+        }
+        Request::Settle { reply, .. } => {
+            let _ = reply.send(match applied {
+                Ok(Applied::Settled(found)) => Ok(found),
+                Ok(Applied::Refused(e)) | Err(e) => Err(e),
+                Ok(_) => Err(mismatched()),
             });
         }
     }
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Db("internal: mismatched reply".into())
 }
 
 /// The last seq in a run's journal, 0 if it has none.

@@ -249,3 +249,4 @@ pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16)
 
 pub mod soma;
 pub use soma::*;
+pub mod receivers;
