@@ -53,6 +53,11 @@ impl Serve {
     /// Starts serve on `plan` (a file in `dir`) with the state file `dir/state.redb`, its
     /// clock reading `now` (RFC 3339) when given; waits until its API answers.
     fn start(dir: &Path, plan: &str, now: Option<&str>) -> Serve {
+        Serve::start_env(dir, plan, now, &[])
+    }
+
+    /// [`Serve::start`] with more environment variables.
+    fn start_env(dir: &Path, plan: &str, now: Option<&str>, env: &[(&str, &str)]) -> Serve {
         std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
         let state = dir.join("state.redb");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
@@ -69,6 +74,10 @@ impl Serve {
             Some(t) => cmd.env("DPPLAN_TEST_NOW", t),
             None => cmd.env_remove("DPPLAN_TEST_NOW"),
         };
+        cmd.env_remove("DPPLAN_FAILPOINT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
@@ -816,5 +825,75 @@ async fn two_plans_run_at_once_but_a_device_is_worked_on_by_one_run_at_a_time() 
         assert!(pair[0].1 <= pair[1].0, "overlap on SLOW1: {spans:?}");
     }
     w.assert_clean();
+    assert_eq!(s.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_each_outcome_once_and_again_after_a_crash_before_delivery() {
+    use crate::support::receivers::HttpReceiver;
+    let hook = HttpReceiver::start();
+    let w = World::new(FLEET).await;
+    let plans = format!(
+        "notify \"ops\" {{ on = [completed, missed]  webhook = \"{}\" }}\n{}",
+        hook.url("/hook"),
+        WINDOWED.replace("plan \"win\" {", "plan \"win\" {\n  notify = [\"ops\"]")
+    );
+    write_plan(&w, "p.dpplan", &plans);
+    // The run's outcome is durable with its notification, then serve dies before sending it.
+    let s = Serve::start_env(
+        w.dir.path(),
+        "p.dpplan",
+        None,
+        &[("DPPLAN_FAILPOINT", "after-outcome")],
+    );
+    let (code, body) = post(
+        &format!("{}/api/plans/win/runs", s.url),
+        Some(TOKEN),
+        "{\"ignore_window\": true}",
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let mut s = s;
+    let status = s.child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the failpoint did not stop serve: {}",
+        s.log()
+    );
+    assert!(hook.requests.all().is_empty());
+    drop(s);
+    // The next start delivers it, once.
+    let s = Serve::start(w.dir.path(), "p.dpplan", None);
+    let got = hook.requests.wait_for(1);
+    assert_eq!(got[0].json()["run"]["id"], 1, "{:?}", got[0].json());
+    assert_eq!(got[0].json()["run"]["status"], "COMPLETED");
+    // A second outcome: one more, not a repeat of the first.
+    let (_, body) = post(
+        &format!("{}/api/plans/win/runs", s.url),
+        Some(TOKEN),
+        "{\"ignore_window\": true}",
+    )
+    .await;
+    let second = body["run"].as_u64().unwrap();
+    finished(&s, second).await;
+    let got = hook.requests.wait_for(2);
+    assert_eq!(got[1].json()["run"]["id"], second);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests.all().len(), 2, "a repeat");
+    let (_, log) = get(&format!("{}/api/runs/1/log", s.url)).await;
+    assert!(log.to_string().contains("delivered"), "{log}");
+    assert!(s.log().contains("notify ops"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+
+    // A MISSED run is notified too.
+    let s = Serve::start(w.dir.path(), "p.dpplan", Some("2030-01-10T23:00:00Z"));
+    let got = hook.requests.wait_for(3);
+    assert_eq!(got.len(), 3, "{}", s.log());
+    assert_eq!(
+        got[2].json()["run"]["status"],
+        "MISSED",
+        "{:?}",
+        got[2].json()
+    );
     assert_eq!(s.stop(), 0);
 }

@@ -213,8 +213,10 @@ pub fn queue_for(program: &Program, plan: &str, outcome: &Outcome) -> Queued {
                 notification: notification.clone(),
             };
             match serde_json::to_value(&message) {
+                // Delivery runs on the system's time (its backoff is real waiting): an
+                // outcome read on a clock ahead of it (`DPPLAN_TEST_NOW`) is due now all the same.
                 Ok(message) => queued.entries.push(NewOutboxEntry {
-                    queued: outcome.at,
+                    queued: outcome.at.min(chrono::Utc::now()),
                     message,
                 }),
                 Err(e) => queued.log.push(log_line(

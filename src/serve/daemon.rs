@@ -60,6 +60,8 @@ pub struct Daemon {
     pub(super) wake: tokio::sync::Notify,
     /// Options every run gets (test knobs: poll intervals).
     base_options: RunOptions,
+    /// The state file's outbox: notifications of run outcomes, delivered in the background.
+    pub(super) outbox: Arc<crate::notify::Outbox>,
 }
 
 impl Daemon {
@@ -73,6 +75,7 @@ impl Daemon {
     ) -> Result<Arc<Daemon>, ServeError> {
         let metrics =
             Metrics::from_history(store.as_ref()).map_err(|e| ServeError::Start(e.to_string()))?;
+        let store_for_outbox: Arc<dyn crate::store::OutboxStore> = store.clone();
         Ok(Arc::new(Daemon {
             store,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -87,6 +90,7 @@ impl Daemon {
             stopping: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             base_options: RunOptions::default(),
+            outbox: Arc::new(crate::notify::Outbox::new(store_for_outbox)),
         }))
     }
 
@@ -224,6 +228,8 @@ impl Daemon {
             let id = outcome.as_ref().map(|r| r.run).ok().or(live2.run());
             me.with_driving(|d| d.retain(|x| !Arc::ptr_eq(&x.live, &live2)));
             me.ended(&plan_name, &outcome);
+            // Its outcome's notifications were queued with its status: send them now.
+            me.outbox.wake();
             me.wake.notify_one();
             let _ = tx.send(id.ok_or_else(|| match outcome {
                 Err(e) => e.to_string(),
@@ -445,14 +451,27 @@ impl Daemon {
             })
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))?;
-        self.store
-            .append(
+        // The status and its notifications in one commit, as the engine writes a run's end.
+        let outcome = crate::notify::Outcome::new(
+            run,
+            plan,
+            now,
+            RunStatus::Missed,
+            Some(why.clone()),
+            now,
+            Vec::new(),
+        );
+        self.outbox
+            .enqueue_for(
                 run,
                 vec![Record::Run {
                     status: RunStatus::Missed,
                     error: Some(why.clone()),
                     at: now,
                 }],
+                &entry.program,
+                plan,
+                &outcome,
             )
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))?;

@@ -116,6 +116,40 @@ pub fn next_due(plan: &Plan, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     crate::schedule::next_due(plan, now)
 }
 
+/// Delivers the outbox's notifications until the stop, logging each attempt.
+async fn deliver(daemon: Arc<Daemon>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use crate::notify::AttemptResult;
+    let reporter = daemon.reporter.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let outcome = daemon
+        .outbox
+        .run(stopped, |pass| {
+            for a in &pass.attempts {
+                let what = match &a.result {
+                    AttemptResult::Delivered => "delivered".to_string(),
+                    AttemptResult::Failed { error, .. } => {
+                        format!("attempt {} failed: {error}; tried again later", a.attempt)
+                    }
+                    AttemptResult::GaveUp { error } => {
+                        format!("attempt {} failed: {error}; given up", a.attempt)
+                    }
+                };
+                reporter.say(&format!(
+                    "notify {} {} (run {}): {what}",
+                    a.notifier, a.channel, a.run
+                ));
+            }
+        })
+        .await;
+    if let Err(e) = outcome {
+        reporter.say(&format!(
+            "notifications stopped: the state file failed: {e}; the next start delivers them"
+        ));
+    }
+}
+
 /// A running serve.
 pub struct Server {
     daemon: Arc<Daemon>,
@@ -219,7 +253,11 @@ impl Server {
             Ok(_) => {}
             Err(e) => reporter.say(&format!("cannot list unfinished runs: {e}")),
         }
-        tasks.push(tokio::spawn(scheduler::run(daemon.clone(), stop_rx)));
+        tasks.push(tokio::spawn(scheduler::run(
+            daemon.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(deliver(daemon.clone(), stop_rx)));
         Ok(Server {
             daemon,
             addr,
