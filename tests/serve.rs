@@ -897,3 +897,51 @@ async fn serve_notifies_each_outcome_once_and_again_after_a_crash_before_deliver
     );
     assert_eq!(s.stop(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_retention_keeps_the_newest_runs_and_never_an_unfinished_one() {
+    let w = World::new(FLEET).await;
+    let plan = w.dir.path().join("p.dpplan");
+    std::fs::write(
+        &plan,
+        w.plan_file(
+            "settings { keep_runs = 2 }\n",
+            "plan \"p\" {\n  activity export_domain { devices = \"QA1\"  domains = \"DOMAIN1\" }\n}\n",
+        ),
+    )
+    .unwrap();
+    let p = plan.to_str().unwrap();
+    let dir = w.dir.path();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dpplan"));
+        c.args(["run", p, "--quiet", "--state"])
+            .arg(dir.join("state.redb"))
+            .env_remove("DPPLAN_FAILPOINT");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap().status.code()
+    };
+    // Run 1 is killed mid-way: unfinished, it must stay.
+    assert_ne!(run(&[("DPPLAN_FAILPOINT", "after-intent")]), Some(0));
+    for _ in 0..4 {
+        assert_eq!(run(&[]), Some(0));
+    }
+    let (code, out, err) = cli(dir, &["runs", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<u64> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [5, 4, 1], "{out}");
+    let (code, _, err) = cli(dir, &["show", "2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no run 2"), "{err}");
+    // The kept runs read back whole.
+    let (code, out, _) = cli(dir, &["log", "4", "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("run COMPLETED"), "{out}");
+}

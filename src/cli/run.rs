@@ -532,6 +532,7 @@ pub(super) fn run_program(
     let Some(rt) = runtime() else {
         return Err(EXIT_INTERNAL);
     };
+    let keep = (program.settings.keep_runs, program.settings.keep_days);
     let mut e = engine(program, plan, store.clone(), options);
     let progress = Progress::new(quiet);
     if let Some(o) = progress.observer() {
@@ -541,7 +542,17 @@ pub(super) fn run_program(
     let say = progress.sayer();
     let (outcome, interrupts) = rt.block_on(async {
         let interrupts = tokio::spawn(interrupts(live, say));
-        (e.run(text).await, interrupts)
+        let outcome = e.run(text).await;
+        if outcome.is_ok() {
+            // Journal retention (`keep_runs`, `keep_days`): the plan's old finished runs go.
+            let now = chrono::Utc::now();
+            if let Err(err) =
+                crate::store::retention::apply(&store, plan, keep.0, keep.1, now).await
+            {
+                eprintln!("warning: journal retention: {err}");
+            }
+        }
+        (outcome, interrupts)
     });
     progress.finish();
     // The journal failing (a full disk) or an unreadable stored run is failed work: exit 1.

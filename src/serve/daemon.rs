@@ -228,6 +228,7 @@ impl Daemon {
             let id = outcome.as_ref().map(|r| r.run).ok().or(live2.run());
             me.with_driving(|d| d.retain(|x| !Arc::ptr_eq(&x.live, &live2)));
             me.ended(&plan_name, &outcome);
+            me.retain(&plan_name).await;
             // Its outcome's notifications were queued with its status: send them now.
             me.outbox.wake();
             me.wake.notify_one();
@@ -312,6 +313,28 @@ impl Daemon {
             Err(e) => self
                 .reporter
                 .say(&format!("plan \"{plan}\": the run stopped: {e}")),
+        }
+    }
+
+    /// Journal retention for plan `plan`, by its current settings (`keep_runs`, `keep_days`).
+    async fn retain(&self, plan: &str) {
+        let Some((keep_runs, keep_days)) = self
+            .catalog()
+            .plans
+            .get(plan)
+            .map(|e| (e.program.settings.keep_runs, e.program.settings.keep_days))
+        else {
+            return;
+        };
+        let now = self.clock.now();
+        match crate::store::retention::apply(&self.store, plan, keep_runs, keep_days, now).await {
+            Ok(0) => {}
+            Ok(n) => self.reporter.say(&format!(
+                "journal retention: {n} old run(s) of plan \"{plan}\" removed from the state file"
+            )),
+            Err(e) => self
+                .reporter
+                .say(&format!("journal retention of plan \"{plan}\" failed: {e}")),
         }
     }
 

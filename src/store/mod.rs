@@ -557,6 +557,7 @@ pub mod owner;
 mod read;
 mod readonly;
 mod redb;
+pub mod retention;
 mod schema;
 mod writer;
 

@@ -159,6 +159,19 @@ impl RedbStore {
         self.claim.set_serve(url)
     }
 
+    /// Deletes finished runs whole (journal retention, see [`super::retention`]); a run
+    /// that is not finished, or not there, is left alone. Returns how many went.
+    pub async fn forget(&self, runs: Vec<RunId>) -> Result<usize, StoreError> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Forget { runs, reply })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+    }
+
     /// The state file's path.
     pub fn path(&self) -> &Path {
         &self.path

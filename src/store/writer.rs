@@ -60,6 +60,11 @@ pub(super) enum Request {
         encoded: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Delete finished runs whole (journal retention); answered with how many went.
+    Forget {
+        runs: Vec<RunId>,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// The writer thread's state.
@@ -78,6 +83,8 @@ enum Applied {
     Appended,
     /// Whether the outbox entry was there to settle.
     Settled(bool),
+    /// How many runs were deleted.
+    Forgot(usize),
     Refused(StoreError),
 }
 
@@ -204,6 +211,15 @@ impl Writer {
                         ..
                     } => {
                         self.settle_one(&mut tables, &mut headers, *id, settlement, log, encoded)?
+                    }
+                    Request::Forget { runs, .. } => {
+                        let mut n = 0;
+                        for run in runs {
+                            headers.remove(run);
+                            self.last_seq.remove(run);
+                            n += usize::from(forget(&mut tables, *run)?);
+                        }
+                        Applied::Forgot(n)
                     }
                 });
             }
@@ -336,7 +352,56 @@ fn answer(request: Request, applied: Result<Applied, StoreError>) {
                 Ok(_) => Err(mismatched()),
             });
         }
+        Request::Forget { reply, .. } => {
+            let _ = reply.send(match applied {
+                Ok(Applied::Forgot(n)) => Ok(n),
+                Ok(Applied::Refused(e)) | Err(e) => Err(e),
+                Ok(_) => Err(mismatched()),
+            });
+        }
     }
+}
+
+/// Deletes run `run` whole: its header, texts, activities, tasks, journal, index entry and
+/// outbox entries. Refuses (false) a run that is not finished, or not there.
+fn forget(tables: &mut Tables<'_>, run: RunId) -> Result<bool, StoreError> {
+    if tables.unfinished.get(run).map_err(db)?.is_some() {
+        return Ok(false);
+    }
+    let header: RunHeader = match tables.runs.get(run).map_err(db)? {
+        Some(bytes) => decode(bytes.value(), "run header")?,
+        None => return Ok(false),
+    };
+    if !header.status.is_final() {
+        return Ok(false);
+    }
+    tables.runs.remove(run).map_err(db)?;
+    tables.run_text.remove(run).map_err(db)?;
+    tables.run_graph.remove(run).map_err(db)?;
+    let all = (run, 0u32)..=(run, u32::MAX);
+    tables
+        .activities
+        .retain_in(all.clone(), |_, _| false)
+        .map_err(db)?;
+    tables
+        .tasks
+        .retain_in(all.clone(), |_, _| false)
+        .map_err(db)?;
+    tables.task_state.retain_in(all, |_, _| false).map_err(db)?;
+    tables
+        .journal
+        .retain_in(run_range_u64(run), |_, _| false)
+        .map_err(db)?;
+    tables
+        .plan_runs
+        .remove((header.plan.as_str(), run))
+        .map_err(db)?;
+    // Whatever of it the outbox still holds goes with it (an entry names its run).
+    tables
+        .outbox
+        .retain(|_, v| decode::<StoredEntry>(v, "outbox entry").map_or(true, |e| e.run != run))
+        .map_err(db)?;
+    Ok(true)
 }
 
 fn mismatched() -> StoreError {
