@@ -468,7 +468,10 @@ async fn damage_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.redb");
     std::fs::write(&junk, "not a database\n".repeat(1000)).unwrap();
-    assert!(matches!(RedbStore::open(&junk), Err(StoreError::Db(_))));
+    assert!(matches!(
+        RedbStore::open(&junk),
+        Err(StoreError::Open { .. })
+    ));
 
     let path = dir.path().join("state.redb");
     let store = RedbStore::open(&path).unwrap();
@@ -495,8 +498,14 @@ async fn damage_is_an_error_not_a_panic() {
         txn.commit().unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
-    assert!(matches!(store.run(id), Err(StoreError::Db(_))));
-    assert!(matches!(store.log(id, None), Err(StoreError::Db(_))));
+    assert!(matches!(store.run(id), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        store.log(id, None),
+        Err(StoreError::Corrupt { .. })
+    ));
+    // The decoder's own error is reachable as the cause.
+    let e = store.run(id).unwrap_err();
+    assert!(std::error::Error::source(&e).is_some_and(|c| c.is::<serde_json::Error>()));
     assert_eq!(store.runs(None, 40).unwrap().len(), 1);
 }
 

@@ -194,7 +194,15 @@ pub(crate) fn store_error(e: &StoreError) -> u8 {
         StoreError::Locked { .. }
         | StoreError::NoRun(_)
         | StoreError::Version { .. }
-        | StoreError::Db(_) => EXIT_FAILED,
+        | StoreError::Open { .. }
+        | StoreError::NeedsRecovery { .. }
+        | StoreError::Redb(_)
+        | StoreError::Corrupt { .. }
+        | StoreError::Encode { .. }
+        | StoreError::Io { .. }
+        | StoreError::Incomplete { .. }
+        | StoreError::WriterGone
+        | StoreError::Batch(_) => EXIT_FAILED,
     }
 }
 

@@ -556,7 +556,10 @@ impl Engine {
             &graph,
             self.base.options.stored(),
         );
-        let stored = serde_json::to_string(&stored).map_err(|e| StoreError::Db(e.to_string()))?;
+        let stored = serde_json::to_string(&stored).map_err(|source| StoreError::Encode {
+            what: "the stored run",
+            source,
+        })?;
         let run = self
             .base
             .journal

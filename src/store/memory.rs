@@ -30,7 +30,7 @@ impl MemoryJournal {
     fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         self.state
             .lock()
-            .map_err(|_| StoreError::Db("memory journal poisoned".into()))
+            .map_err(|_| StoreError::Batch("the memory journal's lock is poisoned".into()))
     }
 
     /// The records of run `id`, in order.

@@ -326,9 +326,74 @@ pub enum StoreError {
     /// No such run.
     #[error("no run {0} in the state file")]
     NoRun(RunId),
-    /// Anything redb or the filesystem reported.
+    /// The file cannot be opened as a state file (not one, damaged, unreadable).
+    #[error("cannot open the state file {path}: {source}")]
+    Open {
+        /// The state file.
+        path: String,
+        /// What redb said.
+        #[source]
+        source: Box<::redb::Error>,
+    },
+    /// A reader found the file left by a killed writer, and its recovery needs a writer.
+    #[error("{path} needs recovery after a crash, and its writer has not recovered it yet")]
+    NeedsRecovery {
+        /// The state file.
+        path: String,
+    },
+    /// redb failed: the disk (full, failing), or a damaged file.
     #[error("state file: {0}")]
-    Db(String),
+    Redb(#[from] Box<::redb::Error>),
+    /// A value in the file does not read back: a damaged file, or one written by something
+    /// else.
+    #[error("state file: corrupt {what}: {source}")]
+    Corrupt {
+        /// What was read (`run header`, `journal record`...).
+        what: String,
+        /// Why it does not decode.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be encoded for the file.
+    #[error("state file: encoding {what}: {source}")]
+    Encode {
+        /// What was written.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file beside or under the state file (its folder, the owner sidecar).
+    #[error("state file: {path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file has no plan text, or an unreadable graph, for a run it lists.
+    #[error("state file: run {run} {what}")]
+    Incomplete {
+        /// The run.
+        run: RunId,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// The writer thread stopped (the process is going down) or could not start.
+    #[error("the state file's writer has stopped")]
+    WriterGone,
+    /// A commit that failed for every request of its batch: the first request gets the cause,
+    /// the others this, which names it.
+    #[error("state file: {0}")]
+    Batch(std::sync::Arc<str>),
+}
+
+impl StoreError {
+    /// A redb error of any kind.
+    pub fn redb(e: impl Into<::redb::Error>) -> StoreError {
+        StoreError::Redb(Box::new(e.into()))
+    }
 }
 
 /// Where the engine writes. Object safe; the engine holds `Arc<dyn Journal>`.

@@ -173,6 +173,7 @@ pub fn holder(state: &Path) -> Holder {
 #[derive(Debug)]
 pub(super) struct Claim {
     file: File,
+    path: PathBuf,
     state: Mutex<Written>,
 }
 
@@ -189,7 +190,10 @@ impl Claim {
     /// holding a shared lock for an instant: this waits them out.
     pub fn take(state: &Path, first_new_run: RunId) -> Result<Claim, StoreError> {
         let path = sidecar(state);
-        let fail = |e: std::io::Error| StoreError::Db(format!("{}: {e}", path.display()));
+        let fail = |source: std::io::Error| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -204,6 +208,7 @@ impl Claim {
         file.set_len(0).map_err(fail)?;
         let claim = Claim {
             file,
+            path: path.clone(),
             state: Mutex::new(Written {
                 owner: Owner::this_process(first_new_run),
                 len: 0,
@@ -249,12 +254,15 @@ impl Claim {
         let mut state = self
             .state
             .lock()
-            .map_err(|_| StoreError::Db("the state file's owner record is poisoned".into()))?;
+            .map_err(|_| StoreError::Batch("the owner record's lock is poisoned".into()))?;
         if !change(&mut state.owner) {
             return Ok(());
         }
-        let mut text = serde_json::to_string(&state.owner)
-            .map_err(|e| StoreError::Db(format!("encoding the owner record: {e}")))?;
+        let mut text =
+            serde_json::to_string(&state.owner).map_err(|source| StoreError::Encode {
+                what: "the owner record",
+                source,
+            })?;
         text.push('\n');
         // Never shorter than before: trailing spaces are JSON whitespace.
         while text.len() < state.len {
@@ -262,7 +270,10 @@ impl Claim {
         }
         self.file
             .write_all_at(text.as_bytes(), 0)
-            .map_err(|e| StoreError::Db(format!("writing the owner record: {e}")))?;
+            .map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         state.len = text.len();
         Ok(())
     }

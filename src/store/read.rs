@@ -156,9 +156,19 @@ pub(super) fn run(database: &impl ReadableDatabase, id: RunId) -> Result<RunDeta
     let text: RunText = match table(&txn, RUN_TEXT)? {
         Some(t) => match t.get(id).map_err(db)? {
             Some(bytes) => decode(bytes.value(), "run text")?,
-            None => return Err(StoreError::Db(format!("run {id} has no plan text"))),
+            None => {
+                return Err(StoreError::Incomplete {
+                    run: id,
+                    what: "has no plan text",
+                })
+            }
         },
-        None => return Err(StoreError::Db(format!("run {id} has no plan text"))),
+        None => {
+            return Err(StoreError::Incomplete {
+                run: id,
+                what: "has no plan text",
+            })
+        }
     };
     let mut activities: Vec<ActivityRecord> = Vec::new();
     if let Some(t) = table(&txn, ACTIVITIES)? {
@@ -193,8 +203,10 @@ pub(super) fn stored_run(
     // Schema 2 keeps it in its own table; a run written by schema 1 inside its RunText.
     if let Some(graphs) = table(&txn, RUN_GRAPH)? {
         if let Some(bytes) = graphs.get(id).map_err(db)? {
-            return String::from_utf8(bytes.value().to_vec())
-                .map_err(|_| StoreError::Db(format!("corrupt graph of run {id}: not UTF-8")));
+            return String::from_utf8(bytes.value().to_vec()).map_err(|_| StoreError::Incomplete {
+                run: id,
+                what: "has a graph that is not UTF-8",
+            });
         }
     }
     let text = match table(&txn, RUN_TEXT)? {
@@ -203,7 +215,10 @@ pub(super) fn stored_run(
     };
     match text {
         Some(bytes) => Ok(decode::<RunText>(bytes.value(), "run text")?.graph),
-        None => Err(StoreError::Db(format!("run {id} has no plan text"))),
+        None => Err(StoreError::Incomplete {
+            run: id,
+            what: "has no plan text",
+        }),
     }
 }
 

@@ -43,7 +43,7 @@ impl ReadOnlyStore {
     ///
     /// Fails with [`StoreError::Version`] when a newer dpplan wrote it, with
     /// [`StoreError::Locked`] when a dpplan older than this one has it open (it locks the
-    /// whole file), and with [`StoreError::Db`] when it is missing or not a state file. A
+    /// whole file), and with [`StoreError::Open`] when it is missing or not a state file. A
     /// file left by a killed writer is recovered first ([`ReadOnlyStore::recovered`]).
     pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
         let shown = path.display().to_string();
@@ -71,10 +71,13 @@ impl ReadOnlyStore {
                     owner: None,
                 }
             }
-            DatabaseError::RepairAborted => StoreError::Db(format!(
-                "{shown} needs recovery after a crash, and its writer has not recovered it yet"
-            )),
-            e => StoreError::Db(format!("{shown}: {e}")),
+            DatabaseError::RepairAborted => StoreError::NeedsRecovery {
+                path: shown.clone(),
+            },
+            e => StoreError::Open {
+                path: shown.clone(),
+                source: Box::new(e.into()),
+            },
         })?;
         read::check_version(&db, &shown)?;
         Ok(ReadOnlyStore {

@@ -69,7 +69,7 @@ impl RedbStore {
     ///
     /// Fails with [`StoreError::Locked`] at once when another `RedbStore` (in this process or
     /// another) has it open, with [`StoreError::Version`] when a newer dpplan wrote it, and
-    /// with [`StoreError::Db`] when it is not a state file. A file left by a writer that was
+    /// with [`StoreError::Open`] when it is not a state file. A file left by a writer that was
     /// killed is recovered here (redb repairs it on open).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let shown = path.display().to_string();
@@ -80,7 +80,10 @@ impl RedbStore {
                     .recursive(true)
                     .mode(0o700)
                     .create(parent)
-                    .map_err(|e| StoreError::Db(format!("creating {}: {e}", parent.display())))?;
+                    .map_err(|source| StoreError::Io {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
             }
         }
         // A new state file is its owner's only, whatever the umask (it names devices, hosts
@@ -92,7 +95,10 @@ impl RedbStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| StoreError::Db(format!("creating {shown}: {e}")))?;
+                .map_err(|source| StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -102,7 +108,10 @@ impl RedbStore {
                 DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
                     locked(path)
                 }
-                e => StoreError::Db(format!("{shown}: {e}")),
+                e => StoreError::Open {
+                    path: shown.to_string(),
+                    source: Box::new(e.into()),
+                },
             })?;
         read::check_version(&db, &shown)?;
         init(&db)?;
@@ -122,7 +131,7 @@ impl RedbStore {
         let writer = std::thread::Builder::new()
             .name("dpplan-store".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::Db(format!("starting the writer thread: {e}")))?;
+            .map_err(|_| StoreError::WriterGone)?;
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),
@@ -167,9 +176,7 @@ impl RedbStore {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Forget { runs, reply })?;
-        answer
-            .await
-            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// The state file's path.
@@ -189,7 +196,7 @@ impl RedbStore {
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
-        let stopped = || StoreError::Db("the state file's writer has stopped".into());
+        let stopped = || StoreError::WriterGone;
         self.tx
             .as_ref()
             .ok_or_else(stopped)?
@@ -267,9 +274,7 @@ impl Journal for RedbStore {
             run: Box::new(run),
             reply,
         })?;
-        let id = answer
-            .await
-            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))??;
+        let id = answer.await.map_err(|_| StoreError::WriterGone)??;
         // Readers know it is this process's already (its number is past `first_new_run`);
         // this names it for messages.
         self.claim.add_run(id, &plan)?;
@@ -301,9 +306,7 @@ impl Journal for RedbStore {
             outbox,
             reply,
         })?;
-        answer
-            .await
-            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
@@ -328,9 +331,7 @@ impl OutboxStore for RedbStore {
             encoded,
             reply,
         })?;
-        answer
-            .await
-            .map_err(|_| StoreError::Db("the state file's writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 

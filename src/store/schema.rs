@@ -154,17 +154,23 @@ pub struct RunText {
 
 /// Encodes a value (JSON).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Db(format!("encoding a value: {e}")))
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+        what: "a value",
+        source,
+    })
 }
 
 /// Decodes a value; a value that does not decode is a corrupt state file.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Db(format!("corrupt {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        what: what.to_string(),
+        source,
+    })
 }
 
-/// Maps any redb error to [`StoreError::Db`].
-pub fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Db(e.to_string())
+/// Maps any redb error to [`StoreError::Redb`].
+pub fn db<E: Into<::redb::Error>>(e: E) -> StoreError {
+    StoreError::redb(e)
 }
 
 /// The key range of one run in a `(run, id)` table.

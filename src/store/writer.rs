@@ -161,13 +161,18 @@ impl Writer {
                 }
             }
             Err(e) => {
-                // The cause once, without a second "state file:" prefix.
-                let message = match e {
-                    StoreError::Db(m) => m,
-                    other => other.to_string(),
+                // The first request gets the cause itself; the others its text (the cause
+                // is not `Clone`): the commit failed for all of them alike.
+                let message: std::sync::Arc<str> = match &e {
+                    StoreError::Batch(m) => m.clone(),
+                    other => other.to_string().trim_start_matches("state file: ").into(),
                 };
+                let mut cause = Some(e);
                 for request in batch {
-                    answer(request, Err(StoreError::Db(message.clone())));
+                    let err = cause
+                        .take()
+                        .unwrap_or_else(|| StoreError::Batch(message.clone()));
+                    answer(request, Err(err));
                 }
             }
         }
@@ -405,7 +410,7 @@ fn forget(tables: &mut Tables<'_>, run: RunId) -> Result<bool, StoreError> {
 }
 
 fn mismatched() -> StoreError {
-    StoreError::Db("internal: mismatched reply".into())
+    StoreError::Batch("internal: a reply of the wrong kind".into())
 }
 
 /// The last seq in a run's journal, 0 if it has none.
