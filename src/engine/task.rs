@@ -3,6 +3,7 @@
 
 mod hooks;
 mod restore;
+mod retries;
 
 use super::actions::{self, StepError, TaskProgress};
 use super::{plan_env, RunCtx};
@@ -302,14 +303,6 @@ async fn apply_policy(
     Ok(())
 }
 
-/// The policy a failed step ends in once its retries are spent.
-fn final_policy(p: &Policy) -> &Policy {
-    match p {
-        Policy::Retry { then, .. } => final_policy(then),
-        other => other,
-    }
-}
-
 fn notify(ctx: &RunCtx, t: &Task, status: TaskStatus) {
     if let Some(o) = &ctx.observer {
         o.task(t, status);
@@ -336,22 +329,6 @@ fn script_wanted(t: &Task, s: &crate::compile::TaskStep, st: &TaskProgress) -> b
     }
 }
 
-/// The retry layer a step is in after `retried` retries, and the retries used in that layer.
-fn retries_left(mut policy: Policy, mut retried: u32) -> (Policy, u32) {
-    loop {
-        match policy {
-            Policy::Retry {
-                times, ref then, ..
-            } if retried >= times && times > 0 => {
-                retried -= times;
-                policy = (**then).clone();
-            }
-            Policy::Retry { .. } => return (policy, retried),
-            other => return (other, 0),
-        }
-    }
-}
-
 /// Runs one step with its retries; `Some` is the failure and the policy that now applies.
 async fn attempt_step(
     ctx: &RunCtx,
@@ -363,7 +340,7 @@ async fn attempt_step(
 ) -> Result<Option<(StepError, Policy)>, StoreError> {
     let s = &t.steps[i];
     // A resumed step continues its retry budget: `retried` retries were used before.
-    let (mut policy, mut used) = retries_left(s.policy.clone(), retried);
+    let mut retries = retries::Retries::new(&s.policy, retried);
     let mut attempt = first_attempt - 1;
     loop {
         attempt += 1;
@@ -419,7 +396,7 @@ async fn attempt_step(
                     message: format!("{}; resume does this step again", e.message),
                 };
                 st.pending.push(line);
-                return Ok(Some((e, policy)));
+                return Ok(Some((e, retries.last().clone())));
             }
             Err(e) => e,
         };
@@ -433,63 +410,46 @@ async fn attempt_step(
             at: ctx.clock.now(),
             retry: false,
         });
-        // Unwrap retry layers until one still has attempts for this error, or a final policy.
-        loop {
-            match policy {
-                Policy::Retry {
-                    times,
-                    backoff_ms,
-                    max_backoff_ms,
-                    ref then,
-                } => {
-                    if err.transient && used < times {
-                        let exp = backoff_ms.saturating_mul(1u64 << used.min(30));
-                        let wait = max_backoff_ms.map_or(exp, |m| exp.min(m));
-                        used += 1;
-                        // Resume after a crash in the backoff retries the step too.
-                        if let Some(Record::StepResult { retry, .. }) = records
-                            .iter_mut()
-                            .rev()
-                            .find(|r| matches!(r, Record::StepResult { .. }))
-                        {
-                            *retry = true; // this attempt's failure, pushed last
-                        }
-                        records.push(Record::Log {
-                            task: Some(t.id),
-                            step: Some(s.name.clone()),
-                            at: ctx.clock.now(),
-                            message: format!(
-                                "attempt {attempt} failed ({}); retry {used} of {times} in {}",
-                                err.message,
-                                human(Duration::from_millis(wait))
-                            ),
-                        });
-                        ctx.record(records).await?;
-                        super::failpoint::hit("retry-backoff");
-                        ctx.clock.sleep(Duration::from_millis(wait)).await;
-                        break;
-                    }
-                    if !err.transient && times > 0 {
-                        records.push(Record::Log {
-                            task: Some(t.id),
-                            step: Some(s.name.clone()),
-                            at: ctx.clock.now(),
-                            message: format!(
-                                "not retried: the error is permanent ({})",
-                                err.message
-                            ),
-                        });
-                    }
-                    let next = (**then).clone();
-                    policy = next;
-                    used = 0;
-                }
-                other => {
-                    ctx.record(records).await?;
-                    return Ok(Some((err, other)));
-                }
+        let next = if err.transient {
+            retries.advance()
+        } else {
+            if retries.any_left() {
+                records.push(Record::Log {
+                    task: Some(t.id),
+                    step: Some(s.name.clone()),
+                    at: ctx.clock.now(),
+                    message: format!("not retried: the error is permanent ({})", err.message),
+                });
             }
+            None
+        };
+        let Some(next) = next else {
+            ctx.record(records).await?;
+            return Ok(Some((err, retries.last().clone())));
+        };
+        // Resume after a crash in the backoff retries the step too.
+        if let Some(Record::StepResult { retry, .. }) = records
+            .iter_mut()
+            .rev()
+            .find(|r| matches!(r, Record::StepResult { .. }))
+        {
+            *retry = true; // this attempt's failure, pushed last
         }
+        records.push(Record::Log {
+            task: Some(t.id),
+            step: Some(s.name.clone()),
+            at: ctx.clock.now(),
+            message: format!(
+                "attempt {attempt} failed ({}); retry {} of {} in {}",
+                err.message,
+                next.number,
+                next.of,
+                human(next.wait)
+            ),
+        });
+        ctx.record(records).await?;
+        super::failpoint::hit("retry-backoff");
+        ctx.clock.sleep(next.wait).await;
     }
 }
 
@@ -548,32 +508,5 @@ fn human(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn retry(times: u32, then: Policy) -> Policy {
-        Policy::Retry {
-            times,
-            backoff_ms: 1000,
-            max_backoff_ms: None,
-            then: Box::new(then),
-        }
-    }
-
-    /// A resumed step continues its retry budget through nested retry layers.
-    #[test]
-    fn retries_left_walks_the_layers() {
-        let inner = retry(1, Policy::Stop);
-        let policy = retry(2, inner.clone());
-        assert_eq!(retries_left(policy.clone(), 0), (policy.clone(), 0));
-        assert_eq!(retries_left(policy.clone(), 1), (policy.clone(), 1));
-        assert_eq!(retries_left(policy.clone(), 2), (inner.clone(), 0));
-        assert_eq!(retries_left(policy.clone(), 3), (Policy::Stop, 0));
-        assert_eq!(retries_left(policy, 9), (Policy::Stop, 0));
-        assert_eq!(retries_left(Policy::Continue, 4), (Policy::Continue, 0));
     }
 }

@@ -51,7 +51,7 @@ pub(super) fn restore(
                         j.error.clone().unwrap_or_default()
                     ));
                 }
-                match final_policy(&s.policy) {
+                match super::retries::Retries::new(&s.policy, 0).last() {
                     Policy::Continue => st.warned = true,
                     Policy::Rollback => {
                         st.stopped = true;
