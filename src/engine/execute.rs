@@ -1,6 +1,7 @@
 //! A created run: the pre-plan script, the tasks in the step graph, the post-plan script,
 //! and the run's end (its status, its report, the owed releases when the journal fails).
 
+use super::task::TaskOutcome;
 #[allow(unused_imports)]
 use super::*;
 
@@ -17,16 +18,23 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
             resumed: ctx.resumed,
         });
     }
-    let mut outcome: HashMap<u32, (TaskStatus, Option<String>, Vec<String>)> = HashMap::new();
+    let mut outcome: HashMap<u32, TaskOutcome> = HashMap::new();
     for t in &ctx.tasks {
         if let Some(r) = &t.skipped {
-            outcome.insert(t.id, (TaskStatus::Skipped, Some(r.clone()), Vec::new()));
+            outcome.insert(t.id, TaskOutcome::new(TaskStatus::Skipped, Some(r.clone())));
         } else if let Some(r) = &t.failed {
-            outcome.insert(t.id, (TaskStatus::Failed, Some(r.clone()), Vec::new()));
+            outcome.insert(t.id, TaskOutcome::new(TaskStatus::Failed, Some(r.clone())));
         } else if let Some(p) = ctx.prior.get(&t.id).filter(|p| p.status.is_final()) {
             // Finished before the resume: nothing of it runs again.
             let files = p.files.iter().map(|f| f.path.clone()).collect();
-            outcome.insert(t.id, (p.status, p.error.clone(), files));
+            outcome.insert(
+                t.id,
+                TaskOutcome {
+                    status: p.status,
+                    error: p.error.clone(),
+                    files,
+                },
+            );
             for s in t.steps.iter() {
                 ctx.finish(&t.step_id(&s.name));
             }
@@ -69,10 +77,9 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
                 .await?;
                 outcome.insert(
                     t.id,
-                    (
+                    TaskOutcome::new(
                         TaskStatus::Cancelled,
                         Some("the pre-plan script failed".into()),
-                        Vec::new(),
                     ),
                 );
             }
@@ -143,8 +150,8 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
     let mut bug = None;
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(Ok((id, status, error, files))) => {
-                outcome.insert(id, (status, error, files));
+            Ok(Ok((id, ended))) => {
+                outcome.insert(id, ended);
             }
             Ok(Err(e)) => {
                 if store_error.is_none() && bug.is_none() {
@@ -195,10 +202,10 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
         for t in ctx.tasks.iter().filter(|t| t.runs()) {
             let entry = outcome
                 .entry(t.id)
-                .or_insert((TaskStatus::Pending, None, Vec::new()));
-            if !entry.0.is_final() {
-                entry.0 = TaskStatus::Cancelled;
-                entry.1 = Some(why.clone());
+                .or_insert(TaskOutcome::new(TaskStatus::Pending, None));
+            if !entry.status.is_final() {
+                entry.status = TaskStatus::Cancelled;
+                entry.error = Some(why.clone());
                 records.push(Record::Task {
                     task: t.id,
                     status: TaskStatus::Cancelled,
@@ -213,7 +220,7 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
         post_plan(&ctx, RunStatus::Cancelled, &outcome).await?;
         return finish(&ctx, outcome, RunStatus::Cancelled, Some(why)).await;
     }
-    if ctx.interrupted.load(Ordering::SeqCst) || outcome.values().any(|(s, _, _)| !s.is_final()) {
+    if ctx.interrupted.load(Ordering::SeqCst) || outcome.values().any(|o| !o.status.is_final()) {
         return finish(
             &ctx,
             outcome,
@@ -225,7 +232,7 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
         )
         .await;
     }
-    let status = run_status(outcome.values().map(|(s, _, _)| *s));
+    let status = run_status(outcome.values().map(|o| o.status));
     post_plan(&ctx, status, &outcome).await?;
     finish(&ctx, outcome, status, None).await
 }
@@ -303,7 +310,7 @@ pub(super) async fn sleep_while_closed(ctx: &RunCtx) -> Result<bool, StoreError>
 pub(super) async fn post_plan(
     ctx: &RunCtx,
     status: RunStatus,
-    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+    outcome: &HashMap<u32, TaskOutcome>,
 ) -> Result<(), EngineError> {
     let Some(script) = &ctx.plan.post_plan else {
         return Ok(());
@@ -415,26 +422,23 @@ pub fn run_status(tasks: impl Iterator<Item = TaskStatus>) -> RunStatus {
     }
 }
 
-pub(super) fn tasks_json(
-    ctx: &RunCtx,
-    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
-) -> String {
+pub(super) fn tasks_json(ctx: &RunCtx, outcome: &HashMap<u32, TaskOutcome>) -> String {
     serde_json::to_string(&task_reports(ctx, outcome)).unwrap_or_default()
 }
 
 /// What every task of the run came to, in task order (PENDING for tasks with no outcome).
-pub(super) fn task_reports(
-    ctx: &RunCtx,
-    outcome: &HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
-) -> Vec<TaskReport> {
+pub(super) fn task_reports(ctx: &RunCtx, outcome: &HashMap<u32, TaskOutcome>) -> Vec<TaskReport> {
     ctx.tasks
         .iter()
         .map(|t| {
-            let (status, error, files) =
-                outcome
-                    .get(&t.id)
-                    .cloned()
-                    .unwrap_or((TaskStatus::Pending, None, Vec::new()));
+            let TaskOutcome {
+                status,
+                error,
+                files,
+            } = outcome
+                .get(&t.id)
+                .cloned()
+                .unwrap_or(TaskOutcome::new(TaskStatus::Pending, None));
             TaskReport {
                 id: t.id,
                 action: t.action.clone(),
@@ -479,7 +483,7 @@ pub(crate) fn plan_env(
 
 pub(super) async fn finish(
     ctx: &RunCtx,
-    outcome: HashMap<u32, (TaskStatus, Option<String>, Vec<String>)>,
+    outcome: HashMap<u32, TaskOutcome>,
     status: RunStatus,
     error: Option<String>,
 ) -> Result<RunReport, EngineError> {
@@ -489,7 +493,7 @@ pub(super) async fn finish(
         let left = ctx
             .tasks
             .iter()
-            .filter(|t| outcome.get(&t.id).is_none_or(|(s, _, _)| !s.is_final()))
+            .filter(|t| outcome.get(&t.id).is_none_or(|o| !o.status.is_final()))
             .count();
         let held = ctx.live.quiesced();
         let quiesced = if held.is_empty() {

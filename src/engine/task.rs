@@ -20,7 +20,26 @@ use std::task::Poll;
 use std::time::Duration;
 
 /// What a task runner returns: (task id, final status, error, files written).
-pub(crate) type TaskEnd = (u32, TaskStatus, Option<String>, Vec<String>);
+pub(crate) type TaskEnd = (u32, TaskOutcome);
+
+/// What a task came to in this process: its status, its error, the files it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskOutcome {
+    pub status: TaskStatus,
+    pub error: Option<String>,
+    pub files: Vec<String>,
+}
+
+impl TaskOutcome {
+    /// A status and an error, no files.
+    pub fn new(status: TaskStatus, error: Option<String>) -> TaskOutcome {
+        TaskOutcome {
+            status,
+            error,
+            files: Vec::new(),
+        }
+    }
+}
 
 /// The steps of `t` in an order that respects `after` (Kahn's algorithm; the checker
 /// refused cycles, so every step appears).
@@ -76,7 +95,7 @@ pub(crate) async fn run_task(
         // Not started: it stays PENDING and `resume` runs it.
         finish_all(&ctx, t);
         drop(permit);
-        return Ok((t.id, TaskStatus::Pending, None, Vec::new()));
+        return Ok((t.id, TaskOutcome::new(TaskStatus::Pending, None)));
     }
     // A task that had started before a crash is finished, whatever the window says now: it
     // may owe an unquiesce.
@@ -101,15 +120,13 @@ pub(crate) async fn run_task(
         finish_all(&ctx, t);
         return Ok((
             t.id,
-            TaskStatus::Cancelled,
-            Some(reason.to_string()),
-            Vec::new(),
+            TaskOutcome::new(TaskStatus::Cancelled, Some(reason.to_string())),
         ));
     }
     if ctx.interrupted.load(Ordering::SeqCst) && !had_started {
         // Interrupted while the run slept through a closed window: left for resume.
         finish_all(&ctx, t);
-        return Ok((t.id, TaskStatus::Pending, None, Vec::new()));
+        return Ok((t.id, TaskOutcome::new(TaskStatus::Pending, None)));
     }
     let mut st = TaskProgress::default();
     if !had_started {
@@ -210,7 +227,14 @@ pub(crate) async fn run_task(
             ctx.finish(&sid);
         }
         drop(permit);
-        return Ok((t.id, TaskStatus::Running, st.error, files));
+        return Ok((
+            t.id,
+            TaskOutcome {
+                status: TaskStatus::Running,
+                error: st.error,
+                files,
+            },
+        ));
     }
     let status = if st.rolled_back {
         TaskStatus::RolledBack
@@ -244,7 +268,14 @@ pub(crate) async fn run_task(
     for sid in deferred {
         ctx.finish(&sid);
     }
-    Ok((t.id, status, st.error, files))
+    Ok((
+        t.id,
+        TaskOutcome {
+            status,
+            error: st.error,
+            files,
+        },
+    ))
 }
 
 /// Marks a step finished for the steps that wait for it. A step that other tasks wait for is
