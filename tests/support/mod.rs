@@ -175,6 +175,20 @@ impl Ran {
     }
 }
 
+/// Copies directory `from` to `to` (created), files and folders, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Diagnostics without DP0041: the example plans name the administrator's secrets and CA
 /// files, which this machine lacks (as CI's often does); everything else must be clean.
 pub fn without_missing_secrets(
