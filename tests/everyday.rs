@@ -549,7 +549,7 @@ fn interrupt(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
-    let w = World::new(&qa_fleet("1500ms", "")).await;
+    let w = World::new(&slow_qa1_fleet()).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -592,7 +592,7 @@ async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_exit_names_what_is_left_quiesced() {
-    let w = World::new(&qa_fleet("1500ms", "")).await;
+    let w = World::new(&slow_qa1_fleet()).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -717,6 +717,17 @@ async fn a_narrowed_run_needs_only_its_own_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CONFIG"));
+}
+
+/// [`qa_fleet`] where only QA1 is slow to quiesce (1.5 s): long enough to interrupt a run
+/// while QA1 is quiescing, without making the resume wait as long for QA2 and QA3.
+fn slow_qa1_fleet() -> String {
+    let fleet = qa_fleet("50ms", "").replace(
+        "name = \"QA1\"\n",
+        "name = \"QA1\"\nquiesce_delay = \"1500ms\"\n",
+    );
+    assert!(fleet.contains("1500ms"), "qa_fleet changed");
+    fleet
 }
 
 /// QA1, QA2 and QA3, each with a domain, quiescing in `quiesce_delay`; `qa2` is added to
