@@ -17,6 +17,7 @@ use dpplan::store::{
     TaskRecord, TaskStatus,
 };
 
+use crate::support::golden::Golden;
 use crate::support::{root, Test};
 
 /// The first run's start: 2026-09-21 14:13:20 UTC.
@@ -386,7 +387,6 @@ fn dpplan(dir: &Path, args: &[&str]) -> crate::support::Ran {
 fn every_page_matches_its_golden_file() {
     let (dir, _) = recorded();
     let golden = root().join("tests/golden/reports");
-    let bless = std::env::var_os("DPPLAN_BLESS").is_some();
     let cases: &[(&str, &[&str])] = &[
         ("runs.txt", &["runs"]),
         ("runs.json", &["runs", "--json"]),
@@ -408,37 +408,22 @@ fn every_page_matches_its_golden_file() {
         ("log.json", &["log", "1", "--json"]),
         ("log-task.txt", &["log", "1", "--task", "2"]),
     ];
-    let mut failures = Vec::new();
+    let mut g = Golden::new();
     for (name, args) in cases {
         let ran = dpplan(dir.path(), args);
         if ran.status != 0 {
-            failures.push(format!("{name}: exit {}: {}", ran.status, ran.stderr));
+            g.fail(format!("{name}: exit {}: {}", ran.status, ran.stderr));
             continue;
         }
         if ran.stdout.contains('\x1b') {
-            failures.push(format!("{name}: colour in a pipe"));
+            g.fail(format!("{name}: colour in a pipe"));
         }
         if ran.stdout.contains('…') {
-            failures.push(format!("{name}: a value cut in a pipe"));
+            g.fail(format!("{name}: a value cut in a pipe"));
         }
-        let path = golden.join(name);
-        if bless {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &ran.stdout).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(want) if want == ran.stdout => {}
-            Ok(want) => failures.push(format!(
-                "{name}: output differs\n{}",
-                similar::TextDiff::from_lines(&want, &ran.stdout)
-                    .unified_diff()
-                    .header("expected", "actual")
-            )),
-            Err(_) => failures.push(format!("{name}: no golden file (DPPLAN_BLESS=1)")),
-        }
+        g.check(&golden.join(name), name, &ran.stdout);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    g.assert_all();
 }
 
 /// A state file in `dir` with one FAILED run of a plan with a long name and a long error.
