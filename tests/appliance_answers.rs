@@ -3,6 +3,7 @@
 //! binary against the simulator; the probe's time limits in process on paused time.
 
 use crate::engine::World;
+use crate::support::fleet::{DeviceEntry, FleetFile, SimFault};
 use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
 use crate::support::world::PausedWorld;
 use crate::support::Test;
@@ -23,6 +24,11 @@ async fn run(w: &World, activity: &str) -> (i32, serde_json::Value) {
     (ran.status, v)
 }
 
+/// A fleet of small backups (4 KiB files), its devices added by each test.
+fn small() -> FleetFile {
+    FleetFile::new().set("backup_file_size", "4KiB")
+}
+
 const BACKUP: &str =
     "  activity secure_backup {\n    devices = \"OLD\"\n    cert = \"backup-cert\"\n  }";
 
@@ -30,9 +36,11 @@ const BACKUP: &str =
 /// FirmwareVersion: it is probed (three firmware classes, then the domains) and backed up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_appliance_is_probed_through_its_firmware_classes() {
-    let w = World::new(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nfirmware_class = \"FirmwareVersion\"\ndomains = [\"default\", \"D1\"]\n",
-    )
+    let w = World::new(small().device(
+        DeviceEntry::new("OLD")
+            .set("firmware_class", "FirmwareVersion")
+            .domains(&["default", "D1"]),
+    ))
     .await;
     let activity = "  activity export_domain {\n    devices = \"OLD\"\n    domains = \"D1\"\n  }";
     let (status, v) = run(&w, activity).await;
@@ -94,7 +102,12 @@ async fn a_probe_longer_than_its_limit_makes_the_device_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_sent_with_http_500_is_a_fault() {
     let w = World::new(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nfirmware_class = \"FirmwareVersion2\"\nfault_http500 = true\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 1\nkind = \"soap-fault\"\n",
+        small().device(
+            DeviceEntry::new("OLD")
+                .set("firmware_class", "FirmwareVersion2")
+                .set_raw("fault_http500", "true")
+                .fault(SimFault::new("SecureBackup", "soap-fault").times(1)),
+        ),
     )
     .await;
     let (status, v) = run(&w, BACKUP).await;
@@ -120,7 +133,11 @@ async fn a_fault_sent_with_http_500_is_a_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_quiesce_state_fails_at_once() {
     let w = World::new(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"OLD\"\nno_quiesce_state = true\ndomains = [\"default\", \"D1\"]\n",
+        small().device(
+            DeviceEntry::new("OLD")
+                .set_raw("no_quiesce_state", "true")
+                .domains(&["default", "D1"]),
+        ),
     )
     .await;
     let started = std::time::Instant::now();

@@ -10,19 +10,15 @@
 //! round, as ever); `DPPLAN_CRASH_KILLS` sets how many kills, and `scripts/crash-harness.sh`
 //! runs the full harness (200 kills by default) by hand.
 
-use crate::engine::{files_below, World, DPOD_FLEET};
+use crate::engine::{files_below, World};
+use crate::support::fleet::{dpod, DeviceEntry, FleetFile, SimFault};
 use dpplan::store::{History, RedbStore, RunStatus, StepOutcome, TaskStatus};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// DPOD's example fleet with several-MB backups, so kills land mid-download too.
-fn fleet() -> String {
-    let fleet = DPOD_FLEET.replace(
-        "backup_file_size = \"64KiB\"",
-        "backup_file_size = \"1MiB\"",
-    );
-    assert!(fleet.contains("\"1MiB\""), "DPOD_FLEET's file size changed");
-    fleet
+fn fleet() -> FleetFile {
+    dpod().set("backup_file_size", "1MiB")
 }
 
 const PLAN: &str = r#"
@@ -219,7 +215,7 @@ fn kills_wanted() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() {
     // The uninterrupted run: its outcome and how long it takes.
-    let clean = World::new(&fleet()).await;
+    let clean = World::new(fleet()).await;
     std::fs::write(clean.dir.path().join("plan.dpplan"), plan_text(&clean)).unwrap();
     let t0 = Instant::now();
     let mut c = dpplan(&clean, &["run", "plan.dpplan"]);
@@ -237,7 +233,7 @@ async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     while kills < total {
         rounds += 1;
-        let w = World::new(&fleet()).await;
+        let w = World::new(fleet()).await;
         std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
         let mut first = true;
         // Kill up to 12 times per round, at random instants within a run's duration, then let
@@ -301,7 +297,7 @@ async fn killed_at_random_instants_and_resumed_it_ends_as_if_nothing_happened() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_interrupts_gracefully_and_resume_completes() {
-    let w = World::new(&fleet()).await;
+    let w = World::new(fleet()).await;
     std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
     let mut child = dpplan(&w, &["run", "plan.dpplan"]);
     // Interrupt once the first backups are under way: once a device is quiesced (a fixed
@@ -360,7 +356,7 @@ fn crash_at(w: &World, args: &[&str], point: &str) {
 /// One chosen point: a fresh fleet, a run that dies at `point`, a resume that dies right after
 /// loading the journal, a second resume that completes; the invariants, and the task statuses.
 async fn crash_at_point_then_resume(point: &'static str) -> Vec<TaskStatus> {
-    let w = World::new(&fleet()).await;
+    let w = World::new(fleet()).await;
     std::fs::write(w.dir.path().join("plan.dpplan"), plan_text(&w)).unwrap();
     let (w, got) = tokio::task::spawn_blocking(move || {
         crash_at(&w, &["run", "plan.dpplan"], point);
@@ -415,9 +411,9 @@ async fn crashes_at_chosen_points_and_during_resume_are_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_a_retry_backoff_retries_on_resume() {
     let w = World::new(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"64KiB\"\n\
-         [[device]]\nname = \"QA1\"\n\
-         [[device.fault]]\nop = \"SecureBackup\"\ntimes = 1\nkind = \"http500\"\n",
+        FleetFile::new()
+            .set("backup_file_size", "64KiB")
+            .device(DeviceEntry::new("QA1").fault(SimFault::new("SecureBackup", "http500").times(1))),
     )
     .await;
     let plan = format!(

@@ -6,26 +6,12 @@
 //! timeout or a 15 s backoff passes at once and the order of events is the script's.
 
 use crate::engine::{files_below, World};
+use crate::support::fleet::{qa, DeviceEntry, SimFault};
 use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
 use crate::support::world::PausedWorld;
 use dpplan::appliance::QuiesceTarget;
 use dpplan::store::{Record, RunStatus, StepOutcome, TaskStatus};
 use std::time::Duration;
-
-fn fleet(extra: &str) -> String {
-    format!(
-        r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "100ms"
-unquiesce_delay = "50ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-{extra}
-"#
-    )
-}
 
 fn attempts(records: &[Record], task: u32, step: &str) -> Vec<(u32, StepOutcome)> {
     records
@@ -45,7 +31,7 @@ fn attempts(records: &[Record], task: u32, step: &str) -> Vec<(u32, StepOutcome)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_records_the_failure_and_goes_on() {
-    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    let w = World::new(qa(&["QA1"])).await;
     std::fs::write(
         w.dir.path().join("fail.sh"),
         "#!/bin/sh\necho nope >&2\nexit 3\n",
@@ -82,8 +68,10 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_still_unquiesces_and_runs_the_post_script() {
-    let w = World::new(&fleet(
-        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\nkind = \"error-text\"\ntext = \"Error creating secure backup.\"\n",
+    let w = World::new(qa(&[]).device(
+        DeviceEntry::new("QA1").fault(
+            SimFault::new("SecureBackup", "error-text").set("text", "Error creating secure backup."),
+        ),
     ))
     .await;
     std::fs::write(
@@ -139,7 +127,7 @@ kind backup_then_check per device {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_removes_the_files_then_runs_the_always_steps() {
-    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    let w = World::new(qa(&["QA1"])).await;
     std::fs::write(w.dir.path().join("check.sh"), "#!/bin/sh\nexit 1\n").unwrap();
     chmod_x(&w.dir.path().join("check.sh"));
     let plan = format!(

@@ -4,7 +4,8 @@
 //! killed shows INTERRUPTED with the hint to resume it; and the default state file is the
 //! same whatever directory a command starts in. The simulated fleet is started by the test.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
+use crate::support::fleet::dpod;
 use crate::support::{Ran, Test};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -156,7 +157,7 @@ fn read(path: PathBuf) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_read_while_a_run_writes_and_a_second_run_waits_for_it() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
     write_gate(&dir);
     std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, &gated_nightly())).unwrap();
@@ -259,7 +260,7 @@ async fn reports_read_while_a_run_writes_and_a_second_run_waits_for_it() {
 /// `runs`, `show`, `log` and `verify` leave the state file's bytes as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_never_write_the_state_file() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
     std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, NIGHTLY)).unwrap();
     let state = dir.join("state.redb");
@@ -279,7 +280,7 @@ async fn reports_never_write_the_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
     write_gate(&dir);
     std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, &gated_nightly())).unwrap();
@@ -330,7 +331,7 @@ async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_state_file_is_the_same_from_any_directory() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let plan = plan_file(&w, OTHER);
     for xdg in [false, true] {
         let home = tempfile::tempdir().unwrap();

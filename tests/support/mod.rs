@@ -262,6 +262,7 @@ pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16)
 }
 
 pub mod appliance;
+pub mod fleet;
 pub mod golden;
 pub mod soma;
 pub mod world;
