@@ -8,26 +8,12 @@
 use crate::engine::{files_below, World};
 use crate::support::fleet::{qa, DeviceEntry, SimFault};
 use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
+use crate::support::records::attempts;
 use crate::support::world::PausedWorld;
 use dpplan::appliance::QuiesceTarget;
 use dpplan::store::{Record, RunStatus, StepOutcome, TaskStatus};
 use std::time::Duration;
 
-fn attempts(records: &[Record], task: u32, step: &str) -> Vec<(u32, StepOutcome)> {
-    records
-        .iter()
-        .filter_map(|r| match r {
-            Record::StepResult {
-                task: t,
-                step: s,
-                attempt,
-                outcome,
-                ..
-            } if *t == task && s == step => Some((*attempt, *outcome)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_records_the_failure_and_goes_on() {

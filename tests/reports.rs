@@ -18,6 +18,7 @@ use dpplan::store::{
 };
 
 use crate::support::golden::Golden;
+use crate::support::records::{self, facts, log};
 use crate::support::{root, Test};
 
 /// The first run's start: 2026-09-21 14:13:20 UTC.
@@ -79,55 +80,16 @@ fn new_run(plan: &str, started: DateTime<Utc>, tasks: Vec<TaskRecord>) -> NewRun
     }
 }
 
-fn facts(task: u32) -> Record {
-    Record::Facts {
-        task,
-        facts: vec![
-            ("version".into(), "IDG.10.6.0.0".into()),
-            ("build".into(), "356711".into()),
-            ("machine_type".into(), "8436".into()),
-            ("model".into(), "52X".into()),
-            ("serial".into(), "78AB123".into()),
-        ],
-    }
-}
-
-fn log(task: Option<u32>, step: Option<&str>, when: DateTime<Utc>, message: &str) -> Record {
-    Record::Log {
-        task,
-        step: step.map(Into::into),
-        at: when,
-        message: message.into(),
-    }
-}
 
 fn step(task: u32, name: &str, attempt: u32, from: DateTime<Utc>, ms: i64) -> Vec<Record> {
     vec![
-        Record::StepIntent {
-            task,
-            step: name.into(),
-            attempt,
-            at: from,
-        },
-        Record::StepResult {
-            task,
-            step: name.into(),
-            attempt,
-            outcome: StepOutcome::Succeeded,
-            error: None,
-            at: at(from, ms),
-            retry: false,
-        },
+        records::intent(task, name, attempt, from),
+        records::result(task, name, attempt, StepOutcome::Succeeded, None, at(from, ms)),
     ]
 }
 
 fn status(task: u32, s: TaskStatus, error: Option<&str>, when: DateTime<Utc>) -> Record {
-    Record::Task {
-        task,
-        status: s,
-        error: error.map(Into::into),
-        at: when,
-    }
+    records::task(task, s, error, when)
 }
 
 /// Writes `bytes` under the store and returns its manifest entry and journal record.

@@ -264,6 +264,7 @@ pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16)
 pub mod appliance;
 pub mod fleet;
 pub mod golden;
+pub mod records;
 pub mod soma;
 pub mod world;
 pub use soma::*;
