@@ -317,7 +317,10 @@ fn fmt_of_stdin_that_is_not_utf8_is_bad_input() {
 
 /// One device with one application domain.
 fn one_domain() -> FleetFile {
+    // Quick quiesces: the simulator's default (2 s each way) made each of its tests wait 4 s.
     FleetFile::new()
+        .set("quiesce_delay", "50ms")
+        .set("unquiesce_delay", "50ms")
         .domains(&["default", "DOMAIN1"])
         .devices(&["QA1"])
 }
