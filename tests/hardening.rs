@@ -480,7 +480,8 @@ fn many_exports_fleet() -> FleetFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_state_file_ends_the_run_and_resume_finishes_it() {
     let w = World::new(many_exports_fleet()).await;
-    let plan = w.plan_file("settings { max_parallel = 3 }\n", "plan \"p\" {\n  activity export_domain {\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }\n}\n");
+    // 24 tasks at a time: the run passes its state file's limit in a second, not ten.
+    let plan = w.plan_file("settings { max_parallel = 24 }\n", "plan \"p\" {\n  activity export_domain {\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }\n}\n");
     std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
     let state = w.dir.path().join("state.redb").display().to_string();
     // 2100 blocks of 512 bytes: enough to create the state file, not to hold this run.
