@@ -3,8 +3,8 @@
 //! binary against the simulator; the probe's time limits in process on paused time.
 
 use crate::engine::World;
-use crate::support::fleet::{DeviceEntry, FleetFile, SimFault};
 use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
+use crate::support::fleet::{DeviceEntry, FleetFile, SimFault};
 use crate::support::world::PausedWorld;
 use crate::support::Test;
 use dpplan::engine::RunOptions;
@@ -36,11 +36,13 @@ const BACKUP: &str =
 /// FirmwareVersion: it is probed (three firmware classes, then the domains) and backed up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_appliance_is_probed_through_its_firmware_classes() {
-    let w = World::new(small().device(
-        DeviceEntry::new("OLD")
-            .set("firmware_class", "FirmwareVersion")
-            .domains(&["default", "D1"]),
-    ))
+    let w = World::new(
+        small().device(
+            DeviceEntry::new("OLD")
+                .set("firmware_class", "FirmwareVersion")
+                .domains(&["default", "D1"]),
+        ),
+    )
     .await;
     let activity = "  activity export_domain {\n    devices = \"OLD\"\n    domains = \"D1\"\n  }";
     let (status, v) = run(&w, activity).await;

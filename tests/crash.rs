@@ -410,12 +410,11 @@ async fn crashes_at_chosen_points_and_during_resume_are_repaired() {
 /// on resume (with the retries it had left), as the uninterrupted run would have: not failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_a_retry_backoff_retries_on_resume() {
-    let w = World::new(
-        FleetFile::new()
-            .set("backup_file_size", "64KiB")
-            .device(DeviceEntry::new("QA1").fault(SimFault::new("SecureBackup", "http500").times(1))),
-    )
-    .await;
+    let w =
+        World::new(FleetFile::new().set("backup_file_size", "64KiB").device(
+            DeviceEntry::new("QA1").fault(SimFault::new("SecureBackup", "http500").times(1)),
+        ))
+        .await;
     let plan = format!(
         "import \"std/datapower\"\nstore \"store\" {{}}\n{}\n{}",
         w.inventory(),

@@ -39,7 +39,10 @@ fn demo() -> &'static Demo {
         let test = test.env("TMPDIR", &tmp).args(["demo"]); // kept: its directory holds the demo's
         let ran = test.run().status(0);
         let dir = demo_dir(&ran.stdout);
-        assert!(dir.starts_with(&tmp), "{dir} is not in the demo's TMPDIR {tmp}");
+        assert!(
+            dir.starts_with(&tmp),
+            "{dir} is not in the demo's TMPDIR {tmp}"
+        );
         let copy_tmp = tempfile::tempdir().unwrap();
         let name = Path::new(&dir).file_name().unwrap();
         copy_dir(Path::new(&dir), &copy_tmp.path().join(name));

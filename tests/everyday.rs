@@ -9,8 +9,7 @@ use std::path::Path;
 
 /// One healthy device and one with domains, quick to back up.
 fn fleet() -> FleetFile {
-    qa(&["QA1", "MUC-PRD-GW2"])
-        .set("quiesce_delay", "50ms")
+    qa(&["QA1", "MUC-PRD-GW2"]).set("quiesce_delay", "50ms")
 }
 
 async fn blocking(t: Test) -> crate::support::Ran {
@@ -413,9 +412,9 @@ async fn resuming_a_manual_run_keeps_ignoring_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_runs_again_only_what_did_not_succeed() {
-    let w = World::new(
-        qa_fleet("50ms").edit("QA2", |d| d.fault(SimFault::new("get-file", "soap-fault").times(1))),
-    )
+    let w = World::new(qa_fleet("50ms").edit("QA2", |d| {
+        d.fault(SimFault::new("get-file", "soap-fault").times(1))
+    }))
     .await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = w.dir.path().join("p.dpplan");
@@ -717,6 +716,5 @@ fn slow_qa1_fleet() -> FleetFile {
 
 /// QA1, QA2 and QA3, each with a domain, quiescing in `quiesce_delay`.
 fn qa_fleet(quiesce_delay: &str) -> FleetFile {
-    qa(&["QA1", "QA2", "QA3"])
-        .set("quiesce_delay", quiesce_delay)
+    qa(&["QA1", "QA2", "QA3"]).set("quiesce_delay", quiesce_delay)
 }

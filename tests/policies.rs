@@ -6,14 +6,13 @@
 //! timeout or a 15 s backoff passes at once and the order of events is the script's.
 
 use crate::engine::{files_below, World};
-use crate::support::fleet::{qa, DeviceEntry, SimFault};
 use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
+use crate::support::fleet::{qa, DeviceEntry, SimFault};
 use crate::support::records::attempts;
 use crate::support::world::PausedWorld;
 use dpplan::appliance::QuiesceTarget;
 use dpplan::store::{Record, RunStatus, StepOutcome, TaskStatus};
 use std::time::Duration;
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_records_the_failure_and_goes_on() {
@@ -54,11 +53,9 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_still_unquiesces_and_runs_the_post_script() {
-    let w = World::new(qa(&[]).device(
-        DeviceEntry::new("QA1").fault(
-            SimFault::new("SecureBackup", "error-text").set("text", "Error creating secure backup."),
-        ),
-    ))
+    let w = World::new(qa(&[]).device(DeviceEntry::new("QA1").fault(
+        SimFault::new("SecureBackup", "error-text").set("text", "Error creating secure backup."),
+    )))
     .await;
     std::fs::write(
         w.dir.path().join("post.sh"),
@@ -170,8 +167,9 @@ plan "p" {
 
 #[tokio::test(start_paused = true)]
 async fn retry_succeeds_on_the_third_attempt_with_exponential_backoff() {
-    let w = PausedWorld::new([FakeAppliance::new("QA1")
-        .fault(Fault::on("SecureBackup", FaultKind::Http500).times(2))]);
+    let w = PausedWorld::new([
+        FakeAppliance::new("QA1").fault(Fault::on("SecureBackup", FaultKind::Http500).times(2))
+    ]);
     let (report, journal) = w.run(BACKUP_QA1_RETRIED, "p").await;
     assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
     let records = journal.records(report.run);
@@ -231,7 +229,10 @@ async fn halt_cancels_tasks_not_started_and_lets_running_ones_finish() {
     // fails and halts, and is still backing up then; QA3 waits for a slot and never starts.
     let w = PausedWorld::new([
         FakeAppliance::new("QA1")
-            .fault(Fault::on("get-config", FaultKind::Delay(Duration::from_millis(300))))
+            .fault(Fault::on(
+                "get-config",
+                FaultKind::Delay(Duration::from_millis(300)),
+            ))
             .fault(Fault::on(
                 "SecureBackup",
                 FaultKind::ErrorText("Error creating secure backup.".into()),

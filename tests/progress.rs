@@ -3,8 +3,8 @@
 //! by the test on 127.0.0.1.
 
 use crate::engine::World;
-use crate::support::fleet::{dpod, FleetFile};
 use crate::run_cli::plan_file;
+use crate::support::fleet::{dpod, FleetFile};
 use crate::support::Test;
 use std::io::Read;
 use std::process::{Command, Stdio};

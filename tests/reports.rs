@@ -80,11 +80,17 @@ fn new_run(plan: &str, started: DateTime<Utc>, tasks: Vec<TaskRecord>) -> NewRun
     }
 }
 
-
 fn step(task: u32, name: &str, attempt: u32, from: DateTime<Utc>, ms: i64) -> Vec<Record> {
     vec![
         records::intent(task, name, attempt, from),
-        records::result(task, name, attempt, StepOutcome::Succeeded, None, at(from, ms)),
+        records::result(
+            task,
+            name,
+            attempt,
+            StepOutcome::Succeeded,
+            None,
+            at(from, ms),
+        ),
     ]
 }
 

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
 use crate::support::records;
+use chrono::{DateTime, TimeZone, Utc};
 use dpplan::store::Record;
 use dpplan::store::{
     ActivityRecord, FileRecord, History, Journal, NewRun, ReadOnlyStore, RedbStore, RunStatus,

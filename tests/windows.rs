@@ -5,8 +5,8 @@
 //! hour after next.
 
 use crate::engine::World;
-use crate::support::fleet::dpod;
 use crate::run_cli::plan_file;
+use crate::support::fleet::dpod;
 use crate::support::Test;
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 

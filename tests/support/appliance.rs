@@ -468,6 +468,10 @@ impl Appliance for FakeAppliance {
 
     async fn export_all(&self, _comment: &str, dest: &Path) -> Result<Downloaded, ApplianceError> {
         self.request("do-backup").await?;
-        self.write("do-backup", dest, &self.content("all-domains.zip", self.file_size))
+        self.write(
+            "do-backup",
+            dest,
+            &self.content("all-domains.zip", self.file_size),
+        )
     }
 }

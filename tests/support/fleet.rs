@@ -182,7 +182,11 @@ impl FleetFile {
 
     /// Changes the device named `name` (which must be there).
     #[track_caller]
-    pub fn edit(mut self, name: &str, change: impl FnOnce(DeviceEntry) -> DeviceEntry) -> FleetFile {
+    pub fn edit(
+        mut self,
+        name: &str,
+        change: impl FnOnce(DeviceEntry) -> DeviceEntry,
+    ) -> FleetFile {
         let quoted = quote(name);
         let i = self
             .devices
