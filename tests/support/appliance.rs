@@ -297,9 +297,7 @@ impl FakeAppliance {
 }
 
 fn split(path: &str) -> (&str, &str) {
-    path.rsplit_once('/')
-        .map(|(d, f)| (d, f))
-        .unwrap_or(("", path))
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 #[async_trait::async_trait]
