@@ -1,4 +1,12 @@
-//! Test helpers: a builder that runs the real `dpplan` binary and checks what it did.
+//! Test helpers: a builder that runs the real `dpplan` binary and checks what it did
+//! ([`Test`], [`Ran`]), and the modules below:
+//!
+//! - [`fleet`]: simulator fleet files built, not written out (the DPOD and QA fleets);
+//! - [`appliance`] and [`world`]: scripted appliances and the engine in process on paused
+//!   tokio time, for the engine's rules (retries, timeouts, ordering) in no real time;
+//! - [`records`]: journal records spelled out once, and the attempts a run recorded;
+//! - [`golden`]: golden files, compared or rewritten with `DPPLAN_BLESS=1`;
+//! - [`soma`]: canned SOMA servers on loopback (recording what they receive) and fixtures.
 
 #![allow(dead_code)]
 
