@@ -1,18 +1,13 @@
 //! `dpplan demo`: the nightly example against the embedded simulated fleet, through the
-//! binary, with no setup. Each test gives the demo a temporary directory of its own
-//! (`TMPDIR`), so `--clean` in one never removes another's directory.
+//! binary, with no setup. The demo runs once for the three tests (it paces its simulated
+//! appliances for the progress display, so each run takes seconds): in a temporary directory
+//! of its own (`TMPDIR`), so `--clean` in one test never removes another's directory.
 
-use crate::support::Test;
+use crate::support::{copy_dir, Ran, Test};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// A test whose `TMPDIR` is its own directory.
-fn isolated() -> (Test, String) {
-    let t = Test::new();
-    let tmp = t.path().display().to_string();
-    (t.env("TMPDIR", &tmp), tmp)
-}
+use std::sync::OnceLock;
 
 /// The directory a demo's output names.
 fn demo_dir(stdout: &str) -> String {
@@ -24,12 +19,46 @@ fn demo_dir(stdout: &str) -> String {
         .to_string()
 }
 
+/// The one `dpplan demo` of the tests, and a copy of the directory it kept, taken before
+/// any test touched it (for `--clean` to remove while another test runs the original again).
+struct Demo {
+    /// Holds the demo's `TMPDIR`.
+    _test: Test,
+    ran: Ran,
+    /// The directory the demo kept.
+    dir: String,
+    /// Holds the copy's `TMPDIR`.
+    copy_tmp: tempfile::TempDir,
+}
+
+fn demo() -> &'static Demo {
+    static DEMO: OnceLock<Demo> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let test = Test::new();
+        let tmp = test.path().display().to_string();
+        let test = test.env("TMPDIR", &tmp).args(["demo"]); // kept: its directory holds the demo's
+        let ran = test.run().status(0);
+        let dir = demo_dir(&ran.stdout);
+        assert!(
+            dir.starts_with(&tmp),
+            "{dir} is not in the demo's TMPDIR {tmp}"
+        );
+        let copy_tmp = tempfile::tempdir().unwrap();
+        let name = Path::new(&dir).file_name().unwrap();
+        copy_dir(Path::new(&dir), &copy_tmp.path().join(name));
+        Demo {
+            _test: test,
+            ran,
+            dir,
+            copy_tmp,
+        }
+    })
+}
+
 #[test]
 fn demo_runs_dpods_example_and_shows_its_pages() {
     let started = std::time::Instant::now();
-    let (t, _tmp) = isolated();
-    let t = t.args(["demo"]); // kept: its directory holds the demo's
-    let ran = t.run().status(0);
+    let ran = &demo().ran;
     assert!(
         ran.stdout
             .starts_with("dpplan demo: the nightly example plan against a simulated"),
@@ -101,11 +130,7 @@ fn demo_runs_dpods_example_and_shows_its_pages() {
 /// `dpplan sim --fleet fleet.toml --tls --ca-out ca.pem`, then run the plan against it.
 #[test]
 fn the_kept_demo_runs_again_against_its_fleet_file() {
-    let (t, _tmp) = isolated();
-    let t = t.args(["demo", "--quiet"]); // kept: its directory holds the demo's
-    let ran = t.run().status(0);
-    let dir = demo_dir(&ran.stdout);
-    let dir = Path::new(&dir);
+    let dir = Path::new(&demo().dir);
     let plan = std::fs::read_to_string(dir.join("demo.dpplan")).unwrap();
     let sim_cmd = "dpplan sim --fleet fleet.toml --tls --ca-out ca.pem";
     let run_cmd = "dpplan run demo.dpplan --state state.redb";
@@ -148,11 +173,17 @@ fn the_kept_demo_runs_again_against_its_fleet_file() {
 
 #[test]
 fn demo_clean_removes_the_directories_earlier_demos_kept() {
-    let (t, tmp) = isolated();
-    let t = t.args(["demo", "--quiet"]); // kept: its directory holds the demo's
-    let ran = t.run().status(0);
-    let dir = demo_dir(&ran.stdout);
+    // A copy of a demo's directory, alone in a temporary directory of its own.
+    let demo = demo();
+    let tmp = demo.copy_tmp.path().display().to_string();
+    let dir = demo
+        .copy_tmp
+        .path()
+        .join(Path::new(&demo.dir).file_name().unwrap())
+        .display()
+        .to_string();
     assert!(Path::new(&dir).join("fleet.toml").is_file());
+    assert!(Path::new(&dir).join("state.redb").is_file());
     // A directory that only looks like a demo's is left alone.
     let lookalike = Path::new(&tmp).join("dpplan-demo-not-ours");
     std::fs::create_dir_all(&lookalike).unwrap();

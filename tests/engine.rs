@@ -2,6 +2,7 @@
 //! recovery policies driven by injected faults, quiesce timeouts, windows, scripts, stages,
 //! and names that try to leave the store.
 
+use crate::support::fleet::dpod;
 use dpplan::check::{self, Root};
 use dpplan::engine::clock::{Clock, SystemClock};
 use dpplan::engine::{Engine, Observer, RunOptions, RunReport, SomaConnector};
@@ -15,31 +16,6 @@ use std::time::Duration;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// The DPOD example fleet: QA1-3, TEST8 with DOMAIN1, DOMAIN2 (unsaved) and default, TEST9 down.
-pub const DPOD_FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "150ms"
-unquiesce_delay = "100ms"
-backup_file_size = "64KiB"
-domains = ["default", "DOMAIN1", "DOMAIN2"]
-
-[[device]]
-name = "QA1"
-serial = "QA1-0001"
-[[device]]
-name = "QA2"
-[[device]]
-name = "QA3"
-[[device]]
-name = "TEST8"
-unsaved = ["DOMAIN2"]
-[[device]]
-name = "TEST9"
-down = true
-"#;
-
 /// A simulated fleet and a directory with a plan that reaches it.
 pub struct World {
     pub fleet: RunningFleet,
@@ -47,8 +23,9 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new(fleet_toml: &str) -> World {
-        let fleet = sim::serve(&Fleet::parse(fleet_toml).unwrap(), LOCAL, false)
+    /// Serves `fleet` (a fleet file: a `&str`, or a [`crate::support::fleet::FleetFile`]).
+    pub async fn new(fleet: impl std::fmt::Display) -> World {
+        let fleet = sim::serve(&Fleet::parse(&fleet.to_string()).unwrap(), LOCAL, false)
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -221,7 +198,7 @@ plan "nightly" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dpod_example_gives_its_six_tasks() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let (report, journal) = w.run(NIGHTLY, "nightly").await;
     let tasks: Vec<(String, String, String, TaskStatus)> = report
         .tasks

@@ -3,24 +3,14 @@
 //! look like outages, mistyped names, and messages that say which device and plan line.
 
 use crate::engine::World;
+use crate::support::fleet::{qa, FleetFile, SimFault};
 use crate::support::Test;
 use std::path::Path;
 
 /// One healthy device and one with domains, quick to back up.
-const FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "50ms"
-unquiesce_delay = "50ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "MUC-PRD-GW2"
-"#;
+fn fleet() -> FleetFile {
+    qa(&["QA1", "MUC-PRD-GW2"]).set("quiesce_delay", "50ms")
+}
 
 async fn blocking(t: Test) -> crate::support::Ran {
     tokio::task::spawn_blocking(move || t.run()).await.unwrap()
@@ -63,7 +53,7 @@ fn scripted_plan(w: &World, plan_attrs: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_run_in_the_plan_directory_whatever_the_plan_path() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let work = scripted_plan(
         &w,
         "  pre_plan = script(\"scripts/pre-plan.sh\")\n  post_plan = script(\"scripts/post-plan.sh\")",
@@ -103,7 +93,7 @@ async fn scripts_run_in_the_plan_directory_whatever_the_plan_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_plan_when_failed_skips_a_completed_run_and_runs_after_a_failed_pre_plan() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let work = scripted_plan(
         &w,
         "  post_plan = script(\"scripts/post-plan.sh\", when = failed)",
@@ -194,7 +184,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_or_file_ends_the_run_invalid_config_before_any_appliance() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let plan = |secret: &str, extra: &str| {
         format!(
             "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity secure_backup {{\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n    quiesce = 60s\n  }}\n}}\n",
@@ -256,7 +246,7 @@ async fn a_missing_secret_or_file_ends_the_run_invalid_config_before_any_applian
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_fails_the_devices_tasks_instead_of_skipping_them() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     std::fs::write(w.dir.path().join("wrong"), "not-the-password\n").unwrap();
     let text = format!(
         "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\nplan \"p\" {{\n  activity export_domain {{\n    devices = \"QA1\"\n    domains = \"DOMAIN*\"\n  }}\n}}\n",
@@ -322,7 +312,7 @@ plan "q" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_device_is_named_with_its_inventory_line() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -372,7 +362,7 @@ fn closed_window() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_a_manual_run_keeps_ignoring_the_window() {
-    let w = World::new(&qa_fleet("50ms", "")).await;
+    let w = World::new(qa_fleet("50ms")).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(&plan, qa_plan(&w, &closed_window())).unwrap();
@@ -422,10 +412,9 @@ async fn resuming_a_manual_run_keeps_ignoring_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_runs_again_only_what_did_not_succeed() {
-    let w = World::new(&qa_fleet(
-        "50ms",
-        "[[device.fault]]\nop = \"get-file\"\ntimes = 1\nkind = \"soap-fault\"\n",
-    ))
+    let w = World::new(qa_fleet("50ms").edit("QA2", |d| {
+        d.fault(SimFault::new("get-file", "soap-fault").times(1))
+    }))
     .await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = w.dir.path().join("p.dpplan");
@@ -489,7 +478,7 @@ async fn retry_runs_again_only_what_did_not_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_devices_narrows_a_run_to_some_devices() {
-    let w = World::new(&qa_fleet("50ms", "")).await;
+    let w = World::new(qa_fleet("50ms")).await;
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(&plan, qa_plan(&w, "")).unwrap();
     let plan = plan.display().to_string();
@@ -549,7 +538,7 @@ fn interrupt(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
-    let w = World::new(&qa_fleet("1500ms", "")).await;
+    let w = World::new(slow_qa1_fleet()).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -592,7 +581,7 @@ async fn an_interrupted_run_ends_with_its_resume_command_and_no_running_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_exit_names_what_is_left_quiesced() {
-    let w = World::new(&qa_fleet("1500ms", "")).await;
+    let w = World::new(slow_qa1_fleet()).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     let child = spawn_run(&w, &state);
     until_qa1_quiesces(&w).await;
@@ -617,7 +606,7 @@ async fn a_forced_exit_names_what_is_left_quiesced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_runs_store_from_any_directory() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     scripted_plan(&w, "");
     let state = w.dir.path().join("state.redb").display().to_string();
     let t = Test::new().cwd(w.dir.path()).args([
@@ -636,7 +625,7 @@ async fn verify_finds_a_runs_store_from_any_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_exit_leaves_no_hook_script_running() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let work = scripted_plan(&w, "  pre_plan = script(\"scripts/slow.sh\")");
     write_script(
         &work.join("scripts/slow.sh"),
@@ -687,7 +676,7 @@ async fn a_forced_exit_leaves_no_hook_script_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrowed_run_needs_only_its_own_secrets() {
     use std::os::unix::ffi::OsStrExt;
-    let w = World::new(&qa_fleet("50ms", "")).await;
+    let w = World::new(qa_fleet("50ms")).await;
     let text = qa_plan(&w, "").replace(
         "  device \"QA3\" {",
         "  device \"QA3\" { password = env(\"DPPLAN_TEST_NOT_SET\") ",
@@ -719,10 +708,13 @@ async fn a_narrowed_run_needs_only_its_own_secrets() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_CONFIG"));
 }
 
-/// QA1, QA2 and QA3, each with a domain, quiescing in `quiesce_delay`; `qa2` is added to
-/// QA2's block (its faults).
-fn qa_fleet(quiesce_delay: &str, qa2: &str) -> String {
-    format!(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nquiesce_delay = \"{quiesce_delay}\"\nunquiesce_delay = \"50ms\"\nbackup_file_size = \"16KiB\"\ndomains = [\"default\", \"DOMAIN1\"]\n[[device]]\nname = \"QA1\"\n[[device]]\nname = \"QA2\"\n{qa2}[[device]]\nname = \"QA3\"\n"
-    )
+/// [`qa_fleet`] where only QA1 is slow to quiesce (1.5 s): long enough to interrupt a run
+/// while QA1 is quiescing, without making the resume wait as long for QA2 and QA3.
+fn slow_qa1_fleet() -> FleetFile {
+    qa_fleet("50ms").edit("QA1", |d| d.set("quiesce_delay", "1500ms"))
+}
+
+/// QA1, QA2 and QA3, each with a domain, quiescing in `quiesce_delay`.
+fn qa_fleet(quiesce_delay: &str) -> FleetFile {
+    qa(&["QA1", "QA2", "QA3"]).set("quiesce_delay", quiesce_delay)
 }

@@ -1,9 +1,14 @@
 //! Plan and task flows (DESIGN.md 4): windows, the pre-plan script, all-skipped runs,
 //! lockstep stages, one task per device at a time, script environments and timeouts, and
-//! names that try to leave the store.
+//! names that try to leave the store. The ordering rules (lockstep, one task per device) run
+//! on scripted appliances on paused time; the rest against the simulator, and every example
+//! plan through the binary in tests/run_cli.rs.
 
 use crate::engine::{files_below, World};
 use crate::policies::chmod_x;
+use crate::support::appliance::FakeAppliance;
+use crate::support::fleet::{qa, DeviceEntry, FleetFile};
+use crate::support::world::PausedWorld;
 use dpplan::compile::Task;
 use dpplan::engine::clock::ManualClock;
 use dpplan::engine::{Observer, RunOptions};
@@ -11,21 +16,13 @@ use dpplan::store::{Record, RunStatus, TaskStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-const FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "50ms"
-unquiesce_delay = "50ms"
-backup_file_size = "8KiB"
-domains = ["default", "DOMAIN1", "DOMAIN2"]
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device]]
-name = "QA3"
-"#;
+/// QA1-3 with DOMAIN1 and DOMAIN2, quick quiesces, 8 KiB backup files.
+fn fleet() -> FleetFile {
+    qa(&["QA1", "QA2", "QA3"])
+        .set("quiesce_delay", "50ms")
+        .set("backup_file_size", "8KiB")
+        .domains(&["default", "DOMAIN1", "DOMAIN2"])
+}
 
 /// Moves the clock an hour forward when the first task finishes.
 struct CloseWindowAfterFirst(Arc<ManualClock>);
@@ -40,7 +37,7 @@ impl Observer for CloseWindowAfterFirst {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_window_closing_cancels_tasks_not_started() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     // Inside a 22:00-23:00 UTC window, every day.
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:10:00Z")
         .unwrap()
@@ -148,7 +145,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_the_window_nothing_runs_unless_ignored() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let plan = r#"
 plan "p" {
   window {
@@ -183,7 +180,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pre_plan_script_ends_the_run_before_any_task() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     std::fs::write(w.dir.path().join("pre.sh"), "#!/bin/sh\nexit 1\n").unwrap();
     chmod_x(&w.dir.path().join("pre.sh"));
     let plan = r#"
@@ -208,7 +205,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_tasks_skipped_stops_without_the_pre_plan_script() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     std::fs::write(w.dir.path().join("pre.sh"), "#!/bin/sh\ntouch pre-ran\n").unwrap();
     chmod_x(&w.dir.path().join("pre.sh"));
     let plan = r#"
@@ -226,9 +223,18 @@ plan "p" {
     assert!(!w.dir.path().join("pre-ran").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// QA1-3 as scripted appliances (DOMAIN1, DOMAIN2), for the tests of the engine's ordering
+/// on paused time: whatever the machine's load, the same order.
+fn paused_fleet() -> PausedWorld {
+    PausedWorld::new(
+        ["QA1", "QA2", "QA3"]
+            .map(|n| FakeAppliance::new(n).domains(&["default", "DOMAIN1", "DOMAIN2"])),
+    )
+}
+
+#[tokio::test(start_paused = true)]
 async fn lockstep_runs_each_phase_on_every_device_before_the_next() {
-    let w = World::new(FLEET).await;
+    let w = paused_fleet();
     let plan = r#"
 settings { max_parallel = 2 }
 plan "p" {
@@ -269,9 +275,9 @@ plan "p" {
     w.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn tasks_on_one_device_never_overlap() {
-    let w = World::new(FLEET).await;
+    let w = paused_fleet();
     let plan = r#"
 settings { max_parallel = 8 }
 plan "p" {
@@ -316,7 +322,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_get_the_documented_environment_and_no_credentials() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     std::fs::write(
         w.dir.path().join("env.sh"),
         "#!/bin/sh\nenv | sort > \"env-$DPPLAN_HOOK-${DPPLAN_TASK_ID:-plan}\"\n",
@@ -372,7 +378,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_script_is_killed_with_its_children() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     std::fs::write(
         w.dir.path().join("hang.sh"),
         "#!/bin/sh\nsleep 60 &\necho $! > child.pid\nsleep 60\n",
@@ -415,15 +421,9 @@ plan "p" {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_cannot_write_outside_the_store() {
     let w = World::new(
-        r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-backup_file_size = "4KiB"
-[[device]]
-name = "../../etc"
-domains = ["default", "a/../../b", ".."]
-"#,
+        FleetFile::new()
+            .set("backup_file_size", "4KiB")
+            .device(DeviceEntry::new("../../etc").domains(&["default", "a/../../b", ".."])),
     )
     .await;
     let plan = r#"
@@ -464,7 +464,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_validation_outcomes_end_the_run_before_any_task() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let activity = r#"
 plan "p" {
   activity secure_backup {
@@ -523,9 +523,12 @@ async fn a_device_with_only_default_is_quiesced_without_waiting() {
     let w = World::new(
         // The simulator's own device state (in /sim/state, not in DomainStatus) settles at
         // once, so the final check sees it released.
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"8KiB\"\n\
-         quiesce_delay = \"0s\"\nunquiesce_delay = \"0s\"\n\
-         domains = [\"default\"]\n[[device]]\nname = \"SOLO\"\n",
+        FleetFile::new()
+            .set("backup_file_size", "8KiB")
+            .set("quiesce_delay", "0s")
+            .set("unquiesce_delay", "0s")
+            .domains(&["default"])
+            .devices(&["SOLO"]),
     )
     .await;
     let plan = r#"

@@ -2,24 +2,20 @@
 //! sanitise alike, names that look like dpplan's temporary files.
 
 use crate::engine::World;
+use crate::support::fleet::{DeviceEntry, FleetFile, SimFault};
 use crate::support::Test;
 
-const ODD_NAMES: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-backup_file_size = "4KiB"
-domains = ["default", "a/b", "a_b", "..", "日本", ".dpplan-tmp-x"]
-
-[[device]]
-name = "QA 1"
-[[device]]
-name = "QA_1"
-"#;
+/// Two devices whose names sanitise alike, with domains that do too.
+fn odd_names() -> FleetFile {
+    FleetFile::new()
+        .set("backup_file_size", "4KiB")
+        .domains(&["default", "a/b", "a_b", "..", "日本", ".dpplan-tmp-x"])
+        .devices(&["QA 1", "QA_1"])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_sanitise_alike_get_their_own_files() {
-    let w = World::new(ODD_NAMES).await;
+    let w = World::new(odd_names()).await;
     let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA*\"\n    cert = \"backup-cert\"\n  }\n  activity export_domain {\n    devices = \"QA 1\"\n    domains = \"*\"\n  }\n}\n");
     let t = Test::new()
         .file("p.dpplan", &plan)
@@ -54,20 +50,17 @@ async fn names_that_sanitise_alike_get_their_own_files() {
     w.assert_clean();
 }
 
-const CONTROL_NAMES: &str = "
-[defaults]
-user = \"admin\"
-password = \"s3cret\"
-backup_file_size = \"4KiB\"
-domains = [\"default\", \"evil\\u001b]0;pwned\\u0007\\u001b[31mred\\u0000nul\"]
-
-[[device]]
-name = \"QA1\"
-";
+/// A device with a domain named with terminal control sequences.
+fn control_names() -> FleetFile {
+    FleetFile::new()
+        .set("backup_file_size", "4KiB")
+        .domains(&["default", "evil\u{1b}]0;pwned\u{7}\u{1b}[31mred\u{0}nul"])
+        .devices(&["QA1"])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_text_reaches_the_terminal_escaped() {
-    let w = World::new(CONTROL_NAMES).await;
+    let w = World::new(control_names()).await;
     let pw = w.dir.path().join("pw").display().to_string();
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = format!(
@@ -119,7 +112,7 @@ async fn device_text_reaches_the_terminal_escaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
-    let w = World::new(ODD_NAMES).await;
+    let w = World::new(odd_names()).await;
     let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA_1\"\n    cert = \"backup-cert\"\n  }\n  activity export_domain {\n    devices = \"QA_1\"\n    domains = \"a_b\"\n  }\n}\n");
     std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
     // A permissive umask, as a shell's 022 or worse.
@@ -166,7 +159,7 @@ async fn backups_are_private_whatever_the_umask() {
 /// with --quiet, and records them in its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_repeats_its_safety_warnings() {
-    let w = World::new(ODD_NAMES).await;
+    let w = World::new(odd_names()).await;
     let pw = w.dir.path().join("pw").display().to_string();
     let state = w.dir.path().join("state.redb").display().to_string();
     let plan = format!(
@@ -323,15 +316,14 @@ fn fmt_of_stdin_that_is_not_utf8_is_bad_input() {
 }
 
 /// One device with one application domain.
-const ONE_DOMAIN: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-"#;
+fn one_domain() -> FleetFile {
+    // Quick quiesces: the simulator's default (2 s each way) made each of its tests wait 4 s.
+    FleetFile::new()
+        .set("quiesce_delay", "50ms")
+        .set("unquiesce_delay", "50ms")
+        .domains(&["default", "DOMAIN1"])
+        .devices(&["QA1"])
+}
 
 fn download_plan(w: &World, settings: &str, device_attrs: &str, domains: &str) -> String {
     let pw = w.dir.path().join("pw").display().to_string();
@@ -346,7 +338,7 @@ fn download_plan(w: &World, settings: &str, device_attrs: &str, domains: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_past_max_export_size_fails_and_leaves_nothing() {
-    let w = World::new(ONE_DOMAIN).await;
+    let w = World::new(one_domain()).await;
     let v = run_plan(
         &w,
         &download_plan(&w, "max_export_size = 100B", "", "DOMAIN1"),
@@ -384,26 +376,24 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-const HANGING_EXPORT: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "50ms"
-unquiesce_delay = "50ms"
-domains = ["default", "DOMAIN1"]
-
-[[device]]
-name = "QA1"
-[[device.fault]]
-op = "do-export"
-times = 5
-kind = "delay"
-delay = "20s"
-"#;
+/// QA1, whose first `times` exports hang for 20 s.
+fn hanging_export(times: u32) -> FleetFile {
+    FleetFile::new()
+        .set("quiesce_delay", "50ms")
+        .set("unquiesce_delay", "50ms")
+        .domains(&["default", "DOMAIN1"])
+        .device(
+            DeviceEntry::new("QA1").fault(
+                SimFault::new("do-export", "delay")
+                    .times(times)
+                    .set("delay", "20s"),
+            ),
+        )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_has_a_deadline_and_the_domain_is_released() {
-    let w = World::new(HANGING_EXPORT).await;
+    let w = World::new(hanging_export(5)).await;
     let started = std::time::Instant::now();
     let v = run_plan(
         &w,
@@ -421,7 +411,7 @@ async fn a_download_has_a_deadline_and_the_domain_is_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_stops_a_download_and_releases_the_domain() {
-    let w = World::new(&HANGING_EXPORT.replace("times = 5", "times = 1")).await;
+    let w = World::new(hanging_export(1)).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     std::fs::write(
         w.dir.path().join("p.dpplan"),
@@ -473,12 +463,15 @@ async fn an_interrupt_stops_a_download_and_releases_the_domain() {
 }
 
 /// Three devices of 100 domains each, quick: 300 small exports.
-fn many_exports_fleet() -> String {
-    let domains: Vec<String> = (0..100).map(|i| format!("\"D{i}\"")).collect();
-    format!(
-        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nquiesce_delay = \"0ms\"\nunquiesce_delay = \"0ms\"\ndomains = [\"default\", {}]\n[[device]]\nname = \"A\"\n[[device]]\nname = \"B\"\n[[device]]\nname = \"C\"\n",
-        domains.join(", ")
-    )
+fn many_exports_fleet() -> FleetFile {
+    let domains: Vec<String> = (0..100).map(|i| format!("D{i}")).collect();
+    let mut names = vec!["default"];
+    names.extend(domains.iter().map(String::as_str));
+    FleetFile::new()
+        .set("quiesce_delay", "0ms")
+        .set("unquiesce_delay", "0ms")
+        .domains(&names)
+        .devices(&["A", "B", "C"])
 }
 
 /// A full disk under the state file (its size capped with `ulimit -f`, writes past it fail
@@ -486,8 +479,9 @@ fn many_exports_fleet() -> String {
 /// finishes it once the file can grow again. It used to hang forever, deaf to SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_state_file_ends_the_run_and_resume_finishes_it() {
-    let w = World::new(&many_exports_fleet()).await;
-    let plan = w.plan_file("settings { max_parallel = 3 }\n", "plan \"p\" {\n  activity export_domain {\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }\n}\n");
+    let w = World::new(many_exports_fleet()).await;
+    // 24 tasks at a time: the run passes its state file's limit in a second, not ten.
+    let plan = w.plan_file("settings { max_parallel = 24 }\n", "plan \"p\" {\n  activity export_domain {\n    devices = \"*\"\n    domains = \"D*\"\n    quiesce = 60s\n  }\n}\n");
     std::fs::write(w.dir.path().join("p.dpplan"), plan).unwrap();
     let state = w.dir.path().join("state.redb").display().to_string();
     // 2100 blocks of 512 bytes: enough to create the state file, not to hold this run.
@@ -573,7 +567,9 @@ fn a_damaged_state_file_or_unknown_run_is_exit_1_everywhere() {
 /// stay in the small `temporary:` after the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_secure_backup_download_leaves_nothing_on_the_appliance() {
-    let fleet = "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"4KiB\"\n[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"get-file\"\nafter = 2\ntimes = 1\nkind = \"truncate\"\n";
+    let fleet = FleetFile::new().set("backup_file_size", "4KiB").device(
+        DeviceEntry::new("QA1").fault(SimFault::new("get-file", "truncate").after(2).times(1)),
+    );
     let w = World::new(fleet).await;
     let plan = w.plan_file("", "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n  }\n}\n");
     let t = Test::new()
@@ -594,7 +590,7 @@ async fn a_failed_secure_backup_download_leaves_nothing_on_the_appliance() {
 /// the others waiting for it forever; `resume` completes the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_task_runner_ends_the_run_interrupted() {
-    let w = World::new(ONE_DOMAIN).await;
+    let w = World::new(one_domain()).await;
     let state = w.dir.path().join("state.redb").display().to_string();
     std::fs::write(
         w.dir.path().join("p.dpplan"),

@@ -1,48 +1,22 @@
 //! Recovery policies driven by injected faults (DESIGN.md 2.3): continue, retry (transient
-//! only, with exponential backoff on a manual clock), stop, rollback, halt; and quiesce
-//! timeouts.
+//! only, with exponential backoff), stop, rollback, halt; and quiesce timeouts.
+//!
+//! Those with hook scripts run against the simulator on real time; the others against
+//! scripted appliances on paused tokio time (tests/support/world.rs), so a 90 s quiesce
+//! timeout or a 15 s backoff passes at once and the order of events is the script's.
 
 use crate::engine::{files_below, World};
-use dpplan::engine::clock::ManualClock;
-use dpplan::engine::RunOptions;
+use crate::support::appliance::{FakeAppliance, Fault, FaultKind};
+use crate::support::fleet::{qa, DeviceEntry, SimFault};
+use crate::support::records::attempts;
+use crate::support::world::PausedWorld;
+use dpplan::appliance::QuiesceTarget;
 use dpplan::store::{Record, RunStatus, StepOutcome, TaskStatus};
-use std::sync::Arc;
 use std::time::Duration;
-
-fn fleet(extra: &str) -> String {
-    format!(
-        r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "100ms"
-unquiesce_delay = "50ms"
-backup_file_size = "16KiB"
-domains = ["default", "DOMAIN1"]
-{extra}
-"#
-    )
-}
-
-fn attempts(records: &[Record], task: u32, step: &str) -> Vec<(u32, StepOutcome)> {
-    records
-        .iter()
-        .filter_map(|r| match r {
-            Record::StepResult {
-                task: t,
-                step: s,
-                attempt,
-                outcome,
-                ..
-            } if *t == task && s == step => Some((*attempt, *outcome)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_records_the_failure_and_goes_on() {
-    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    let w = World::new(qa(&["QA1"])).await;
     std::fs::write(
         w.dir.path().join("fail.sh"),
         "#!/bin/sh\necho nope >&2\nexit 3\n",
@@ -78,87 +52,10 @@ plan "p" {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_succeeds_on_the_third_attempt_with_exponential_backoff() {
-    let w = World::new(&fleet(
-        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 2\nkind = \"http500\"\n",
-    ))
-    .await;
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let plan = r#"
-plan "p" {
-  activity secure_backup {
-    devices = "QA1"
-    cert    = "backup-cert"
-    on_failure { backup = retry(3, backoff = 10s, max_backoff = 15s) then stop }
-  }
-}"#;
-    let (report, journal) = w
-        .run_full(plan, "p", RunOptions::default(), clock.clone(), None)
-        .await;
-    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
-    let records = journal.records(report.run);
-    assert_eq!(
-        attempts(&records, 1, "backup"),
-        [
-            (1, StepOutcome::Failed),
-            (2, StepOutcome::Failed),
-            (3, StepOutcome::Succeeded)
-        ]
-    );
-    // Backoff 10s, then 20s capped at 15s: the clock was asked for exactly those waits
-    // (polls of the secure backup's completion use the poll interval, not these).
-    let backoffs: Vec<Duration> = clock
-        .sleeps()
-        .into_iter()
-        .filter(|d| *d >= Duration::from_secs(1))
-        .collect();
-    assert_eq!(backoffs, [Duration::from_secs(10), Duration::from_secs(15)]);
-    // The journal's times show the waits.
-    let intents: Vec<chrono::DateTime<chrono::Utc>> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::StepIntent { step, at, .. } if step == "backup" => Some(*at),
-            _ => None,
-        })
-        .collect();
-    assert!(intents[1] - intents[0] >= chrono::Duration::seconds(10));
-    assert!(intents[2] - intents[1] >= chrono::Duration::seconds(15));
-    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&3));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanent_error_is_not_retried() {
-    let w = World::new(&fleet(
-        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\ntimes = 5\nkind = \"error-text\"\ntext = \"Error creating secure backup.\"\n",
-    ))
-    .await;
-    let plan = r#"
-plan "p" {
-  activity secure_backup {
-    devices = "QA1"
-    cert    = "backup-cert"
-    on_failure { backup = retry(3, backoff = 1s) then stop }
-  }
-}"#;
-    let (report, journal) = w.run(plan, "p").await;
-    assert_eq!(report.tasks[0].status, TaskStatus::Failed);
-    assert!(report.tasks[0]
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("Error creating secure backup."));
-    assert_eq!(
-        attempts(&journal.records(report.run), 1, "backup"),
-        [(1, StepOutcome::Failed)]
-    );
-    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&1));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_still_unquiesces_and_runs_the_post_script() {
-    let w = World::new(&fleet(
-        "[[device]]\nname = \"QA1\"\n[[device.fault]]\nop = \"SecureBackup\"\nkind = \"error-text\"\ntext = \"Error creating secure backup.\"\n",
-    ))
+    let w = World::new(qa(&[]).device(DeviceEntry::new("QA1").fault(
+        SimFault::new("SecureBackup", "error-text").set("text", "Error creating secure backup."),
+    )))
     .await;
     std::fs::write(
         w.dir.path().join("post.sh"),
@@ -213,7 +110,7 @@ kind backup_then_check per device {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_removes_the_files_then_runs_the_always_steps() {
-    let w = World::new(&fleet("[[device]]\nname = \"QA1\"\n")).await;
+    let w = World::new(qa(&["QA1"])).await;
     std::fs::write(w.dir.path().join("check.sh"), "#!/bin/sh\nexit 1\n").unwrap();
     chmod_x(&w.dir.path().join("check.sh"));
     let plan = format!(
@@ -259,34 +156,93 @@ plan "p" {{
     w.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+const BACKUP_QA1_RETRIED: &str = r#"
+plan "p" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+    on_failure { backup = retry(3, backoff = 10s, max_backoff = 15s) then stop }
+  }
+}"#;
+
+#[tokio::test(start_paused = true)]
+async fn retry_succeeds_on_the_third_attempt_with_exponential_backoff() {
+    let w = PausedWorld::new([
+        FakeAppliance::new("QA1").fault(Fault::on("SecureBackup", FaultKind::Http500).times(2))
+    ]);
+    let (report, journal) = w.run(BACKUP_QA1_RETRIED, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let records = journal.records(report.run);
+    assert_eq!(
+        attempts(&records, 1, "backup"),
+        [
+            (1, StepOutcome::Failed),
+            (2, StepOutcome::Failed),
+            (3, StepOutcome::Succeeded)
+        ]
+    );
+    // Backoff 10s, then 20s capped at 15s: the attempts' intents are that far apart (the
+    // failed attempts themselves take no time), to the timer's millisecond.
+    let intents: Vec<chrono::DateTime<chrono::Utc>> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::StepIntent { step, at, .. } if step == "backup" => Some(*at),
+            _ => None,
+        })
+        .collect();
+    let gap = |i: usize| (intents[i + 1] - intents[i]).to_std().unwrap();
+    for (i, want) in [(0, 10), (1, 15)] {
+        let want = Duration::from_secs(want);
+        assert!(
+            gap(i) >= want && gap(i) < want + Duration::from_millis(10),
+            "backoff {i}: {:?}",
+            gap(i)
+        );
+    }
+    assert_eq!(w.device("QA1").ops("SecureBackup"), 3);
+    w.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_is_not_retried() {
+    let w = PausedWorld::new([FakeAppliance::new("QA1").fault(Fault::on(
+        "SecureBackup",
+        FaultKind::ErrorText("Error creating secure backup.".into()),
+    ))]);
+    let (report, journal) = w.run(BACKUP_QA1_RETRIED, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed);
+    assert!(report.tasks[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("Error creating secure backup."));
+    assert_eq!(
+        attempts(&journal.records(report.run), 1, "backup"),
+        [(1, StepOutcome::Failed)]
+    );
+    assert_eq!(w.device("QA1").ops("SecureBackup"), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn halt_cancels_tasks_not_started_and_lets_running_ones_finish() {
-    // QA1's validate is slow (300 ms): QA2 has surely started when QA1's backup fails and
-    // halts, and its backup (900 ms) is still running then (the test was timing-flaky
-    // when QA1 could fail before QA2's first step under load).
-    let w = World::new(&fleet(
-        r#"
-[[device]]
-name = "QA1"
-[[device.fault]]
-op = "get-config"
-kind = "delay"
-delay = "300ms"
-[[device.fault]]
-op = "SecureBackup"
-kind = "error-text"
-text = "Error creating secure backup."
-[[device]]
-name = "QA2"
-[[device.fault]]
-op = "SecureBackup"
-kind = "delay"
-delay = "900ms"
-[[device]]
-name = "QA3"
-"#,
-    ))
-    .await;
+    // QA1's validate takes 300 ms, QA2's backup 900 ms: QA2 has started when QA1's backup
+    // fails and halts, and is still backing up then; QA3 waits for a slot and never starts.
+    let w = PausedWorld::new([
+        FakeAppliance::new("QA1")
+            .fault(Fault::on(
+                "get-config",
+                FaultKind::Delay(Duration::from_millis(300)),
+            ))
+            .fault(Fault::on(
+                "SecureBackup",
+                FaultKind::ErrorText("Error creating secure backup.".into()),
+            )),
+        FakeAppliance::new("QA2").fault(Fault::on(
+            "SecureBackup",
+            FaultKind::Delay(Duration::from_millis(900)),
+        )),
+        FakeAppliance::new("QA3"),
+    ]);
     let plan = r#"
 settings { max_parallel = 2 }
 plan "p" {
@@ -308,33 +264,19 @@ plan "p" {
         "{report:#?}"
     );
     assert!(report.tasks[2].error.as_deref().unwrap().contains("halted"));
-    assert_eq!(w.state("QA3").ops.get("SecureBackup"), None);
+    assert_eq!(w.device("QA3").ops("SecureBackup"), 0);
+    assert_eq!(w.device("QA2").ops("SecureBackup"), 1);
     assert_eq!(report.status, RunStatus::Failed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_quiesce_that_never_completes_fails_and_is_released() {
-    let w = World::new(&fleet(
-        r#"
-[[device]]
-name = "QA1"
-[[device.fault]]
-op = "QuiesceDP"
-kind = "never-quiesce"
-[[device]]
-name = "QA2"
-[[device.fault]]
-op = "QuiesceDP"
-kind = "never-quiesce"
-[[device.fault]]
-op = "UnquiesceDP"
-times = 10
-kind = "never-unquiesce"
-"#,
-    ))
-    .await;
-    let start = chrono::Utc::now();
-    let clock = Arc::new(ManualClock::new(start));
+    let w = PausedWorld::new([
+        FakeAppliance::new("QA1").fault(Fault::on("QuiesceDP", FaultKind::NeverQuiesce)),
+        FakeAppliance::new("QA2")
+            .fault(Fault::on("QuiesceDP", FaultKind::NeverQuiesce))
+            .fault(Fault::on("UnquiesceDP", FaultKind::NeverUnquiesce).times(10)),
+    ]);
     let plan = r#"
 settings { quiesce_grace = 30s }
 plan "p" {
@@ -344,9 +286,7 @@ plan "p" {
     quiesce = 60s
   }
 }"#;
-    let (report, journal) = w
-        .run_full(plan, "p", RunOptions::default(), clock.clone(), None)
-        .await;
+    let (report, journal) = w.run(plan, "p").await;
     let records = journal.records(report.run);
     assert_eq!(report.tasks[0].status, TaskStatus::Failed, "{report:#?}");
     assert!(report.tasks[0]
@@ -355,8 +295,8 @@ plan "p" {
         .unwrap()
         .contains("not quiesced within 90s"));
     // QA1: the unquiesce was issued, the device is normal again.
-    assert!(w.state("QA1").ops.get("UnquiesceDP").copied().unwrap_or(0) >= 1);
-    assert_eq!(w.state("QA1").device_quiesce_state, "");
+    assert!(w.device("QA1").ops("UnquiesceDP") >= 1);
+    w.device("QA1").assert_clean();
     assert_eq!(
         attempts(&records, 1, "unquiesce"),
         [(1, StepOutcome::Succeeded)]
@@ -367,11 +307,30 @@ plan "p" {
         attempts(&records, 2, "unquiesce"),
         [(1, StepOutcome::Failed)]
     );
-    // QA2 waited 90s for its quiesce, then 90s for its unquiesce, on the manual clock
-    // (polling at most every second), not in real time.
-    use dpplan::engine::clock::Clock;
-    assert!(clock.now() - start >= chrono::Duration::seconds(180));
-    assert!(clock.sleeps().iter().all(|d| *d <= Duration::from_secs(1)));
+    assert_eq!(
+        w.device("QA2").quiesce_state_now(&QuiesceTarget::Device),
+        dpplan::appliance::QuiesceState::Unquiescing
+    );
+    // QA2 waited 90s for its quiesce, then 90s for its unquiesce (tokio time, none of it
+    // real), reading the state at most a second apart and backing off to that.
+    assert!(w.elapsed() >= Duration::from_secs(180), "{:?}", w.elapsed());
+    let reads: Vec<tokio::time::Instant> = w
+        .device("QA2")
+        .log()
+        .into_iter()
+        .filter(|(_, op)| op == "DomainStatus")
+        .map(|(at, _)| at)
+        .collect();
+    let gaps: Vec<Duration> = reads.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g <= Duration::from_millis(1010)),
+        "{gaps:?}"
+    );
+    assert!(
+        (170..200).contains(&reads.len()),
+        "{} state reads in 180 s",
+        reads.len()
+    );
 }
 
 pub fn chmod_x(p: &std::path::Path) {

@@ -2,17 +2,18 @@
 //! the final table; plain lines when stderr is not a terminal. The simulated fleet is started
 //! by the test on 127.0.0.1.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
 use crate::run_cli::plan_file;
+use crate::support::fleet::{dpod, FleetFile};
 use crate::support::Test;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
 /// DPOD's example fleet, slow enough that progress is drawn a few times.
-fn slow_fleet() -> String {
-    DPOD_FLEET
-        .replace("quiesce_delay = \"150ms\"", "quiesce_delay = \"700ms\"")
-        .replace("unquiesce_delay = \"100ms\"", "unquiesce_delay = \"400ms\"")
+fn slow_fleet() -> FleetFile {
+    dpod()
+        .set("quiesce_delay", "700ms")
+        .set("unquiesce_delay", "400ms")
 }
 
 /// Runs `dpplan ARGS` in `dir` with stderr on a fresh pseudo-terminal of 50 x 120; returns
@@ -70,7 +71,7 @@ fn run_on_pty(dir: &std::path::Path, args: &[&str]) -> (i32, String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_gets_live_progress_then_a_clean_final_screen() {
-    let w = World::new(&slow_fleet()).await;
+    let w = World::new(slow_fleet()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.dpplan"), plan_file(&w)).unwrap();
     let path = dir.path().to_path_buf();
@@ -115,7 +116,7 @@ async fn a_terminal_gets_live_progress_then_a_clean_final_screen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_terminal_gets_plain_lines() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let t = Test::new()
         .file("p.dpplan", &plan_file(&w))
         .args(["run", "p.dpplan"]);

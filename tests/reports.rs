@@ -17,6 +17,8 @@ use dpplan::store::{
     TaskRecord, TaskStatus,
 };
 
+use crate::support::golden::Golden;
+use crate::support::records::{self, facts, log};
 use crate::support::{root, Test};
 
 /// The first run's start: 2026-09-21 14:13:20 UTC.
@@ -78,55 +80,22 @@ fn new_run(plan: &str, started: DateTime<Utc>, tasks: Vec<TaskRecord>) -> NewRun
     }
 }
 
-fn facts(task: u32) -> Record {
-    Record::Facts {
-        task,
-        facts: vec![
-            ("version".into(), "IDG.10.6.0.0".into()),
-            ("build".into(), "356711".into()),
-            ("machine_type".into(), "8436".into()),
-            ("model".into(), "52X".into()),
-            ("serial".into(), "78AB123".into()),
-        ],
-    }
-}
-
-fn log(task: Option<u32>, step: Option<&str>, when: DateTime<Utc>, message: &str) -> Record {
-    Record::Log {
-        task,
-        step: step.map(Into::into),
-        at: when,
-        message: message.into(),
-    }
-}
-
 fn step(task: u32, name: &str, attempt: u32, from: DateTime<Utc>, ms: i64) -> Vec<Record> {
     vec![
-        Record::StepIntent {
+        records::intent(task, name, attempt, from),
+        records::result(
             task,
-            step: name.into(),
+            name,
             attempt,
-            at: from,
-        },
-        Record::StepResult {
-            task,
-            step: name.into(),
-            attempt,
-            outcome: StepOutcome::Succeeded,
-            error: None,
-            at: at(from, ms),
-            retry: false,
-        },
+            StepOutcome::Succeeded,
+            None,
+            at(from, ms),
+        ),
     ]
 }
 
 fn status(task: u32, s: TaskStatus, error: Option<&str>, when: DateTime<Utc>) -> Record {
-    Record::Task {
-        task,
-        status: s,
-        error: error.map(Into::into),
-        at: when,
-    }
+    records::task(task, s, error, when)
 }
 
 /// Writes `bytes` under the store and returns its manifest entry and journal record.
@@ -386,7 +355,6 @@ fn dpplan(dir: &Path, args: &[&str]) -> crate::support::Ran {
 fn every_page_matches_its_golden_file() {
     let (dir, _) = recorded();
     let golden = root().join("tests/golden/reports");
-    let bless = std::env::var_os("DPPLAN_BLESS").is_some();
     let cases: &[(&str, &[&str])] = &[
         ("runs.txt", &["runs"]),
         ("runs.json", &["runs", "--json"]),
@@ -408,37 +376,22 @@ fn every_page_matches_its_golden_file() {
         ("log.json", &["log", "1", "--json"]),
         ("log-task.txt", &["log", "1", "--task", "2"]),
     ];
-    let mut failures = Vec::new();
+    let mut g = Golden::new();
     for (name, args) in cases {
         let ran = dpplan(dir.path(), args);
         if ran.status != 0 {
-            failures.push(format!("{name}: exit {}: {}", ran.status, ran.stderr));
+            g.fail(format!("{name}: exit {}: {}", ran.status, ran.stderr));
             continue;
         }
         if ran.stdout.contains('\x1b') {
-            failures.push(format!("{name}: colour in a pipe"));
+            g.fail(format!("{name}: colour in a pipe"));
         }
         if ran.stdout.contains('…') {
-            failures.push(format!("{name}: a value cut in a pipe"));
+            g.fail(format!("{name}: a value cut in a pipe"));
         }
-        let path = golden.join(name);
-        if bless {
-            std::fs::create_dir_all(&golden).unwrap();
-            std::fs::write(&path, &ran.stdout).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(want) if want == ran.stdout => {}
-            Ok(want) => failures.push(format!(
-                "{name}: output differs\n{}",
-                similar::TextDiff::from_lines(&want, &ran.stdout)
-                    .unified_diff()
-                    .header("expected", "actual")
-            )),
-            Err(_) => failures.push(format!("{name}: no golden file (DPPLAN_BLESS=1)")),
-        }
+        g.check(&golden.join(name), name, &ran.stdout);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    g.assert_all();
 }
 
 /// A state file in `dir` with one FAILED run of a plan with a long name and a long error.

@@ -1,7 +1,8 @@
 //! `dpplan run`, `plan` and `graph` through the binary, against a simulated fleet started by
 //! the test; and every plan in plans/ run against the simulator.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
+use crate::support::fleet::dpod;
 use crate::support::{root, Test};
 use dpplan::check::{self, Secret};
 use dpplan::engine::clock::SystemClock;
@@ -44,7 +45,7 @@ async fn blocking(t: Test) -> crate::support::Ran {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_json_and_exits_five_on_warning() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let t = Test::new()
         .file("p.dpplan", &plan_file(&w))
         .args(["run", "p.dpplan", "--json", "--quiet"]);
@@ -66,7 +67,7 @@ async fn run_prints_json_and_exits_five_on_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_lists_the_tasks_and_changes_nothing() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let t = Test::new()
         .file("p.dpplan", &plan_file(&w))
         .args(["plan", "p.dpplan", "--json"]);
@@ -106,7 +107,7 @@ async fn plan_lists_the_tasks_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_prints_templates_and_the_expanded_run() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let t = Test::new()
         .file("p.dpplan", &plan_file(&w))
         .args(["graph", "p.dpplan"]);

@@ -2,7 +2,8 @@
 //! (an HTTP server on loopback answering with the file), parses to the right value or error.
 //! Payload fixtures also go through the streaming decoder in chunks of every awkward size.
 
-use crate::support::{canned_client, fixture};
+use crate::support::golden::Golden;
+use crate::support::{canned_client, canned_client_recording, fixture, root, Received};
 use base64::Engine as _;
 use dpplan::appliance::payload::decode_document;
 use dpplan::appliance::{Appliance, ApplianceError, ProtocolError, QuiesceState};
@@ -28,13 +29,27 @@ fn result_text(e: &ApplianceError) -> &str {
     }
 }
 
+/// The one request body `received` holds, as text.
+fn only_request(received: &Received) -> String {
+    let bodies = received.lock().unwrap();
+    assert_eq!(bodies.len(), 1, "requests sent: {}", bodies.len());
+    String::from_utf8(bodies[0].clone()).unwrap()
+}
+
+/// `dp:result OK` is success; the request named the action and its arguments.
 #[tokio::test]
 async fn secure_backup_ok() {
-    let client = canned_client("SecureBackup_ok.xml").await;
-    client
-        .secure_backup("backup-cert", "temporary:///b/")
-        .await
-        .unwrap();
+    let (client, received) = canned_client_recording("SecureBackup_ok.xml").await;
+    let r = client.secure_backup("backup-cert", "temporary:///b/").await;
+    assert!(r.is_ok(), "{r:?}");
+    let sent = only_request(&received);
+    for part in [
+        "<SecureBackup>",
+        "<cert>backup-cert</cert>",
+        "<destination>temporary:///b/</destination>",
+    ] {
+        assert!(sent.contains(part), "{part} not in {sent}");
+    }
 }
 
 #[tokio::test]
@@ -200,8 +215,12 @@ async fn get_file_missing() {
 
 #[tokio::test]
 async fn set_file_ok() {
-    let client = canned_client("update_file.xml").await;
-    client.save_config("default").await.unwrap();
+    let (client, received) = canned_client_recording("update_file.xml").await;
+    let r = client.save_config("default").await;
+    assert!(r.is_ok(), "{r:?}");
+    let sent = only_request(&received);
+    assert!(sent.contains("<SaveConfig"), "{sent}");
+    assert!(sent.contains("domain=\"default\""), "{sent}");
 }
 
 #[tokio::test]
@@ -214,8 +233,64 @@ async fn authentication_failure() {
 
 #[tokio::test]
 async fn exec_config_ok() {
-    let client = canned_client("ExecConfig_ok.xml").await;
-    client.remove_directory("temporary:///x").await.unwrap();
+    let (client, received) = canned_client_recording("ExecConfig_ok.xml").await;
+    let r = client.remove_directory("temporary:///x").await;
+    assert!(r.is_ok(), "{r:?}");
+    let sent = only_request(&received);
+    assert!(sent.contains("<RemoveDir>"), "{sent}");
+    assert!(sent.contains("temporary:///x"), "{sent}");
+}
+
+/// Every kind of request the client sends, byte for byte as it reaches the appliance,
+/// compared with tests/golden/requests/ (`DPPLAN_BLESS=1` rewrites them). The answer is a
+/// plain `dp:result OK`, so calls that wanted more fail after sending: only what was sent
+/// matters here.
+#[tokio::test]
+async fn every_request_matches_its_golden_file() {
+    use dpplan::appliance::QuiesceTarget;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let golden = root().join("tests/golden/requests");
+    let mut g = Golden::new();
+    let domain = QuiesceTarget::Domain("DOMAIN1".into());
+    macro_rules! case {
+        ($name:expr, $client:ident => $call:expr) => {{
+            let ($client, received) = canned_client_recording("ExecConfig_ok.xml").await;
+            let _ = $call;
+            let bodies = received.lock().unwrap().clone();
+            if bodies.is_empty() {
+                g.fail(format!("{}: nothing sent", $name));
+            }
+            let text: Vec<String> = bodies
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            g.check(
+                &golden.join(concat!($name, ".xml")),
+                $name,
+                &text.join("\n"),
+            );
+        }};
+    }
+    case!("probe", c => c.probe().await);
+    case!("firmware", c => c.firmware().await);
+    case!("domains", c => c.domains().await);
+    case!("free-temporary", c => c.free_temporary().await);
+    case!("certificate-exists", c => c.certificate_exists("backup-cert").await);
+    case!("quiesce-device", c => c.quiesce(&QuiesceTarget::Device, Duration::from_secs(90)).await);
+    case!("quiesce-domain", c => c.quiesce(&domain, Duration::from_secs(30)).await);
+    case!("unquiesce-device", c => c.unquiesce(&QuiesceTarget::Device).await);
+    case!("unquiesce-domain", c => c.unquiesce(&domain).await);
+    case!("save-config", c => c.save_config("DOMAIN1").await);
+    case!("secure-backup", c => c.secure_backup("backup-cert", "temporary:///dpplan-1-2/").await);
+    case!("list-directory", c => c.list_directory("temporary:///dpplan-1-2/").await);
+    case!("download", c => c.download("temporary:///dpplan-1-2/config.tgz", &dest).await);
+    case!("remove-directory", c => c.remove_directory("temporary:///dpplan-1-2").await);
+    case!("export-domain-persisted", c => c.export_domain("DOMAIN1", true, "dpplan run 1", &dest).await);
+    case!("export-domain-running", c => c.export_domain("DOMAIN1", false, "dpplan run 1", &dest).await);
+    case!("export-all", c => c.export_all("dpplan run 1", &dest).await);
+    g.assert_all();
 }
 
 #[tokio::test]

@@ -4,23 +4,31 @@
 //! killed shows INTERRUPTED with the hint to resume it; and the default state file is the
 //! same whatever directory a command starts in. The simulated fleet is started by the test.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
+use crate::support::fleet::dpod;
 use crate::support::{Ran, Test};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// DPOD's example fleet, its quiesces slow enough that a run lasts several seconds.
-fn slow_fleet() -> String {
-    let fleet = DPOD_FLEET
-        .replace("quiesce_delay = \"150ms\"", "quiesce_delay = \"4s\"")
-        .replace("unquiesce_delay = \"100ms\"", "unquiesce_delay = \"1s\"");
-    assert!(
-        fleet.contains("\"4s\""),
-        "DPOD_FLEET's quiesce delay changed"
-    );
-    fleet
+/// A task hook that holds its task until the test creates `go` beside the plan (at most 60 s,
+/// so a failed test leaves nothing running), after creating `at-gate`: a run stays RUNNING,
+/// with a task running, for exactly as long as the test needs (slow simulated quiesces did
+/// this before, for a guessed time, and cost seconds).
+const GATE: &str = "#!/bin/sh\ntouch at-gate\ni=0\nwhile [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n";
+
+/// Writes the gate script into `dir`.
+fn write_gate(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("gate.sh");
+    std::fs::write(&path, GATE).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Lets every gated task go on.
+fn open_gate(dir: &Path) {
+    std::fs::write(dir.join("go"), "").unwrap();
 }
 
 /// A plan file reaching `w`'s fleet (absolute paths: it runs from anywhere).
@@ -35,7 +43,7 @@ fn plan_file(w: &World, plan: &str) -> String {
     )
 }
 
-/// Backs up the QA devices, quiescing them: slow on [`slow_fleet`].
+/// Backs up the QA devices, quiescing them.
 const NIGHTLY: &str = r#"
 plan "nightly" {
   activity secure_backup {
@@ -50,6 +58,16 @@ plan "nightly" {
   }
 }
 "#;
+
+/// [`NIGHTLY`] with its backups held at the gate (see [`GATE`]) until the test opens it.
+fn gated_nightly() -> String {
+    let plan = NIGHTLY.replace(
+        "    quiesce = 60s\n  }",
+        "    quiesce = 60s\n    pre     = script(\"gate.sh\")\n  }",
+    );
+    assert!(plan.contains("gate.sh"), "NIGHTLY changed");
+    plan
+}
 
 /// Another plan: one domain export, no quiesce.
 const OTHER: &str = r#"
@@ -139,9 +157,10 @@ fn read(path: PathBuf) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_read_while_a_run_writes_and_a_second_run_waits_for_it() {
-    let w = World::new(&slow_fleet()).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
-    std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, NIGHTLY)).unwrap();
+    write_gate(&dir);
+    std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, &gated_nightly())).unwrap();
     std::fs::write(dir.join("other.dpplan"), plan_file(&w, OTHER)).unwrap();
     let state = dir.join("state.redb");
     tokio::task::block_in_place(|| {
@@ -203,6 +222,7 @@ async fn reports_read_while_a_run_writes_and_a_second_run_waits_for_it() {
             second.try_wait().unwrap().is_none(),
             "it did not wait: {said}"
         );
+        open_gate(&dir);
         assert_eq!(
             exit_code(&mut first, Duration::from_secs(120)),
             5,
@@ -240,7 +260,7 @@ async fn reports_read_while_a_run_writes_and_a_second_run_waits_for_it() {
 /// `runs`, `show`, `log` and `verify` leave the state file's bytes as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_never_write_the_state_file() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
     std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, NIGHTLY)).unwrap();
     let state = dir.join("state.redb");
@@ -260,9 +280,10 @@ async fn reports_never_write_the_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
-    let w = World::new(&slow_fleet()).await;
+    let w = World::new(dpod()).await;
     let dir = w.dir.path().to_path_buf();
-    std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, NIGHTLY)).unwrap();
+    write_gate(&dir);
+    std::fs::write(dir.join("nightly.dpplan"), plan_file(&w, &gated_nightly())).unwrap();
     let state = dir.join("state.redb");
     tokio::task::block_in_place(|| {
         let mut run = spawn(
@@ -271,10 +292,13 @@ async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
             &["run", "nightly.dpplan", "--quiet"],
             "run.log",
         );
-        wait_until(Duration::from_secs(30), "run 1 RUNNING", || {
-            shows(&state, 1, "RUNNING")
+        // Killed with its first task running (held at the gate).
+        wait_until(Duration::from_secs(30), "a task at the gate", || {
+            dir.join("at-gate").exists()
         });
+        assert!(shows(&state, 1, "RUNNING"));
         run.kill().unwrap(); // SIGKILL: nothing is written, nothing closed
+        open_gate(&dir);
         run.wait().unwrap();
 
         let runs = dpplan(&state, &["runs", "--json"]).status(0);
@@ -307,7 +331,7 @@ async fn a_killed_run_shows_interrupted_with_the_resume_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_state_file_is_the_same_from_any_directory() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let plan = plan_file(&w, OTHER);
     for xdg in [false, true] {
         let home = tempfile::tempdir().unwrap();

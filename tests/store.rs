@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::records;
 use chrono::{DateTime, TimeZone, Utc};
 use dpplan::store::Record;
 use dpplan::store::{
@@ -62,41 +63,19 @@ fn new_run(plan: &str, tasks: Vec<TaskRecord>) -> NewRun {
 }
 
 fn task_status(task: u32, status: TaskStatus, secs: i64) -> Record {
-    Record::Task {
-        task,
-        status,
-        error: None,
-        at: at(secs),
-    }
+    records::task(task, status, None, at(secs))
 }
 
 fn intent(task: u32, step: &str, attempt: u32, secs: i64) -> Record {
-    Record::StepIntent {
-        task,
-        step: step.into(),
-        attempt,
-        at: at(secs),
-    }
+    records::intent(task, step, attempt, at(secs))
 }
 
 fn result(task: u32, step: &str, outcome: StepOutcome, error: Option<&str>, secs: i64) -> Record {
-    Record::StepResult {
-        task,
-        step: step.into(),
-        attempt: 1,
-        outcome,
-        error: error.map(str::to_string),
-        at: at(secs),
-        retry: false,
-    }
+    records::result(task, step, 1, outcome, error, at(secs))
 }
 
 fn run_status(status: RunStatus, secs: i64) -> Record {
-    Record::Run {
-        status,
-        error: None,
-        at: at(secs),
-    }
+    records::run(status, None, at(secs))
 }
 
 fn final_status(t: u32) -> TaskStatus {

@@ -6,6 +6,7 @@
 //! Every plan in `tests/ui/valid/` must check clean. All mismatches are reported at once.
 //! `DPPLAN_BLESS=1 cargo test ui` rewrites the expected files; review the diff.
 
+use crate::support::golden::Golden;
 use crate::support::{root, Test};
 use dpplan::diag::{Code, Severity};
 use std::path::{Path, PathBuf};
@@ -23,45 +24,27 @@ fn plans_in(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn invalid_plans_render_their_golden_diagnostics() {
     let ui = root().join("tests/ui");
-    let bless = std::env::var_os("DPPLAN_BLESS").is_some();
-    let mut failures = Vec::new();
+    let mut g = Golden::new();
     let cases = plans_in(&ui.join("invalid"));
     assert!(cases.len() >= 60, "only {} invalid plans", cases.len());
     for plan in &cases {
         let name = plan.file_stem().unwrap().to_string_lossy().to_string();
         let rel = format!("invalid/{name}.dpplan");
         let ran = Test::new().cwd(&ui).args(["check", &rel]).run();
-        let expected_path = plan.with_extension("stderr");
         let warns_only = Code::parse(&name[..name.len().min(6)])
             .is_some_and(|c| c.severity() == Severity::Warning);
         let want_status = if warns_only { 0 } else { 1 };
         if ran.status != want_status {
-            failures.push(format!("{rel}: exit {} (wanted {want_status})", ran.status));
+            g.fail(format!("{rel}: exit {} (wanted {want_status})", ran.status));
         }
         if let Some(code) = Code::parse(&name[..name.len().min(6)]) {
             if !ran.stderr.contains(code.as_str()) {
-                failures.push(format!("{rel}: output does not mention {code}"));
+                g.fail(format!("{rel}: output does not mention {code}"));
             }
         }
-        if bless {
-            std::fs::write(&expected_path, &ran.stderr).expect("bless");
-            continue;
-        }
-        match std::fs::read_to_string(&expected_path) {
-            Ok(want) if want == ran.stderr => {}
-            Ok(want) => failures.push(format!(
-                "{rel}: output differs\n{}",
-                similar::TextDiff::from_lines(&want, &ran.stderr)
-                    .unified_diff()
-                    .header("expected", "actual")
-            )),
-            Err(_) => failures.push(format!(
-                "{rel}: no {} (run with DPPLAN_BLESS=1)",
-                expected_path.display()
-            )),
-        }
+        g.check(&plan.with_extension("stderr"), &rel, &ran.stderr);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    g.assert_all();
 }
 
 #[test]

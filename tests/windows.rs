@@ -4,8 +4,9 @@
 //! opens two hours from now (UTC, every day) is closed now and next opens at the top of the
 //! hour after next.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
 use crate::run_cli::plan_file;
+use crate::support::fleet::dpod;
 use crate::support::Test;
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 
@@ -76,7 +77,7 @@ fn a_run_outside_its_window_says_which_window_and_when_it_opens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_window_and_when_it_next_opens() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let (header, opens) = closed_now();
     let file = plan_file(&w).replace("plan \"nightly\" {\n", &header);
     let t = Test::new()

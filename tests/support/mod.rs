@@ -1,4 +1,12 @@
-//! Test helpers: a builder that runs the real `dpplan` binary and checks what it did.
+//! Test helpers: a builder that runs the real `dpplan` binary and checks what it did
+//! ([`Test`], [`Ran`]), and the modules below:
+//!
+//! - [`fleet`]: simulator fleet files built, not written out (the DPOD and QA fleets);
+//! - [`appliance`] and [`world`]: scripted appliances and the engine in process on paused
+//!   tokio time, for the engine's rules (retries, timeouts, ordering) in no real time;
+//! - [`records`]: journal records spelled out once, and the attempts a run recorded;
+//! - [`golden`]: golden files, compared or rewritten with `DPPLAN_BLESS=1`;
+//! - [`soma`]: canned SOMA servers on loopback (recording what they receive) and fixtures.
 
 #![allow(dead_code)]
 
@@ -175,6 +183,20 @@ impl Ran {
     }
 }
 
+/// Copies directory `from` to `to` (created), files and folders, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Diagnostics without DP0041: the example plans name the administrator's secrets and CA
 /// files, which this machine lacks (as CI's often does); everything else must be clean.
 pub fn without_missing_secrets(
@@ -247,6 +269,11 @@ pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16)
     )
 }
 
+pub mod appliance;
+pub mod fleet;
+pub mod golden;
+pub mod records;
 pub mod soma;
+pub mod world;
 pub use soma::*;
 pub mod receivers;

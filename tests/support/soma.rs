@@ -4,7 +4,7 @@ use dpplan::appliance::{ConnectionConfig, SomaClient};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -40,7 +40,17 @@ pub async fn canned_keep_alive(
     body: Vec<u8>,
     per_connection: usize,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
-    canned_with_status("200 OK", body, per_connection).await
+    let (addr, accepted, _) = canned_with_status("200 OK", body, per_connection).await;
+    (addr, accepted)
+}
+
+/// The request bodies a canned server received, in order.
+pub type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// [`canned`], also keeping every request body it receives.
+pub async fn canned_recording(body: Vec<u8>) -> (SocketAddr, Received) {
+    let (addr, _, received) = canned_with_status("200 OK", body, 1).await;
+    (addr, received)
 }
 
 /// A server on 127.0.0.1:0 that answers every request with `status` (`"500 Internal Server
@@ -53,11 +63,13 @@ async fn canned_with_status(
     status: &'static str,
     body: Vec<u8>,
     per_connection: usize,
-) -> (SocketAddr, Arc<AtomicUsize>) {
+) -> (SocketAddr, Arc<AtomicUsize>, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
+    let received: Received = Arc::default();
+    let bodies = Arc::clone(&received);
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
@@ -65,6 +77,7 @@ async fn canned_with_status(
             };
             count.fetch_add(1, Ordering::SeqCst);
             let body = body.clone();
+            let bodies = Arc::clone(&bodies);
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -94,7 +107,8 @@ async fn canned_with_status(
                         }
                         request.extend_from_slice(&buf[..n]);
                     }
-                    request.drain(..head_end + length);
+                    let got: Vec<u8> = request.drain(..head_end + length).skip(head_end).collect();
+                    bodies.lock().unwrap().push(got);
                     let close = if per_connection == 1 {
                         "Connection: close\r\n"
                     } else {
@@ -111,14 +125,20 @@ async fn canned_with_status(
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, received)
 }
 
 /// A client for a canned server answering with the fixture `name`.
 pub async fn canned_client(name: &str) -> SomaClient {
+    canned_client_recording(name).await.0
+}
+
+/// [`canned_client`], and the request bodies the server receives from it.
+pub async fn canned_client_recording(name: &str) -> (SomaClient, Received) {
     let body = std::fs::read(fixture(name)).unwrap();
-    let addr = canned(body).await;
-    SomaClient::new(http_config("FIXTURE", addr, "admin", "admin")).unwrap()
+    let (addr, received) = canned_recording(body).await;
+    let client = SomaClient::new(http_config("FIXTURE", addr, "admin", "admin")).unwrap();
+    (client, received)
 }
 
 /// `GET http://{addr}{path}`: the body of a 200 answer (the simulator's `/sim/state`).
