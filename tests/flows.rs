@@ -83,7 +83,7 @@ plan "p" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_window_close_sleep_waits_for_the_next_opening_and_goes_on() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T22:10:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);

@@ -1,7 +1,8 @@
 //! Schedules, notifiers and journal retention through `dpplan check` and `dpplan plan`, what
 //! they mean in the checked program, and runs stored before these existed still reading.
 
-use crate::engine::{World, DPOD_FLEET};
+use crate::engine::World;
+use crate::support::fleet::dpod;
 use crate::run_cli::plan_file;
 use crate::support::Test;
 use dpplan::check::{self, Root, Secret};
@@ -305,7 +306,7 @@ fn journal_retention_takes_positive_whole_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_schedule_and_when_it_is_next_due() {
     use chrono::{Duration, DurationRound, Utc};
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     // Every day at hh:07 UTC, hh two hours from now: due today or tomorrow at that time.
     let at = Utc::now().duration_trunc(Duration::hours(1)).unwrap()
         + Duration::hours(2)
@@ -407,7 +408,7 @@ fn as_version_1(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_stored_before_schedules_and_notifiers_still_read() {
-    let w = World::new(DPOD_FLEET).await;
+    let w = World::new(dpod()).await;
     let plan = r#"
 notify "ops" { webhook = "https://hooks.example.com/dpplan" }
 
