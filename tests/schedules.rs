@@ -2,8 +2,8 @@
 //! they mean in the checked program, and runs stored before these existed still reading.
 
 use crate::engine::World;
-use crate::support::fleet::dpod;
 use crate::run_cli::plan_file;
+use crate::support::fleet::dpod;
 use crate::support::Test;
 use dpplan::check::{self, Root, Secret};
 use dpplan::store::{History, Journal, RedbStore, RunStatus};

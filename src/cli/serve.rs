@@ -129,6 +129,12 @@ pub fn serve(args: ServeArgs) -> u8 {
         warnings: safety_warnings,
     };
     rt.block_on(async move {
+        // Listening for the signals before anything else: a SIGHUP that came before would
+        // end the process (its default action), e.g. `systemctl reload` just after a start.
+        let Some(signals_) = Signals::new() else {
+            eprintln!("error: cannot listen for signals");
+            return EXIT_INTERNAL;
+        };
         let server = match Server::start(config, reporter.clone()).await {
             Ok(s) => s,
             Err((e, rejected)) => {
@@ -148,21 +154,35 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return EXIT_FAILED;
             }
         };
-        signals(server, reporter).await
+        signals(server, reporter, signals_).await
     })
 }
 
+/// The signals serve answers.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            hup: signal(SignalKind::hangup()).ok()?,
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+        })
+    }
+}
+
 /// SIGHUP reloads; the first SIGTERM/SIGINT stops gracefully, a second exits at once.
-async fn signals(server: Server, reporter: Arc<dyn Reporter>) -> u8 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("error: cannot listen for signals");
-        return EXIT_INTERNAL;
-    };
+async fn signals(server: Server, reporter: Arc<dyn Reporter>, signals: Signals) -> u8 {
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     loop {
         tokio::select! {
             _ = hup.recv() => server.reload(),
