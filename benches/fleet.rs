@@ -10,7 +10,8 @@
 
 use dpplan::check::{self, Root};
 use dpplan::engine::clock::SystemClock;
-use dpplan::engine::{Engine, Observer, RunOptions, RunStart, SomaConnector};
+use dpplan::engine::{Engine, Observer, RunOptions, RunStart};
+use dpplan::soma::SomaConnector;
 use dpplan::store::{Journal, RedbStore, TaskStatus};
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -43,6 +43,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod serve;
 pub mod sim;
+pub mod soma;
 pub mod store;
 pub mod syntax;
 

@@ -5,8 +5,9 @@
 use crate::support::fleet::dpod;
 use dpplan::check::{self, Root};
 use dpplan::engine::clock::{Clock, SystemClock};
-use dpplan::engine::{Engine, Observer, RunOptions, RunReport, SomaConnector};
+use dpplan::engine::{Engine, Observer, RunOptions, RunReport};
 use dpplan::sim::{self, Fleet, RunningFleet, SimState};
+use dpplan::soma::SomaConnector;
 use dpplan::store::memory::MemoryJournal;
 use dpplan::store::{Record, RunStatus, TaskStatus};
 use std::net::{IpAddr, Ipv4Addr};

@@ -130,6 +130,9 @@ pub enum Secret {
     File(PathBuf),
 }
 
+/// The user of a device whose inventory entry names none.
+pub const DEFAULT_USER: &str = "admin";
+
 /// `device "NAME" { ... }` with the inventory's defaults applied.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Device {

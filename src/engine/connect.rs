@@ -1,5 +1,6 @@
-//! Reaching appliances: the connector trait, the SOMA connector, secrets, and what a run
-//! needs that is missing (checked before any appliance is touched).
+//! Reaching appliances: the connector trait (the SOMA client behind it is wired in by the
+//! caller: `crate::soma`), and what a run needs that is missing (checked before any
+//! appliance is touched).
 
 #[allow(unused_imports)]
 use super::*;
@@ -8,39 +9,6 @@ use super::*;
 pub trait Connector: Send + Sync {
     /// A client for `device`; the error says why none can be made (missing secret...).
     fn connect(&self, device: &Device) -> Result<Arc<dyn Appliance>, String>;
-}
-
-/// The real connector: the SOMA client, with the secret read from the environment or a file.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SomaConnector;
-
-/// The user of a device whose inventory entry names none.
-pub const DEFAULT_USER: &str = "admin";
-
-impl Connector for SomaConnector {
-    fn connect(&self, d: &Device) -> Result<Arc<dyn Appliance>, String> {
-        let password = match &d.password {
-            Some(s) => read_secret(s)?,
-            None => String::new(),
-        };
-        let mut c = ConnectionConfig::new(
-            d.name.clone(),
-            d.host.clone(),
-            d.port,
-            d.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string()),
-            password,
-        );
-        c.tls = d.tls;
-        c.tls_ca = d.tls_ca.clone();
-        c.insecure = d.insecure;
-        c.request_timeout = Duration::from_millis(d.timeout_ms);
-        // During a download, each wait for more data is held to the same `timeout`.
-        c.read_timeout = Duration::from_millis(d.timeout_ms);
-        c.download_timeout = Duration::from_millis(d.download_timeout_ms);
-        c.max_download_bytes = d.max_export_bytes;
-        let client = SomaClient::new(c).map_err(|e| e.to_string())?;
-        Ok(Arc::new(client))
-    }
 }
 
 /// What a run of `plan` needs and cannot find: unset `env()` variables, unreadable

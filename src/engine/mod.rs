@@ -27,14 +27,14 @@ pub mod window;
 pub use crate::report::{RunReport, TaskReport};
 pub use crate::secrets::read_secret;
 use connect::*;
-pub use connect::{unresolved_config, Connector, SomaConnector, DEFAULT_USER};
+pub use connect::{unresolved_config, Connector};
 pub use execute::run_status;
 use execute::*;
 pub use options::{Live, Retry, RunOptions, StoredOptions};
 use stored::*;
 pub use stored::{retry_plan, stored_store_root, RetryPlan};
 
-use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
+use crate::appliance::Appliance;
 use crate::check::{Device, Plan, Program, Secret};
 use crate::compile::{self, DeviceFacts, PlanGraph, Task, TaskStep};
 use crate::store::{

@@ -51,7 +51,7 @@ impl Engine {
                     Ok::<_, crate::appliance::ApplianceError>(domains)
                 })
                 .await;
-                let user = device.user.as_deref().unwrap_or(DEFAULT_USER);
+                let user = device.user.as_deref().unwrap_or(crate::check::DEFAULT_USER);
                 match facts {
                     Ok(Ok(domains)) => (device.name, DeviceFacts::Available { domains }, Some(app)),
                     Ok(Err(crate::appliance::ApplianceError::Auth { .. })) => {
