@@ -2,10 +2,11 @@
 //! go to stderr; SIGHUP reloads the plans; the first SIGTERM/SIGINT stops gracefully, a
 //! second exits at once naming what is left quiesced.
 
+use super::error::{self, CliError};
 use super::render::Human;
 use super::report::open_writer;
 use super::run::{runtime, safety_warnings, state_path};
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::EXIT_OK;
 use crate::check::Checked;
 use crate::engine::clock::{Clock, ShiftedClock, SystemClock};
 use crate::engine::SomaConnector;
@@ -88,35 +89,15 @@ fn clock() -> Result<Arc<dyn Clock>, String> {
 }
 
 /// `dpplan serve`.
-pub fn serve(args: ServeArgs) -> u8 {
-    let token = match token(args.token_file.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let clock = match clock() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+pub fn serve(args: ServeArgs) -> Result<u8, CliError> {
+    let token = token(args.token_file.as_deref()).map_err(CliError::Usage)?;
+    let clock = clock().map_err(CliError::Usage)?;
     let path = state_path(args.state.as_deref());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            return EXIT_FAILED;
-        }
+        std::fs::create_dir_all(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
     }
-    let store = match open_writer(&path, false) {
-        Ok(s) => Arc::new(s),
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else {
-        return EXIT_INTERNAL;
-    };
+    let store = Arc::new(open_writer(&path, false)?);
+    let rt = runtime()?;
     let reporter: Arc<dyn Reporter> = Arc::new(Stderr);
     let config = Config {
         paths: args.paths,
@@ -132,6 +113,7 @@ pub fn serve(args: ServeArgs) -> u8 {
         let server = match Server::start(config, reporter.clone()).await {
             Ok(s) => s,
             Err((e, rejected)) => {
+                // Each rejected file is reported; the error that ends serve comes last.
                 for (file, why) in rejected {
                     match why {
                         Rejected::Errors(checked) => {
@@ -139,13 +121,15 @@ pub fn serve(args: ServeArgs) -> u8 {
                             for d in &checked.diagnostics {
                                 eprint!("{}", h.render(d));
                             }
-                            eprintln!("error: {} has errors", file.display());
+                            error::print(&CliError::failed(format!(
+                                "{} has errors",
+                                file.display()
+                            )));
                         }
-                        Rejected::Other(why) => eprintln!("error: {why}"),
+                        Rejected::Other(why) => error::print(&CliError::Failed(why)),
                     }
                 }
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
+                return Err(e.into());
             }
         };
         signals(server, reporter).await
@@ -153,15 +137,14 @@ pub fn serve(args: ServeArgs) -> u8 {
 }
 
 /// SIGHUP reloads; the first SIGTERM/SIGINT stops gracefully, a second exits at once.
-async fn signals(server: Server, reporter: Arc<dyn Reporter>) -> u8 {
+async fn signals(server: Server, reporter: Arc<dyn Reporter>) -> Result<u8, CliError> {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        eprintln!("error: cannot listen for signals");
-        return EXIT_INTERNAL;
+        return Err(CliError::internal("cannot listen for signals"));
     };
     loop {
         tokio::select! {
@@ -178,7 +161,7 @@ async fn signals(server: Server, reporter: Arc<dyn Reporter>) -> u8 {
     tokio::select! {
         _ = stopping => {
             reporter.say("stopped");
-            EXIT_OK
+            Ok(EXIT_OK)
         }
         _ = term.recv() => forced(&daemon, &reporter),
         _ = int.recv() => forced(&daemon, &reporter),
