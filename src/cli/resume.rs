@@ -122,8 +122,7 @@ pub fn retry(args: RetryArgs) -> Result<u8, CliError> {
         let store = super::report::open_state(&super::report::StateArg {
             state: Some(path.clone()),
         })?;
-        crate::engine::retry_plan(&store, args.run, &args.tasks)
-            .map_err(|e| CliError::failed(e.to_string()))?
+        crate::engine::retry_plan(&store, args.run, &args.tasks)?
     };
     let options = RunOptions {
         ignore_window: args.ignore_window,

@@ -245,8 +245,7 @@ fn expand(
     let rt = runtime()?;
     let journal = Arc::new(crate::store::memory::MemoryJournal::new());
     let e = engine(program.clone(), plan, journal, RunOptions::default());
-    rt.block_on(e.expand())
-        .map_err(|err| CliError::failed(err.to_string()))
+    Ok(rt.block_on(e.expand())?)
 }
 
 /// `dpplan plan`: expansion against the live fleet, changing nothing.
