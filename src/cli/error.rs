@@ -69,6 +69,9 @@ pub enum CliError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The async runtime cannot start: the system refuses threads or descriptors (exit 3).
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Standard output cannot be written, for another reason than a closed pipe (exit 3).
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] std::io::Error),
@@ -125,7 +128,10 @@ impl CliError {
             | CliError::PlanFile { .. }
             | CliError::NoStateFile { .. } => EXIT_FAILED,
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Internal(_) | CliError::Stdout(_) | CliError::Panicked => EXIT_INTERNAL,
+            CliError::Internal(_)
+            | CliError::Runtime(_)
+            | CliError::Stdout(_)
+            | CliError::Panicked => EXIT_INTERNAL,
             CliError::ClosedPipe => EXIT_CLOSED_PIPE,
             CliError::Reported(code) => *code,
         }

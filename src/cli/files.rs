@@ -262,7 +262,7 @@ pub fn prune(args: PruneArgs) -> Result<u8, CliError> {
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+        .map_err(CliError::Runtime)?;
     let mut view = PruneView {
         dry_run: args.dry_run,
         store: root.display().to_string(),

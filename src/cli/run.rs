@@ -168,12 +168,12 @@ pub fn state_path(arg: Option<&Path>) -> PathBuf {
     }
 }
 
-/// The async runtime the engine, serve and the demo's fleet run on.
+/// The async runtime the engine, serve, the simulator and the demo's fleet run on.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
+        .map_err(CliError::Runtime)
 }
 
 /// Checks the file and picks the plan; on errors in the file, renders them. The file is named

@@ -2,6 +2,7 @@
 //! one `get-file` through the real client (for measuring its memory and speed in a process
 //! of its own, see docs/performance.md).
 
+use super::run::runtime;
 use super::{CliError, EXIT_OK};
 use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
 use crate::sim::{self, Fleet};
@@ -55,13 +56,6 @@ pub struct FetchArgs {
     /// Local destination file.
     #[arg(long)]
     dest: PathBuf,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::internal(format!("cannot start the runtime: {e}")))
 }
 
 /// Runs `dpplan sim`.
