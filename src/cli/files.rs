@@ -243,10 +243,7 @@ pub fn prune(args: PruneArgs) -> Result<u8, CliError> {
     }
     let path = super::run::state_path(args.state.state.as_deref());
     if !path.is_file() {
-        return Err(CliError::failed(format!(
-            "no state file at {}",
-            path.display()
-        )));
+        return Err(CliError::NoStateFile { path });
     }
     let store = super::report::open_writer(&path, args.no_wait)?;
     let now = args.now.unwrap_or_else(|| SystemClock.now());

@@ -39,10 +39,7 @@ pub fn resume(args: ResumeArgs) -> Result<u8, CliError> {
     use crate::store::History;
     let path = state_path(args.state.as_deref());
     if !path.exists() {
-        return Err(CliError::failed(format!(
-            "no state file at {}",
-            path.display()
-        )));
+        return Err(CliError::NoStateFile { path });
     }
     let store = Arc::new(open_writer(&path, args.no_wait)?);
     let run = match args.run {
