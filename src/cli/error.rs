@@ -59,6 +59,13 @@ pub enum CliError {
         #[source]
         source: ReadError,
     },
+    /// A plan file has errors (exit 1); they are rendered before it, or `dpplan check` lists
+    /// them.
+    #[error("{} has errors; `dpplan check` lists them", path.display())]
+    PlanErrors {
+        /// The file.
+        path: PathBuf,
+    },
     /// No state file where a command looked for one (exit 1); a note follows when an older
     /// dpplan's state file is in the current directory.
     #[error(
@@ -126,6 +133,7 @@ impl CliError {
             | CliError::Serve(_)
             | CliError::Io { .. }
             | CliError::PlanFile { .. }
+            | CliError::PlanErrors { .. }
             | CliError::NoStateFile { .. } => EXIT_FAILED,
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Internal(_)

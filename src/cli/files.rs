@@ -213,10 +213,7 @@ fn store_of_run(detail: &RunDetail) -> Option<PathBuf> {
 pub fn prune(args: PruneArgs) -> Result<u8, CliError> {
     let checked = check::check_file(&args.file);
     if checked.has_errors() {
-        return Err(CliError::failed(format!(
-            "{} has errors; `dpplan check` lists them",
-            args.file.display()
-        )));
+        return Err(CliError::PlanErrors { path: args.file });
     }
     let Some(cfg) = checked.program.store else {
         return Err(CliError::failed(format!(

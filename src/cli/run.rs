@@ -186,10 +186,9 @@ pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), CliError> {
         for d in &checked.diagnostics {
             eprint!("{}", h.render(d));
         }
-        return Err(CliError::failed(format!(
-            "{} has errors; `dpplan check` lists them",
-            args.file.display()
-        )));
+        return Err(CliError::PlanErrors {
+            path: args.file.clone(),
+        });
     }
     let plan = match (&args.plan, checked.program.plans.as_slice()) {
         (Some(p), _) if checked.program.plan(p).is_some() => p.clone(),

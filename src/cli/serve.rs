@@ -121,10 +121,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, CliError> {
                             for d in &checked.diagnostics {
                                 eprint!("{}", h.render(d));
                             }
-                            error::print(&CliError::failed(format!(
-                                "{} has errors",
-                                file.display()
-                            )));
+                            error::print(&CliError::PlanErrors { path: file });
                         }
                         Rejected::Other(why) => error::print(&CliError::Failed(why)),
                     }
