@@ -167,7 +167,7 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8, CliError> {
             continue;
         }
         if check_only {
-            print_diff(&name, &text, &out);
+            print_diff(&name, &text, &out)?;
             failed = true;
         } else if let Err(e) = write_atomic(file, out.as_bytes()) {
             error::print(&CliError::io("cannot write", file, e));
@@ -202,7 +202,7 @@ fn fmt_stdin(check_only: bool) -> Result<u8, CliError> {
     // Syntax errors are rendered by `format_text`.
     let out = format_text("<stdin>", &text).ok_or(CliError::Reported(EXIT_FAILED))?;
     if check_only && out != text {
-        print_diff("<stdin>", &text, &out);
+        print_diff("<stdin>", &text, &out)?;
         return Err(CliError::Reported(EXIT_FAILED));
     }
     if !check_only {
@@ -227,14 +227,15 @@ fn format_text(name: &str, text: &str) -> Option<String> {
     }
 }
 
-fn print_diff(name: &str, old: &str, new: &str) {
+/// The unified diff that would make `old` canonical, on stdout.
+fn print_diff(name: &str, old: &str, new: &str) -> Result<(), CliError> {
     let diff = similar::TextDiff::from_lines(old, new);
     let text = diff
         .unified_diff()
         .context_radius(3)
         .header(name, &format!("{name} (formatted)"))
         .to_string();
-    print!("{text}");
+    super::out(&text)
 }
 
 /// Writes `bytes` over the plan file `path`, so a crash leaves either the old text or the
@@ -284,19 +285,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn explain(code: Option<&str>) -> Result<u8, CliError> {
     match code {
         None => {
-            for c in Code::ALL {
-                println!(
-                    "{}  {:<7}  {}",
-                    c.as_str(),
-                    c.severity().as_str(),
-                    c.title()
-                );
-            }
+            let list: String = Code::ALL
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  {:<7}  {}\n",
+                        c.as_str(),
+                        c.severity().as_str(),
+                        c.title()
+                    )
+                })
+                .collect();
+            super::out(&list)?;
             Ok(EXIT_OK)
         }
         Some(s) => match Code::parse(s) {
             Some(c) => {
-                print!("{}", c.page());
+                super::out(c.page())?;
                 Ok(EXIT_OK)
             }
             None => Err(CliError::usage(format!(

@@ -36,7 +36,9 @@ pub const EXIT_INTERNAL: u8 = 3;
 pub const EXIT_CLOSED_PIPE: u8 = 141;
 
 /// Writes `text` to stdout; [`CliError::ClosedPipe`] when the reader has gone (quietly:
-/// `dpplan ... | head` is not a failure to report).
+/// `dpplan ... | head` is not a failure to report). Every command's data goes through here;
+/// the print macros that remain (lines on stderr, the narration of `demo` and `sim`) reach
+/// the same [`CliError::ClosedPipe`] through the panic guard in [`run`].
 pub(crate) fn out(text: &str) -> Result<(), CliError> {
     let mut o = std::io::stdout().lock();
     o.write_all(text.as_bytes())
@@ -157,7 +159,8 @@ pub fn run() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    // Output into a closed pipe ends the command quietly, not with a panic message.
+    // A print macro writing into a closed pipe panics: quietly, and the guard below makes it
+    // the CliError::ClosedPipe that `out` returns.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !closed_pipe(panic_text(info.payload())) {

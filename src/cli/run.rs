@@ -275,13 +275,10 @@ pub fn graph(args: GraphArgs) -> Result<u8, CliError> {
     } else {
         templates(&checked.program, &plan)
     };
-    print!(
-        "{}",
-        match args.format {
-            GraphFormat::Dot => g.to_dot(),
-            GraphFormat::Mermaid => g.to_mermaid(),
-        }
-    );
+    out(&match args.format {
+        GraphFormat::Dot => g.to_dot(),
+        GraphFormat::Mermaid => g.to_mermaid(),
+    })?;
     Ok(EXIT_OK)
 }
 
