@@ -4,10 +4,11 @@
 //! environment variables. The directory is kept, with the fleet file, so the plan can be run
 //! again against the same fleet; `--clean` removes the directories earlier demos kept.
 
+use super::error::{self, CliError};
 use super::report::{self, RunsArgs, ShowArgs, StateArg};
 use super::run::{load, report as outcome_table, run_checked, runtime, PlanArgs};
 use super::screen::UtcArg;
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_OK};
 use crate::engine::RunReport;
 use crate::sim::{self, Fleet, RunningFleet};
 use crate::store::RunStatus;
@@ -174,36 +175,28 @@ fn prepare(dir: &Path, fleet: &RunningFleet) -> std::io::Result<PathBuf> {
 }
 
 /// `dpplan demo`.
-pub fn demo(args: DemoArgs) -> u8 {
+pub fn demo(args: DemoArgs) -> Result<u8, CliError> {
     if args.clean {
         return clean();
     }
-    let dir = match tempfile::Builder::new().prefix(PREFIX).tempdir() {
-        Ok(d) => d.keep(),
-        Err(e) => {
-            eprintln!("error: cannot create a temporary directory: {e}");
-            return EXIT_INTERNAL;
-        }
-    };
-    let code = demo_in(&dir, &args);
+    let dir = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .tempdir()
+        .map_err(|e| CliError::internal(format!("cannot create a temporary directory: {e}")))?
+        .keep();
+    let outcome = demo_in(&dir, &args);
     println!(
         "\nThe demo's files stay in {} (`dpplan demo --clean` removes them).",
         dir.display()
     );
-    code
+    outcome
 }
 
 /// `dpplan demo --clean`: removes every directory an earlier demo kept in the temporary
 /// directory (named `dpplan-demo-*` and holding the demo's marker file), saying which.
-fn clean() -> u8 {
+fn clean() -> Result<u8, CliError> {
     let tmp = std::env::temp_dir();
-    let entries = match std::fs::read_dir(&tmp) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", tmp.display());
-            return EXIT_FAILED;
-        }
-    };
+    let entries = std::fs::read_dir(&tmp).map_err(|e| CliError::io("cannot read", &tmp, e))?;
     let mut kept: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
@@ -213,56 +206,46 @@ fn clean() -> u8 {
     kept.sort();
     if kept.is_empty() {
         println!("no demo directories to remove in {}", tmp.display());
-        return EXIT_OK;
+        return Ok(EXIT_OK);
     }
-    let mut code = EXIT_OK;
+    // A directory that cannot be removed is reported and the others go on.
+    let mut failed = false;
     for dir in kept {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => println!("removed {}", dir.display()),
             Err(e) => {
-                eprintln!("error: cannot remove {}: {e}", dir.display());
-                code = EXIT_FAILED;
+                error::print(&CliError::io("cannot remove", dir, e));
+                failed = true;
             }
         }
     }
-    code
+    if failed {
+        Err(CliError::Reported(EXIT_FAILED))
+    } else {
+        Ok(EXIT_OK)
+    }
 }
 
-fn demo_in(dir: &Path, args: &DemoArgs) -> u8 {
+fn demo_in(dir: &Path, args: &DemoArgs) -> Result<u8, CliError> {
     // The fleet runs on its own runtime, beside the one `run` starts for the engine.
-    let Some(sim_rt) = runtime() else {
-        return EXIT_INTERNAL;
-    };
-    let fleet = match Fleet::parse(FLEET) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: the demo fleet: {e}");
-            return EXIT_INTERNAL;
-        }
-    };
-    let running = match sim_rt.block_on(sim::serve(&fleet, IpAddr::V4(Ipv4Addr::LOCALHOST), true)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the simulated fleet: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let code = with_fleet(dir, &running, args);
+    let sim_rt = runtime()?;
+    let fleet =
+        Fleet::parse(FLEET).map_err(|e| CliError::internal(format!("the demo fleet: {e}")))?;
+    let running = sim_rt
+        .block_on(sim::serve(&fleet, IpAddr::V4(Ipv4Addr::LOCALHOST), true))
+        .map_err(|e| CliError::failed(format!("cannot start the simulated fleet: {e}")))?;
+    let outcome = with_fleet(dir, &running, args);
     sim_rt.block_on(running.shutdown());
-    code
+    outcome
 }
 
-fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
-    let plan_file = match prepare(dir, fleet) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the demo's files in {}: {e}",
-                dir.display()
-            );
-            return EXIT_INTERNAL;
-        }
-    };
+fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> Result<u8, CliError> {
+    let plan_file = prepare(dir, fleet).map_err(|e| {
+        CliError::internal(format!(
+            "cannot write the demo's files in {}: {e}",
+            dir.display()
+        ))
+    })?;
     let state = dir.join("state.redb");
     println!("dpplan demo: the nightly example plan against a simulated DataPower fleet");
     println!();
@@ -287,30 +270,24 @@ fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> u8 {
         plan_file.display(),
         state.display()
     );
-    let (checked, plan) = match load(&PlanArgs {
+    let (checked, plan) = load(&PlanArgs {
         file: plan_file.clone(),
         plan: None,
-    }) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+    })?;
     let options = crate::engine::RunOptions {
         origin: Some(super::run::origin(Some(&plan_file))),
         ..crate::engine::RunOptions::default()
     };
-    let r = match run_checked(checked, &plan, &state, options, args.quiet, false) {
-        Ok(ended) => ended.report,
-        Err(code) => return code,
-    };
-    let code = outcome_table(&r, false);
-    let code = match r.status {
+    let r = run_checked(checked, &plan, &state, options, args.quiet, false)?.report;
+    let outcome = outcome_table(&r, false);
+    let outcome = match r.status {
         // DPOD's example ends WARNING: TEST9 is down, so its task is SKIPPED.
-        RunStatus::Completed | RunStatus::Warning => EXIT_OK,
-        _ => code,
+        RunStatus::Completed | RunStatus::Warning => Ok(EXIT_OK),
+        _ => outcome,
     };
     pages(&r, &state);
     backups(&r, &dir.join("store"));
-    code
+    outcome
 }
 
 /// The run's result pages, as `dpplan runs` and `dpplan show` print them.
@@ -320,13 +297,16 @@ fn pages(r: &RunReport, state: &Path) {
     };
     let st = state.display();
     println!("\n$ dpplan runs --state {st}");
-    report::runs(RunsArgs {
+    // A page that cannot be shown says why, and the demo goes on.
+    if let Err(e) = report::runs(RunsArgs {
         plan: None,
         limit: 40,
         json: false,
         utc: UtcArg { utc: false },
         state: arg(),
-    });
+    }) {
+        error::print(&e);
+    }
     let views: [(Option<u32>, Option<u32>); 4] = [
         (None, None),
         (Some(1), None),
@@ -342,14 +322,16 @@ fn pages(r: &RunReport, state: &Path) {
             line.push_str(&format!(" --task {t}"));
         }
         println!("{line} --state {st}");
-        report::show(ShowArgs {
+        if let Err(e) = report::show(ShowArgs {
             run: r.run,
             activity,
             task,
             json: false,
             utc: UtcArg { utc: false },
             state: arg(),
-        });
+        }) {
+            error::print(&e);
+        }
     }
     println!("\nThe activity log: dpplan log {} --state {st}", r.run);
 }

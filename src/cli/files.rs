@@ -1,8 +1,9 @@
 //! `dpplan verify` and `dpplan prune`: the store's files checked against their manifests,
 //! and retention applied.
 
-use super::report::{json_out, open_state, store_error, StateArg};
-use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::error::{self, CliError};
+use super::report::{json_out, open_state, StateArg};
+use super::{out, EXIT_FAILED, EXIT_OK};
 use crate::check;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::report::prune::{self, BackupView, PruneView, Retention, UnreadableView};
@@ -54,57 +55,44 @@ pub struct PruneArgs {
 
 /// `dpplan verify`: exit 0 when every file is as recorded, 1 on any problem or when there was
 /// nothing to verify.
-pub fn verify(args: VerifyArgs) -> u8 {
+pub fn verify(args: VerifyArgs) -> Result<u8, CliError> {
     if let Some(t) = &args.target {
         let p = Path::new(t);
         if p.exists() {
             return verify_path(p, args.json);
         }
         if t.parse::<u64>().is_err() {
-            eprintln!("error: {t} is neither a run's number nor an existing file or folder");
-            return EXIT_USAGE;
+            return Err(CliError::usage(format!(
+                "{t} is neither a run's number nor an existing file or folder"
+            )));
         }
     }
-    let store = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let store = open_state(&args.state)?;
     let id = match args.target.as_deref().map(str::parse::<u64>) {
         Some(Ok(id)) => id,
-        _ => match store.runs(None, 1) {
-            Ok(r) if !r.is_empty() => r[0].id,
-            Ok(_) => {
-                eprintln!("error: no runs in the state file");
-                return EXIT_FAILED;
-            }
-            Err(e) => return store_error(&e),
+        _ => match store.runs(None, 1)?.first() {
+            Some(r) => r.id,
+            None => return Err(CliError::failed("no runs in the state file")),
         },
     };
-    let detail = match store.run(id) {
-        Ok(d) => d,
-        Err(e) => return store_error(&e),
-    };
+    let detail = store.run(id)?;
     let stored = store.stored_run(id).ok();
-    let root = match args
+    let root = args
         .store
         .clone()
         .or_else(|| stored.as_deref().and_then(crate::engine::stored_store_root))
         .or_else(|| store_of_run(&detail))
-    {
-        Some(r) => r,
-        None => {
-            eprintln!("error: cannot tell where run {id}'s store is; name it with --store DIR");
-            return EXIT_USAGE;
-        }
-    };
-    let pruned: HashSet<u32> = match store.log(id, None) {
-        Ok(lines) => lines
-            .iter()
-            .filter(|l| prune::is_prune_message(&l.message))
-            .filter_map(|l| l.task)
-            .collect(),
-        Err(e) => return store_error(&e),
-    };
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "cannot tell where run {id}'s store is; name it with --store DIR"
+            ))
+        })?;
+    let pruned: HashSet<u32> = store
+        .log(id, None)?
+        .iter()
+        .filter(|l| prune::is_prune_message(&l.message))
+        .filter_map(|l| l.task)
+        .collect();
     drop(store);
     let v = verify::run(&root, &detail, &pruned);
     for (task, why) in &v.skipped {
@@ -136,16 +124,13 @@ fn tally(detail: &RunDetail) -> String {
     )
 }
 
-fn verify_path(p: &Path, json: bool) -> u8 {
+fn verify_path(p: &Path, json: bool) -> Result<u8, CliError> {
     let mut v = Verified::default();
     if p.is_dir() {
-        match verify::find_manifests(p) {
-            Ok(found) => found.iter().for_each(|m| v.manifest(m)),
-            Err(e) => {
-                eprintln!("error: cannot read {}: {e}", p.display());
-                return EXIT_FAILED;
-            }
-        }
+        verify::find_manifests(p)
+            .map_err(|e| CliError::io("cannot read", p, e))?
+            .iter()
+            .for_each(|m| v.manifest(m));
     } else {
         v.manifest(p);
     }
@@ -158,10 +143,16 @@ fn verify_path(p: &Path, json: bool) -> u8 {
 }
 
 /// Prints each problem (stdout; or everything as JSON with `json`) and a summary (stderr);
-/// the exit code: 0 only when files were checked and all are as recorded. `nothing` says why
-/// there was nothing to verify, when there was not.
-fn finish(v: &Verified, run: Option<u64>, root: Option<&Path>, nothing: &str, json: bool) -> u8 {
-    let code = if json {
+/// `Ok` only when files were checked and all are as recorded. `nothing` says why there was
+/// nothing to verify, when there was not.
+fn finish(
+    v: &Verified,
+    run: Option<u64>,
+    root: Option<&Path>,
+    nothing: &str,
+    json: bool,
+) -> Result<u8, CliError> {
+    let written = if json {
         json_out(&v.view(run, root))
     } else {
         let mut text = String::new();
@@ -172,25 +163,36 @@ fn finish(v: &Verified, run: Option<u64>, root: Option<&Path>, nothing: &str, js
     };
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     let outcome = v.outcome();
-    match outcome {
-        Outcome::NothingToVerify => eprintln!("error: nothing to verify: {nothing}"),
-        Outcome::AsRecorded | Outcome::Problems => eprintln!(
-            "verified {} in {}: {}",
-            plural(v.files, "file"),
-            plural(v.manifests, "manifest"),
-            if v.problems.is_empty() {
-                "all as recorded".to_string()
+    let result = match outcome {
+        Outcome::NothingToVerify => Err(CliError::failed(format!("nothing to verify: {nothing}"))),
+        Outcome::AsRecorded | Outcome::Problems => {
+            eprintln!(
+                "verified {} in {}: {}",
+                plural(v.files, "file"),
+                plural(v.manifests, "manifest"),
+                if v.problems.is_empty() {
+                    "all as recorded".to_string()
+                } else {
+                    plural(v.problems.len(), "problem")
+                }
+            );
+            if outcome == Outcome::AsRecorded {
+                Ok(EXIT_OK)
             } else {
-                plural(v.problems.len(), "problem")
+                Err(CliError::Reported(EXIT_FAILED))
             }
-        ),
-    }
-    if code != EXIT_OK {
-        code
-    } else if outcome == Outcome::AsRecorded {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
+        }
+    };
+    match written {
+        // A closed pipe (or stdout failing) decides the exit code; what there was to say
+        // about the files is said all the same.
+        Err(w) => {
+            if let Err(e) = &result {
+                error::print(e);
+            }
+            Err(w)
+        }
+        Ok(()) => result,
     }
 }
 
@@ -208,66 +210,53 @@ fn store_of_run(detail: &RunDetail) -> Option<PathBuf> {
 }
 
 /// `dpplan prune`.
-pub fn prune(args: PruneArgs) -> u8 {
+pub fn prune(args: PruneArgs) -> Result<u8, CliError> {
     let checked = check::check_file(&args.file);
     if checked.has_errors() {
-        eprintln!(
-            "error: {} has errors; `dpplan check` lists them",
-            args.file.display()
-        );
-        return EXIT_FAILED;
+        return Err(CliError::PlanErrors { path: args.file });
     }
     let Some(cfg) = checked.program.store else {
-        eprintln!(
-            "error: {} declares no store; nothing to prune",
+        return Err(CliError::failed(format!(
+            "{} declares no store; nothing to prune",
             args.file.display()
-        );
-        return EXIT_FAILED;
+        )));
     };
     let policy = Retention {
         keep_last: cfg.keep_last,
         keep_days: cfg.keep_days,
     };
     if policy.keep_last.is_none() && policy.keep_days.is_none() {
-        eprintln!(
-            "error: the store block of {} sets neither keep_last nor keep_days; prune keeps everything",
+        return Err(CliError::failed(format!(
+            "the store block of {} sets neither keep_last nor keep_days; prune keeps everything",
             args.file.display()
-        );
-        return EXIT_FAILED;
+        )));
     }
     let root = cfg.path;
     if !root.is_dir() {
-        eprintln!("error: the store {} does not exist", root.display());
-        return EXIT_FAILED;
+        return Err(CliError::failed(format!(
+            "the store {} does not exist",
+            root.display()
+        )));
     }
     let path = super::run::state_path(args.state.state.as_deref());
     if !path.is_file() {
-        eprintln!("error: no state file at {}", path.display());
-        return EXIT_FAILED;
+        return Err(CliError::NoStateFile { path });
     }
-    let store = match super::report::open_writer(&path, args.no_wait) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let store = super::report::open_writer(&path, args.no_wait)?;
     let now = args.now.unwrap_or_else(|| SystemClock.now());
     let prune::Decided {
         backups,
         unreadable,
-    } = match prune::plan(&root, &store, policy, now) {
-        Ok(p) => p,
-        Err(e) => return store_error(&e),
-    };
-    let mut code = EXIT_OK;
+    } = prune::plan(&root, &store, policy, now)?;
+    // A backup that cannot be removed, or its removal recorded, is reported and the rest go
+    // on; the command fails at the end.
+    let mut failed = false;
     for (p, e) in &unreadable {
         eprintln!("warning: {}: {e}; left alone", p.display());
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
-    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(CliError::Runtime)?;
     let mut view = PruneView {
         dry_run: args.dry_run,
         store: root.display().to_string(),
@@ -304,9 +293,9 @@ pub fn prune(args: PruneArgs) -> u8 {
             continue;
         }
         if let Err(e) = prune::remove(b) {
-            eprintln!("error: removing {}: {e}", bv.manifest);
-            code = EXIT_FAILED;
             bv.error = Some(e.to_string());
+            error::print(&CliError::io("removing", &bv.manifest, e));
+            failed = true;
             view.removed.push(bv);
             continue;
         }
@@ -320,8 +309,11 @@ pub fn prune(args: PruneArgs) -> u8 {
             message: prune::log_message(&root, b),
         };
         if let Err(e) = rt.block_on(store.append(b.run, vec![record])) {
-            eprintln!("error: recording the removal in run {}: {e}", b.run);
-            code = EXIT_FAILED;
+            error::print(&CliError::failed(format!(
+                "recording the removal in run {}: {e}",
+                b.run
+            )));
+            failed = true;
         }
     }
     let written = if args.json {
@@ -341,9 +333,10 @@ pub fn prune(args: PruneArgs) -> u8 {
         crate::report::size(view.bytes_removed),
         view.kept.len()
     );
-    if written != EXIT_OK {
-        written
+    written?;
+    if failed {
+        Err(CliError::Reported(EXIT_FAILED))
     } else {
-        code
+        Ok(EXIT_OK)
     }
 }

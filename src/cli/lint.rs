@@ -1,7 +1,8 @@
 //! `dpplan check`, `dpplan fmt` and `dpplan explain`.
 
+use super::error::{self, CliError};
 use super::render::{self, Human};
-use super::{color_stderr, Format, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{color_stderr, Format, EXIT_FAILED, EXIT_OK};
 use crate::check;
 use crate::diag::{Code, Severity, SourceMap};
 use crate::syntax;
@@ -12,14 +13,17 @@ use std::path::{Path, PathBuf};
 /// Expands directories into the `.dpplan` files below them, sorted. Symbolic links to
 /// directories are not followed (a link loop would never end); links to files are. A
 /// directory with no plan file is an error: a check of nothing must not pass.
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
-            walk(p, &mut found).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            walk(p, &mut found).map_err(|e| CliError::io("cannot read", p, e))?;
             if found.is_empty() {
-                return Err(format!("no .dpplan files in {}", p.display()));
+                return Err(CliError::failed(format!(
+                    "no .dpplan files in {}",
+                    p.display()
+                )));
             }
             found.sort();
             out.extend(found);
@@ -51,14 +55,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 const RENDERED_PER_FILE: usize = 50;
 
 /// `dpplan check`: exit 0 clean (warnings allowed), 1 errors (or warnings when denied).
-pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
-    let files = match expand(paths) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
+pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> Result<u8, CliError> {
+    let files = expand(paths)?;
     let color = color_stderr();
     let mut json_results = Vec::new();
     let mut seen = HashSet::new();
@@ -112,18 +110,16 @@ pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> u8 {
     };
     if let Some(v) = out {
         let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        let written = super::out(&format!("{text}\n"));
-        if written != EXIT_OK {
-            return written;
-        }
+        super::out(&format!("{text}\n"))?;
     } else {
         let summary = summary(files.len(), errors, warnings);
         let _ = writeln!(stderr, "{summary}");
     }
     if errors > 0 || (deny_warnings && warnings > 0) {
-        EXIT_FAILED
+        // The diagnostics and the summary say why.
+        Err(CliError::Reported(EXIT_FAILED))
     } else {
-        EXIT_OK
+        Ok(EXIT_OK)
     }
 }
 
@@ -142,75 +138,77 @@ fn summary(files: usize, errors: usize, warnings: usize) -> String {
 }
 
 /// `dpplan fmt`: rewrite in place, or with `--check` report what is not canonical.
-pub fn fmt(paths: &[PathBuf], check_only: bool) -> u8 {
+pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8, CliError> {
     if paths.len() == 1 && paths[0].as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        let limit = check::load::MAX_PLAN_BYTES;
-        if let Err(e) = std::io::stdin().take(limit + 1).read_to_end(&mut bytes) {
-            eprintln!("error: cannot read stdin: {e}");
-            return EXIT_FAILED;
-        }
-        if bytes.len() as u64 > limit {
-            eprintln!("error: stdin is larger than {} MiB", limit / (1024 * 1024));
-            return EXIT_FAILED;
-        }
-        let text = match check::load::text_of(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: cannot read stdin: {e}");
-                return EXIT_FAILED;
-            }
-        };
-        return match format_text("<stdin>", &text) {
-            Some(out) => {
-                if check_only && out != text {
-                    print_diff("<stdin>", &text, &out);
-                    return EXIT_FAILED;
-                }
-                if check_only {
-                    return EXIT_OK;
-                }
-                super::out(&out)
-            }
-            None => EXIT_FAILED,
-        };
+        return fmt_stdin(check_only);
     }
-    let files = match expand(paths) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let mut code = EXIT_OK;
+    let files = expand(paths)?;
+    // A file that cannot be read, parsed or written is reported and the others go on; the
+    // command fails at the end.
+    let mut failed = false;
     for file in &files {
         let name = file.display().to_string();
         let text = match check::load::read_plan_file(file) {
             Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: cannot read {name}: {e}");
-                code = EXIT_FAILED;
+            Err(source) => {
+                error::print(&CliError::PlanFile {
+                    path: file.clone(),
+                    source,
+                });
+                failed = true;
                 continue;
             }
         };
         let Some(out) = format_text(&name, &text) else {
-            code = EXIT_FAILED;
+            failed = true;
             continue;
         };
         if out == text {
             continue;
         }
         if check_only {
-            print_diff(&name, &text, &out);
-            code = EXIT_FAILED;
+            print_diff(&name, &text, &out)?;
+            failed = true;
         } else if let Err(e) = write_atomic(file, out.as_bytes()) {
-            eprintln!("error: cannot write {name}: {e}");
-            code = EXIT_FAILED;
+            error::print(&CliError::io("cannot write", file, e));
+            failed = true;
         } else {
             eprintln!("formatted {name}");
         }
     }
-    code
+    if failed {
+        Err(CliError::Reported(EXIT_FAILED))
+    } else {
+        Ok(EXIT_OK)
+    }
+}
+
+/// `dpplan fmt -`: standard input formatted to standard output (with `--check`, a diff).
+fn fmt_stdin(check_only: bool) -> Result<u8, CliError> {
+    let mut bytes = Vec::new();
+    let limit = check::load::MAX_PLAN_BYTES;
+    std::io::stdin()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::failed(format!("cannot read stdin: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(CliError::failed(format!(
+            "stdin is larger than {} MiB",
+            limit / (1024 * 1024)
+        )));
+    }
+    let text = check::load::text_of(bytes)
+        .map_err(|e| CliError::failed(format!("cannot read stdin: {e}")))?;
+    // Syntax errors are rendered by `format_text`.
+    let out = format_text("<stdin>", &text).ok_or(CliError::Reported(EXIT_FAILED))?;
+    if check_only && out != text {
+        print_diff("<stdin>", &text, &out)?;
+        return Err(CliError::Reported(EXIT_FAILED));
+    }
+    if !check_only {
+        super::out(&out)?;
+    }
+    Ok(EXIT_OK)
 }
 
 /// Formats `text`; on syntax errors renders them and returns `None`.
@@ -229,14 +227,15 @@ fn format_text(name: &str, text: &str) -> Option<String> {
     }
 }
 
-fn print_diff(name: &str, old: &str, new: &str) {
+/// The unified diff that would make `old` canonical, on stdout.
+fn print_diff(name: &str, old: &str, new: &str) -> Result<(), CliError> {
     let diff = similar::TextDiff::from_lines(old, new);
     let text = diff
         .unified_diff()
         .context_radius(3)
         .header(name, &format!("{name} (formatted)"))
         .to_string();
-    print!("{text}");
+    super::out(&text)
 }
 
 /// Writes `bytes` over the plan file `path`, so a crash leaves either the old text or the
@@ -283,28 +282,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `dpplan explain CODE`, or the list of codes.
-pub fn explain(code: Option<&str>) -> u8 {
+pub fn explain(code: Option<&str>) -> Result<u8, CliError> {
     match code {
         None => {
-            for c in Code::ALL {
-                println!(
-                    "{}  {:<7}  {}",
-                    c.as_str(),
-                    c.severity().as_str(),
-                    c.title()
-                );
-            }
-            EXIT_OK
+            let list: String = Code::ALL
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  {:<7}  {}\n",
+                        c.as_str(),
+                        c.severity().as_str(),
+                        c.title()
+                    )
+                })
+                .collect();
+            super::out(&list)?;
+            Ok(EXIT_OK)
         }
         Some(s) => match Code::parse(s) {
             Some(c) => {
-                print!("{}", c.page());
-                EXIT_OK
+                super::out(c.page())?;
+                Ok(EXIT_OK)
             }
-            None => {
-                eprintln!("error: `{s}` is not a dpplan diagnostic code (they look like DP0007); `dpplan explain` lists them");
-                EXIT_USAGE
-            }
+            None => Err(CliError::usage(format!(
+                "`{s}` is not a dpplan diagnostic code (they look like DP0007); `dpplan explain` lists them"
+            ))),
         },
     }
 }

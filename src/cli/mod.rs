@@ -4,6 +4,7 @@
 //! and never with `NO_COLOR` set.
 
 mod demo;
+mod error;
 mod files;
 mod lint;
 mod notify;
@@ -17,6 +18,7 @@ mod serve;
 mod sim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use error::CliError;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,18 +35,18 @@ pub const EXIT_INTERNAL: u8 = 3;
 /// does; what a death by SIGPIPE shows in a shell (128 + 13).
 pub const EXIT_CLOSED_PIPE: u8 = 141;
 
-/// Writes `text` to stdout: [`EXIT_OK`], or [`EXIT_CLOSED_PIPE`] when the reader has gone
-/// (quietly: `dpplan ... | head` is not a failure to report).
-pub(crate) fn out(text: &str) -> u8 {
+/// Writes `text` to stdout; [`CliError::ClosedPipe`] when the reader has gone (quietly:
+/// `dpplan ... | head` is not a failure to report). Every command's data goes through here;
+/// the print macros that remain (lines on stderr, the narration of `demo` and `sim`) reach
+/// the same [`CliError::ClosedPipe`] through the panic guard in [`run`].
+pub(crate) fn out(text: &str) -> Result<(), CliError> {
     let mut o = std::io::stdout().lock();
-    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
-        Ok(()) => EXIT_OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_CLOSED_PIPE,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {e}");
-            EXIT_INTERNAL
-        }
-    }
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::ClosedPipe,
+            _ => CliError::Stdout(e),
+        })
 }
 
 /// Whether a panic is std's print macros failing because the pipe's reader has gone.
@@ -157,54 +159,58 @@ pub fn run() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    // Output into a closed pipe ends the command quietly, not with a panic message.
+    // A print macro writing into a closed pipe panics: quietly, and the guard below makes it
+    // the CliError::ClosedPipe that `out` returns.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !closed_pipe(panic_text(info.payload())) {
             default_hook(info);
         }
     }));
-    let outcome = std::panic::catch_unwind(move || dispatch(cli));
-    match outcome {
+    // The command's error is printed inside the unwind guard: stderr closed under it is a
+    // closed pipe too.
+    let outcome = std::panic::catch_unwind(move || error::exit_code(dispatch(cli)));
+    ExitCode::from(match outcome {
         Ok(code) => code,
         Err(payload) => {
-            if closed_pipe(panic_text(payload.as_ref())) {
-                return ExitCode::from(EXIT_CLOSED_PIPE);
+            let e = if closed_pipe(panic_text(payload.as_ref())) {
+                CliError::ClosedPipe
+            } else {
+                CliError::Panicked
+            };
+            // Not `error::print`: a panic here would not be caught.
+            if !matches!(e, CliError::ClosedPipe) {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
             }
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: dpplan failed internally; please report this with the input that caused it"
-            );
-            ExitCode::from(EXIT_INTERNAL)
+            e.code()
         }
-    }
+    })
 }
 
-fn dispatch(cli: Cli) -> ExitCode {
+/// Runs the command; its error, if any, is for [`error::exit_code`] to print.
+fn dispatch(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Check {
             files,
             format,
             deny_warnings,
-        } => ExitCode::from(lint::check(&files, format, deny_warnings)),
-        Command::Fmt { files, check } => ExitCode::from(lint::fmt(&files, check)),
-        Command::Explain { code } => ExitCode::from(lint::explain(code.as_deref())),
-        Command::Plan(args) => ExitCode::from(run::dry_run(args)),
-        Command::Graph(args) => ExitCode::from(run::graph(args)),
-        Command::Run(args) => ExitCode::from(run::run(args)),
-        Command::Resume(args) => ExitCode::from(resume::resume(args)),
-        Command::Retry(args) => ExitCode::from(resume::retry(args)),
-        Command::Demo(args) => ExitCode::from(demo::demo(args)),
+        } => lint::check(&files, format, deny_warnings),
+        Command::Fmt { files, check } => lint::fmt(&files, check),
+        Command::Explain { code } => lint::explain(code.as_deref()),
+        Command::Plan(args) => run::dry_run(args),
+        Command::Graph(args) => run::graph(args),
+        Command::Run(args) => run::run(args),
+        Command::Resume(args) => resume::resume(args),
+        Command::Retry(args) => resume::retry(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Sim(args) => sim::run_sim(args),
         Command::Fetch(args) => sim::run_fetch(args),
-        Command::Runs(args) => ExitCode::from(report::runs(args)),
-        Command::Show(args) => ExitCode::from(report::show(args)),
-        Command::Log(args) => ExitCode::from(report::log(args)),
-        Command::Verify(args) => ExitCode::from(files::verify(args)),
-        Command::Prune(args) => ExitCode::from(files::prune(args)),
-        Command::Serve(args) => ExitCode::from(serve::serve(args)),
-        Command::Completions { shell } => {
-            ExitCode::from(report::completions(shell, Cli::command()))
-        }
+        Command::Runs(args) => report::runs(args),
+        Command::Show(args) => report::show(args),
+        Command::Log(args) => report::log(args),
+        Command::Verify(args) => files::verify(args),
+        Command::Prune(args) => files::prune(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Completions { shell } => report::completions(shell, Cli::command()),
     }
 }

@@ -3,7 +3,7 @@
 //! as `--json` (docs/cli.md names the fields).
 
 use super::screen::{Stream, UtcArg};
-use super::{out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::{out, CliError, EXIT_OK};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::owner::Owner;
 use crate::store::{History, ReadOnlyStore, RedbStore, RunId, StoreError};
@@ -75,19 +75,13 @@ pub struct LogArgs {
     pub state: StateArg,
 }
 
-/// Opens an existing state file read-only (while a run may write it); prints why not and
-/// returns the exit code otherwise.
-pub(crate) fn open_state(arg: &StateArg) -> Result<ReadOnlyStore, u8> {
+/// Opens an existing state file read-only (while a run may write it).
+pub(crate) fn open_state(arg: &StateArg) -> Result<ReadOnlyStore, CliError> {
     let path = super::run::state_path(arg.state.as_deref());
     if !path.is_file() {
-        eprintln!(
-            "error: no state file at {} (no run yet? name one with --state or DPPLAN_STATE)",
-            path.display()
-        );
-        legacy_note(&path);
-        return Err(EXIT_FAILED);
+        return Err(CliError::NoStateFile { path });
     }
-    let store = ReadOnlyStore::open(&path).map_err(|e| store_error(&e))?;
+    let store = ReadOnlyStore::open(&path)?;
     if store.recovered() {
         eprintln!(
             "note: recovered {} (its last writer was killed before it closed it)",
@@ -102,8 +96,8 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Opens the state file at `path` for writing (`run`, `resume`, `prune`). While another
 /// process writes it: waits, saying whom for (again when that changes), or with `no_wait`
-/// fails at once. Prints why not and returns the exit code otherwise.
-pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, u8> {
+/// fails at once.
+pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, CliError> {
     if !path.exists() {
         legacy_note(path);
     }
@@ -114,11 +108,10 @@ pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, u8> {
     {
         // serve never lets go of the file: waiting would be for ever.
         let (url, pid) = url;
-        eprintln!(
-            "error: dpplan serve (pid {pid}) holds the state file {shown}; start runs through it: \
+        return Err(CliError::failed(format!(
+            "dpplan serve (pid {pid}) holds the state file {shown}; start runs through it: \
              curl -X POST -H \"Authorization: Bearer $DPPLAN_TOKEN\" {url}/api/plans/PLAN/runs"
-        );
-        return Err(EXIT_FAILED);
+        )));
     }
     let opened = if no_wait {
         RedbStore::open(path)
@@ -135,14 +128,11 @@ pub(crate) fn open_writer(path: &Path, no_wait: bool) -> Result<RedbStore, u8> {
         })
     };
     opened.map_err(|e| match e {
-        StoreError::Locked { owner, .. } => {
-            eprintln!(
-                "error: the state file {shown} is in use: {} is writing it (without --no-wait, dpplan waits for it)",
-                who(owner.as_deref())
-            );
-            EXIT_FAILED
-        }
-        e => store_error(&e),
+        StoreError::Locked { owner, .. } => CliError::failed(format!(
+            "the state file {shown} is in use: {} is writing it (without --no-wait, dpplan waits for it)",
+            who(owner.as_deref())
+        )),
+        e => e.into(),
     })
 }
 
@@ -173,7 +163,7 @@ fn who(owner: Option<&Owner>) -> String {
 
 /// The default state file moved out of the current directory (`.dpplan/state.redb`): when
 /// one is here and `path` is not it, say where the history is now and how to read the old.
-fn legacy_note(path: &Path) {
+pub(super) fn legacy_note(path: &Path) {
     let old = Path::new(".dpplan").join("state.redb");
     if path != old && old.is_file() {
         eprintln!(
@@ -186,132 +176,81 @@ fn legacy_note(path: &Path) {
     }
 }
 
-/// Prints a store error; returns the exit code for it.
-pub(crate) fn store_error(e: &StoreError) -> u8 {
-    eprintln!("error: {e}");
-    // A locked, newer, damaged or unreadable state file is bad input, not a bug in dpplan.
-    match e {
-        StoreError::Locked { .. }
-        | StoreError::NoRun(_)
-        | StoreError::Version { .. }
-        | StoreError::Open { .. }
-        | StoreError::NeedsRecovery { .. }
-        | StoreError::Redb(_)
-        | StoreError::Corrupt { .. }
-        | StoreError::Encode { .. }
-        | StoreError::Io { .. }
-        | StoreError::Incomplete { .. }
-        | StoreError::WriterGone
-        | StoreError::Batch(_) => EXIT_FAILED,
-    }
-}
-
 /// Pretty JSON and a newline on stdout.
-pub(crate) fn json_out<T: Serialize>(value: &T) -> u8 {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => out(&format!("{s}\n")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_INTERNAL
-        }
-    }
+pub(crate) fn json_out<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| CliError::internal(e.to_string()))?;
+    out(&format!("{s}\n"))
 }
 
 /// `dpplan runs`.
-pub fn runs(args: RunsArgs) -> u8 {
-    let store = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let runs = match store.runs(args.plan.as_deref(), args.limit) {
-        Ok(r) => r,
-        Err(e) => return store_error(&e),
-    };
+pub fn runs(args: RunsArgs) -> Result<u8, CliError> {
+    let store = open_state(&args.state)?;
+    let runs = store.runs(args.plan.as_deref(), args.limit)?;
     if args.json {
         let views: Vec<RunView> = runs.iter().map(RunView::new).collect();
-        return json_out(&views);
-    }
-    if runs.is_empty() {
+        json_out(&views)?;
+    } else if runs.is_empty() {
         eprintln!("no runs");
-        return EXIT_OK;
+    } else {
+        out(&report::runs_table(
+            &runs,
+            Stream::Stdout.look(args.utc.zone()),
+        ))?;
     }
-    out(&report::runs_table(
-        &runs,
-        Stream::Stdout.look(args.utc.zone()),
-    ))
+    Ok(EXIT_OK)
 }
 
 /// `dpplan show`.
-pub fn show(args: ShowArgs) -> u8 {
-    let store = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let detail = match store.run(args.run) {
-        Ok(d) => d,
-        Err(e) => return store_error(&e),
-    };
+pub fn show(args: ShowArgs) -> Result<u8, CliError> {
+    let store = open_state(&args.state)?;
+    let detail = store.run(args.run)?;
     let look = Stream::Stdout.look(args.utc.zone());
     if let Some(n) = args.task {
-        let Some(page) = TaskPage::new(&detail, n) else {
-            eprintln!("error: run {} has no task {n}", args.run);
-            return EXIT_USAGE;
-        };
-        return if args.json {
-            json_out(&page)
+        let page = TaskPage::new(&detail, n)
+            .ok_or_else(|| CliError::usage(format!("run {} has no task {n}", args.run)))?;
+        if args.json {
+            json_out(&page)?;
         } else {
-            out(&page.render(&detail, look))
-        };
-    }
-    if let Some(n) = args.activity {
-        let Some(page) = ActivityPage::new(&detail, n) else {
-            eprintln!("error: run {} has no activity {n}", args.run);
-            return EXIT_USAGE;
-        };
-        return if args.json {
-            json_out(&page)
+            out(&page.render(&detail, look))?;
+        }
+    } else if let Some(n) = args.activity {
+        let page = ActivityPage::new(&detail, n)
+            .ok_or_else(|| CliError::usage(format!("run {} has no activity {n}", args.run)))?;
+        if args.json {
+            json_out(&page)?;
         } else {
-            out(&page.render(look))
-        };
-    }
-    if args.json {
-        json_out(&RunPage::new(&detail))
+            out(&page.render(look))?;
+        }
+    } else if args.json {
+        json_out(&RunPage::new(&detail))?;
     } else {
-        out(&report::run_page(&detail, look))
+        out(&report::run_page(&detail, look))?;
     }
+    Ok(EXIT_OK)
 }
 
 /// `dpplan log`.
-pub fn log(args: LogArgs) -> u8 {
-    let store = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let detail = match store.run(args.run) {
-        Ok(d) => d,
-        Err(e) => return store_error(&e),
-    };
-    let (lines, views) = match report::run_log(&store, &detail, args.task) {
-        Ok(x) => x,
-        Err(report::LogError::NoTask(n)) => {
-            eprintln!("error: run {} has no task {n}", args.run);
-            return EXIT_USAGE;
-        }
-        Err(report::LogError::Store(e)) => return store_error(&e),
-    };
+pub fn log(args: LogArgs) -> Result<u8, CliError> {
+    let store = open_state(&args.state)?;
+    let detail = store.run(args.run)?;
+    let (lines, views) = report::run_log(&store, &detail, args.task).map_err(|e| match e {
+        report::LogError::NoTask(n) => CliError::usage(format!("run {} has no task {n}", args.run)),
+        report::LogError::Store(e) => e.into(),
+    })?;
     if args.json {
-        return json_out(&views);
-    }
-    if lines.is_empty() {
+        json_out(&views)?;
+    } else if lines.is_empty() {
         eprintln!("no log lines");
-        return EXIT_OK;
+    } else {
+        out(&report::log_text(&lines, &views, args.utc.zone()))?;
     }
-    out(&report::log_text(&lines, &views, args.utc.zone()))
+    Ok(EXIT_OK)
 }
 
 /// `dpplan completions SHELL`: the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> u8 {
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> Result<u8, CliError> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "dpplan", &mut buf);
-    out(&String::from_utf8_lossy(&buf))
+    out(&String::from_utf8_lossy(&buf))?;
+    Ok(EXIT_OK)
 }

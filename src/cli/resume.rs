@@ -3,7 +3,7 @@
 use super::progress::Progress;
 use super::report::open_writer;
 use super::run::{interrupts, origin, report, run_program, runtime, state_path};
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK};
+use super::{CliError, EXIT_OK};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunOptions};
 use crate::soma::SomaConnector;
@@ -36,37 +36,27 @@ pub struct ResumeArgs {
 }
 
 /// `dpplan resume`: continues an interrupted or crashed run from its journal.
-pub fn resume(args: ResumeArgs) -> u8 {
+pub fn resume(args: ResumeArgs) -> Result<u8, CliError> {
     use crate::store::History;
     let path = state_path(args.state.as_deref());
     if !path.exists() {
-        eprintln!("error: no state file at {}", path.display());
-        return EXIT_FAILED;
+        return Err(CliError::NoStateFile { path });
     }
-    let store = match open_writer(&path, args.no_wait) {
-        Ok(s) => Arc::new(s),
-        Err(code) => return code,
-    };
+    let store = Arc::new(open_writer(&path, args.no_wait)?);
     let run = match args.run {
         Some(r) => r,
-        None => match store.latest_unfinished() {
-            Ok(Some(r)) => r,
-            Ok(None) => {
+        None => match store.latest_unfinished()? {
+            Some(r) => r,
+            None => {
                 eprintln!(
                     "nothing to resume: every run in {} has finished",
                     path.display()
                 );
-                return EXIT_OK;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
+                return Ok(EXIT_OK);
             }
         },
     };
-    let Some(rt) = runtime() else {
-        return EXIT_INTERNAL;
-    };
+    let rt = runtime()?;
     let live = Arc::new(crate::engine::Live::default());
     let progress = Progress::new(args.quiet);
     let observer = progress.observer();
@@ -87,22 +77,12 @@ pub fn resume(args: ResumeArgs) -> u8 {
         (engine.resume(store.as_ref(), run).await, interrupts)
     });
     progress.finish();
-    match outcome {
-        Ok(r) => {
-            let code = report(&r, args.json);
-            // As after `run`: what the outbox has due, for a few seconds at most.
-            interrupts.abort();
-            super::notify::deliver(&rt, store, args.quiet);
-            code
-        }
-        Err(e) => {
-            eprintln!(
-                "error: {}",
-                crate::report::table::printable(&e.to_string(), false)
-            );
-            EXIT_FAILED
-        }
-    }
+    let r = outcome?;
+    let outcome = report(&r, args.json);
+    // As after `run`: what the outbox has due, for a few seconds at most.
+    interrupts.abort();
+    super::notify::deliver(&rt, store, args.quiet);
+    outcome
 }
 
 /// `dpplan retry`.
@@ -133,20 +113,14 @@ pub struct RetryArgs {
 
 /// `dpplan retry`: a new run of a finished run's stored program, for the tasks that did not
 /// succeed (or the chosen ones). Nothing but the stored run is read.
-pub fn retry(args: RetryArgs) -> u8 {
+pub fn retry(args: RetryArgs) -> Result<u8, CliError> {
     let path = state_path(args.state.as_deref());
-    let found = match super::report::open_state(&super::report::StateArg {
-        state: Some(path.clone()),
-    }) {
-        Ok(store) => crate::engine::retry_plan(&store, args.run, &args.tasks),
-        Err(code) => return code,
-    };
-    let r = match found {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    // The read-only store is closed before the run opens the file for writing.
+    let r = {
+        let store = super::report::open_state(&super::report::StateArg {
+            state: Some(path.clone()),
+        })?;
+        crate::engine::retry_plan(&store, args.run, &args.tasks)?
     };
     let options = RunOptions {
         ignore_window: args.ignore_window,
@@ -154,7 +128,7 @@ pub fn retry(args: RetryArgs) -> u8 {
         retry: Some(r.retry),
         ..RunOptions::default()
     };
-    match run_program(
+    let ended = run_program(
         r.program,
         &r.plan,
         &r.plan_text,
@@ -162,15 +136,11 @@ pub fn retry(args: RetryArgs) -> u8 {
         options,
         args.quiet,
         args.no_wait,
-    ) {
-        Ok(ended) => {
-            if !args.json {
-                eprintln!("run {} retried run {}", ended.report.run, args.run);
-            }
-            let code = report(&ended.report, args.json);
-            ended.deliver(args.quiet);
-            code
-        }
-        Err(code) => code,
+    )?;
+    if !args.json {
+        eprintln!("run {} retried run {}", ended.report.run, args.run);
     }
+    let outcome = report(&ended.report, args.json);
+    ended.deliver(args.quiet);
+    outcome
 }

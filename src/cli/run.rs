@@ -4,7 +4,7 @@ use super::progress::{Progress, Say};
 use super::render::Human;
 use super::report::{json_out, open_writer};
 use super::screen::{Stream, UtcArg};
-use super::{color_stderr, out, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::{color_stderr, out, CliError, EXIT_FAILED, EXIT_OK};
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
 use crate::engine::clock::{Clock, SystemClock};
@@ -169,59 +169,52 @@ pub fn state_path(arg: Option<&Path>) -> PathBuf {
     }
 }
 
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
+/// The async runtime the engine, serve, the simulator and the demo's fleet run on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
-        }
-    }
+        .map_err(CliError::Runtime)
 }
 
-/// Checks the file; on errors prints them and returns the exit code. The file is named by its
-/// absolute path, so paths in the plan (scripts, the store, secrets) and the plan text stored
-/// with a run do not depend on the directory the command was started in.
-pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), u8> {
+/// Checks the file and picks the plan; on errors in the file, renders them. The file is named
+/// by its absolute path, so paths in the plan (scripts, the store, secrets) and the plan text
+/// stored with a run do not depend on the directory the command was started in.
+pub(crate) fn load(args: &PlanArgs) -> Result<(Checked, String), CliError> {
     let checked = check::check_file(&args.file);
     if checked.has_errors() {
         let h = Human::new(&checked.sources, color_stderr());
         for d in &checked.diagnostics {
             eprint!("{}", h.render(d));
         }
-        eprintln!(
-            "error: {} has errors; `dpplan check` lists them",
-            args.file.display()
-        );
-        return Err(EXIT_FAILED);
+        return Err(CliError::PlanErrors {
+            path: args.file.clone(),
+        });
     }
     let plan = match (&args.plan, checked.program.plans.as_slice()) {
         (Some(p), _) if checked.program.plan(p).is_some() => p.clone(),
         (Some(p), plans) => {
             let names: Vec<&str> = plans.iter().map(|x| x.name.as_str()).collect();
-            eprintln!(
-                "error: {} has no plan `{p}` (plans: {})",
+            return Err(CliError::usage(format!(
+                "{} has no plan `{p}` (plans: {})",
                 args.file.display(),
                 names.join(", ")
-            );
-            return Err(EXIT_USAGE);
+            )));
         }
         (None, [one]) => one.name.clone(),
         (None, []) => {
-            eprintln!("error: {} defines no plan", args.file.display());
-            return Err(EXIT_USAGE);
+            return Err(CliError::usage(format!(
+                "{} defines no plan",
+                args.file.display()
+            )));
         }
         (None, plans) => {
             let names: Vec<&str> = plans.iter().map(|x| x.name.as_str()).collect();
-            eprintln!(
-                "error: {} defines several plans; choose one with --plan ({})",
+            return Err(CliError::usage(format!(
+                "{} defines several plans; choose one with --plan ({})",
                 args.file.display(),
                 names.join(", ")
-            );
-            return Err(EXIT_USAGE);
+            )));
         }
     };
     Ok((checked, plan))
@@ -244,63 +237,50 @@ fn engine(
 }
 
 /// Probes the fleet and expands plan `plan` into its tasks and graph, touching nothing (the
-/// journal is in memory); `Err` is the exit code, the error already printed.
-fn expand(program: &Program, plan: &str) -> Result<(Vec<Task>, crate::compile::PlanGraph), u8> {
-    let rt = runtime().ok_or(EXIT_INTERNAL)?;
+/// journal is in memory).
+fn expand(
+    program: &Program,
+    plan: &str,
+) -> Result<(Vec<Task>, crate::compile::PlanGraph), CliError> {
+    let rt = runtime()?;
     let journal = Arc::new(crate::store::memory::MemoryJournal::new());
     let e = engine(program.clone(), plan, journal, RunOptions::default());
-    rt.block_on(e.expand()).map_err(|err| {
-        eprintln!("error: {err}");
-        EXIT_FAILED
-    })
+    Ok(rt.block_on(e.expand())?)
 }
 
 /// `dpplan plan`: expansion against the live fleet, changing nothing.
-pub fn dry_run(args: DryRunArgs) -> u8 {
-    let (checked, plan) = match load(&args.plan) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let tasks = match expand(&checked.program, &plan) {
-        Ok((tasks, _)) => tasks,
-        Err(code) => return code,
-    };
+pub fn dry_run(args: DryRunArgs) -> Result<u8, CliError> {
+    let (checked, plan) = load(&args.plan)?;
+    let (tasks, _) = expand(&checked.program, &plan)?;
     let now = SystemClock.now();
     let view = PlanView::new(&checked.program, &plan, &tasks, now);
     if args.json {
-        return json_out(&view);
+        json_out(&view)?;
+    } else {
+        out(&dry_run_text(
+            &view,
+            checked.program.plan(&plan),
+            now,
+            Stream::Stdout.fit(),
+            args.utc.utc,
+        ))?;
     }
-    out(&dry_run_text(
-        &view,
-        checked.program.plan(&plan),
-        now,
-        Stream::Stdout.fit(),
-        args.utc.utc,
-    ))
+    Ok(EXIT_OK)
 }
 
 /// `dpplan graph`.
-pub fn graph(args: GraphArgs) -> u8 {
-    let (checked, plan) = match load(&args.plan) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn graph(args: GraphArgs) -> Result<u8, CliError> {
+    let (checked, plan) = load(&args.plan)?;
     let g = if args.expanded {
-        match expand(&checked.program, &plan) {
-            Ok((_, g)) => g,
-            Err(code) => return code,
-        }
+        expand(&checked.program, &plan)?.1
     } else {
         templates(&checked.program, &plan)
     };
-    print!(
-        "{}",
-        match args.format {
-            GraphFormat::Dot => g.to_dot(),
-            GraphFormat::Mermaid => g.to_mermaid(),
-        }
-    );
-    EXIT_OK
+    out(&match args.format {
+        GraphFormat::Dot => g.to_dot(),
+        GraphFormat::Mermaid => g.to_mermaid(),
+    })?;
+    Ok(EXIT_OK)
 }
 
 /// The step templates of the kinds a plan uses, as one graph (one chain per kind).
@@ -375,24 +355,23 @@ fn dummy_plan() -> crate::check::Plan {
     }
 }
 
-/// The exit code for a run's final status (docs/cli.md, "Result pages").
-pub fn exit_code(status: RunStatus) -> u8 {
+/// What a run's final status makes of the command (docs/cli.md, "Result pages"): its exit
+/// code, or a failure already shown by the run's table or JSON.
+pub fn status_outcome(status: RunStatus) -> Result<u8, CliError> {
     match status {
-        RunStatus::Completed => EXIT_OK,
-        RunStatus::Warning => EXIT_WARNING,
-        RunStatus::Interrupted => EXIT_INTERRUPTED,
-        _ => EXIT_FAILED,
+        RunStatus::Completed => Ok(EXIT_OK),
+        RunStatus::Warning => Ok(EXIT_WARNING),
+        RunStatus::Interrupted => Ok(EXIT_INTERRUPTED),
+        _ => Err(CliError::Reported(EXIT_FAILED)),
     }
 }
 
-/// Prints a run's outcome (table on stderr, or JSON on stdout) and returns the exit code.
-pub fn report(r: &RunReport, json: bool) -> u8 {
+/// Prints a run's outcome (table on stderr, or JSON on stdout); what its status makes of the
+/// command.
+pub fn report(r: &RunReport, json: bool) -> Result<u8, CliError> {
     if json {
         // The report's own serialization: the same shape as `DPPLAN_TASKS` and the API.
-        let code = json_out(r);
-        if code != EXIT_OK {
-            return code;
-        }
+        json_out(r)?;
     } else {
         let mut table = Table::new(vec![
             Column::right("ID"),
@@ -432,15 +411,12 @@ pub fn report(r: &RunReport, json: bool) -> u8 {
             (None, _) => eprintln!("run {}: {}", r.run, r.status.as_str()),
         }
     }
-    exit_code(r.status)
+    status_outcome(r.status)
 }
 
 /// `dpplan run`.
-pub fn run(args: RunArgs) -> u8 {
-    let (checked, plan) = match load(&args.plan) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn run(args: RunArgs) -> Result<u8, CliError> {
+    let (checked, plan) = load(&args.plan)?;
     let path = state_path(args.state.as_deref());
     if !args.devices.is_empty() {
         let p = checked.program.plan(&plan);
@@ -453,12 +429,15 @@ pub fn run(args: RunArgs) -> u8 {
                 .any(|(d, _)| crate::check::patterns::matches(pattern, d))
             {
                 let names: Vec<&str> = selected.iter().map(|(d, _)| *d).take(8).collect();
-                eprintln!(
-                    "error: --devices {pattern} matches no device of plan {plan} (its devices: {}{})",
+                return Err(CliError::usage(format!(
+                    "--devices {pattern} matches no device of plan {plan} (its devices: {}{})",
                     names.join(", "),
-                    if selected.len() > names.len() { ", ..." } else { "" }
-                );
-                return EXIT_USAGE;
+                    if selected.len() > names.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                )));
             }
         }
     }
@@ -473,14 +452,10 @@ pub fn run(args: RunArgs) -> u8 {
         warnings,
         ..RunOptions::default()
     };
-    match run_checked(checked, &plan, &path, options, args.quiet, args.no_wait) {
-        Ok(ended) => {
-            let code = report(&ended.report, args.json);
-            ended.deliver(args.quiet);
-            code
-        }
-        Err(code) => code,
-    }
+    let ended = run_checked(checked, &plan, &path, options, args.quiet, args.no_wait)?;
+    let outcome = report(&ended.report, args.json);
+    ended.deliver(args.quiet);
+    outcome
 }
 
 /// A run that has ended (its outcome durable, its notifications queued), and what delivers
@@ -505,7 +480,7 @@ impl Ended {
 
 /// Runs plan `plan` of a checked program with the state file at `path`, showing progress on
 /// stderr (live on a terminal) unless `quiet`; waits for another writer of the state file
-/// unless `no_wait`; on failure prints why and returns the exit code.
+/// unless `no_wait`.
 pub(crate) fn run_checked(
     checked: Checked,
     plan: &str,
@@ -513,7 +488,7 @@ pub(crate) fn run_checked(
     options: RunOptions,
     quiet: bool,
     no_wait: bool,
-) -> Result<Ended, u8> {
+) -> Result<Ended, CliError> {
     let text = checked.stored_text();
     run_program(checked.program, plan, &text, path, options, quiet, no_wait)
 }
@@ -528,11 +503,9 @@ pub(super) fn run_program(
     options: RunOptions,
     quiet: bool,
     no_wait: bool,
-) -> Result<Ended, u8> {
+) -> Result<Ended, CliError> {
     let store = Arc::new(open_writer(path, no_wait)?);
-    let Some(rt) = runtime() else {
-        return Err(EXIT_INTERNAL);
-    };
+    let rt = runtime()?;
     let keep = (program.settings.keep_runs, program.settings.keep_days);
     let mut e = engine(program, plan, store.clone(), options);
     let progress = Progress::new(quiet);
@@ -557,13 +530,7 @@ pub(super) fn run_program(
     });
     progress.finish();
     // The journal failing (a full disk) or an unreadable stored run is failed work: exit 1.
-    let report = outcome.map_err(|err| {
-        eprintln!(
-            "error: {}",
-            crate::report::table::printable(&err.to_string(), false)
-        );
-        EXIT_FAILED
-    })?;
+    let report = outcome?;
     Ok(Ended {
         report,
         rt,

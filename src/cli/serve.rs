@@ -2,10 +2,11 @@
 //! go to stderr; SIGHUP reloads the plans; the first SIGTERM/SIGINT stops gracefully, a
 //! second exits at once naming what is left quiesced.
 
+use super::error::{self, CliError};
 use super::render::Human;
 use super::report::open_writer;
 use super::run::{runtime, safety_warnings, state_path};
-use super::{EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use super::EXIT_OK;
 use crate::check::Checked;
 use crate::engine::clock::{Clock, ShiftedClock, SystemClock};
 use crate::serve::{Config, Rejected, Reporter, Server};
@@ -88,35 +89,15 @@ fn clock() -> Result<Arc<dyn Clock>, String> {
 }
 
 /// `dpplan serve`.
-pub fn serve(args: ServeArgs) -> u8 {
-    let token = match token(args.token_file.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let clock = match clock() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+pub fn serve(args: ServeArgs) -> Result<u8, CliError> {
+    let token = token(args.token_file.as_deref()).map_err(CliError::Usage)?;
+    let clock = clock().map_err(CliError::Usage)?;
     let path = state_path(args.state.as_deref());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            return EXIT_FAILED;
-        }
+        std::fs::create_dir_all(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
     }
-    let store = match open_writer(&path, false) {
-        Ok(s) => Arc::new(s),
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else {
-        return EXIT_INTERNAL;
-    };
+    let store = Arc::new(open_writer(&path, false)?);
+    let rt = runtime()?;
     let reporter: Arc<dyn Reporter> = Arc::new(Stderr);
     let config = Config {
         paths: args.paths,
@@ -132,12 +113,12 @@ pub fn serve(args: ServeArgs) -> u8 {
         // Listening for the signals before anything else: a SIGHUP that came before would
         // end the process (its default action), e.g. `systemctl reload` just after a start.
         let Some(signals_) = Signals::new() else {
-            eprintln!("error: cannot listen for signals");
-            return EXIT_INTERNAL;
+            return Err(CliError::internal("cannot listen for signals"));
         };
         let server = match Server::start(config, reporter.clone()).await {
             Ok(s) => s,
             Err((e, rejected)) => {
+                // Each rejected file is reported; the error that ends serve comes last.
                 for (file, why) in rejected {
                     match why {
                         Rejected::Errors(checked) => {
@@ -145,13 +126,12 @@ pub fn serve(args: ServeArgs) -> u8 {
                             for d in &checked.diagnostics {
                                 eprint!("{}", h.render(d));
                             }
-                            eprintln!("error: {} has errors", file.display());
+                            error::print(&CliError::PlanErrors { path: file });
                         }
-                        Rejected::Other(why) => eprintln!("error: {why}"),
+                        Rejected::Other(why) => error::print(&CliError::Failed(why)),
                     }
                 }
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
+                return Err(e.into());
             }
         };
         signals(server, reporter, signals_).await
@@ -177,7 +157,11 @@ impl Signals {
 }
 
 /// SIGHUP reloads; the first SIGTERM/SIGINT stops gracefully, a second exits at once.
-async fn signals(server: Server, reporter: Arc<dyn Reporter>, signals: Signals) -> u8 {
+async fn signals(
+    server: Server,
+    reporter: Arc<dyn Reporter>,
+    signals: Signals,
+) -> Result<u8, CliError> {
     let Signals {
         mut hup,
         mut term,
@@ -198,7 +182,7 @@ async fn signals(server: Server, reporter: Arc<dyn Reporter>, signals: Signals) 
     tokio::select! {
         _ = stopping => {
             reporter.say("stopped");
-            EXIT_OK
+            Ok(EXIT_OK)
         }
         _ = term.recv() => forced(&daemon, &reporter),
         _ = int.recv() => forced(&daemon, &reporter),

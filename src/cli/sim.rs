@@ -2,11 +2,12 @@
 //! one `get-file` through the real client (for measuring its memory and speed in a process
 //! of its own, see docs/performance.md).
 
+use super::run::runtime;
+use super::{CliError, EXIT_OK};
 use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
 use crate::sim::{self, Fleet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// Arguments of `dpplan sim`.
@@ -57,37 +58,14 @@ pub struct FetchArgs {
     dest: PathBuf,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            ExitCode::from(3)
-        })
-}
-
 /// Runs `dpplan sim`.
-pub fn run_sim(args: SimArgs) -> ExitCode {
-    let fleet = match Fleet::load(&args.fleet) {
-        Ok(fleet) => fleet,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+pub fn run_sim(args: SimArgs) -> Result<u8, CliError> {
+    let fleet = Fleet::load(&args.fleet).map_err(|e| CliError::failed(e.to_string()))?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
-        let running = match sim::serve(&fleet, args.host, args.tls).await {
-            Ok(running) => running,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
+        let running = sim::serve(&fleet, args.host, args.tls)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
         let mut ca_file = None;
         if let Some(pem) = &running.ca_pem {
             let path = args
@@ -99,9 +77,8 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
                         .join(format!("dpplan-sim-{}-ca.pem", std::process::id())),
                 });
             if let Err(e) = std::fs::write(&path, pem) {
-                eprintln!("error: cannot write the CA to {}: {e}", path.display());
                 running.shutdown().await;
-                return ExitCode::from(1);
+                return Err(CliError::io("cannot write the CA to", path, e));
             }
             eprintln!("CA certificate: {}", path.display());
             ca_file = Some(path);
@@ -113,12 +90,8 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
                 f.write_all(running.inventory(ca_file.as_deref()).as_bytes())
             });
             if let Err(e) = written {
-                eprintln!(
-                    "error: cannot write the inventory to {}: {e}",
-                    path.display()
-                );
                 running.shutdown().await;
-                return ExitCode::from(1);
+                return Err(CliError::io("cannot write the inventory to", path, e));
             }
         }
         for device in &running.devices {
@@ -128,7 +101,7 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
         wait_for_signal().await;
         eprintln!("stopping the simulated fleet");
         running.shutdown().await;
-        ExitCode::SUCCESS
+        Ok(EXIT_OK)
     })
 }
 
@@ -151,39 +124,26 @@ async fn wait_for_signal() {
 }
 
 /// Runs the hidden `dpplan fetch`.
-pub fn run_fetch(args: FetchArgs) -> ExitCode {
+pub fn run_fetch(args: FetchArgs) -> Result<u8, CliError> {
     let mut config = ConnectionConfig::new("fetch", args.host, args.port, args.user, args.password);
     config.tls = !args.no_tls;
     config.insecure = args.insecure;
     config.read_timeout = Duration::from_secs(300);
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let runtime = runtime()?;
     runtime.block_on(async move {
-        let client = match SomaClient::new(config) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
+        let client = SomaClient::new(config).map_err(|e| CliError::failed(e.to_string()))?;
         let started = std::time::Instant::now();
-        match client.download(&args.path, &args.dest).await {
-            Ok(got) => {
-                let seconds = started.elapsed().as_secs_f64();
-                println!(
-                    "{} bytes sha256 {} in {seconds:.3} s ({:.1} MiB/s)",
-                    got.size,
-                    got.sha256,
-                    got.size as f64 / seconds / 1048576.0
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        }
+        let got = client
+            .download(&args.path, &args.dest)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{} bytes sha256 {} in {seconds:.3} s ({:.1} MiB/s)",
+            got.size,
+            got.sha256,
+            got.size as f64 / seconds / 1048576.0
+        );
+        Ok(EXIT_OK)
     })
 }
