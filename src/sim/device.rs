@@ -9,7 +9,7 @@ use super::reply::{
     auth_failure, document, error_log, error_text, ok, payload, soap_fault, status, Answer, Reply,
     SomaRequest, Source, STRAY_NS,
 };
-use crate::appliance::parse::Node;
+use super::request::Element as Node;
 use crate::appliance::soma::split_dir;
 use quick_xml::escape::escape;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod http;
 pub mod instant;
 pub mod reply;
+pub mod request;
 
 pub use device::{DomainView, SimState};
 pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};

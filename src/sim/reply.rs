@@ -2,7 +2,7 @@
 //! transport faults, and the response documents formatted as devices format them (prefixes,
 //! timestamp, stray namespace declarations, padded `OK`, both error shapes).
 
-use crate::appliance::parse::{parse_tree, Node};
+use super::request::Element as Node;
 use crate::appliance::soma::{DP_NS, ENV_NS};
 use quick_xml::escape::escape;
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl SomaRequest {
 
 /// Parses a request envelope; `Err` is what the SOAP Fault will say.
 pub fn parse_request(body: &[u8]) -> Result<SomaRequest, String> {
-    let root = parse_tree(body).map_err(|e| format!("{e:?}"))?;
+    let root = super::request::read(body)?;
     let request = root
         .child("Body")
         .and_then(|b| b.child("request"))
