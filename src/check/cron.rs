@@ -1,7 +1,7 @@
 //! Rules for a plan's `schedule = "CRON"`: five fields that parse and name a date that exists,
 //! and, with a window, some scheduled time inside it.
 
-use super::model::{Schedule, Window, DAYS};
+use super::model::{Schedule, Window};
 use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::schedule::{self, window, Cron, CronError};
@@ -138,28 +138,11 @@ fn inside(w: &Window) -> String {
 
 /// Days as a day-of-week field: `*`, `mon-fri`, `sat,sun`, `mon,wed-fri`.
 fn cron_days(days: &[u8]) -> String {
-    let mut sorted: Vec<u8> = days.iter().copied().filter(|d| *d < 7).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
+    let sorted = window::weekdays(days);
     if sorted.len() == 7 || sorted.is_empty() {
         return "*".into();
     }
-    let mut runs: Vec<(u8, u8)> = Vec::new();
-    for d in sorted {
-        match runs.last_mut() {
-            Some(r) if r.1 + 1 == d => r.1 = d,
-            _ => runs.push((d, d)),
-        }
-    }
-    let name = |d: u8| DAYS[usize::from(d)];
-    runs.iter()
-        .map(|&(a, b)| match b - a {
-            0 => name(a).to_string(),
-            1 => format!("{},{}", name(a), name(b)),
-            _ => format!("{}-{}", name(a), name(b)),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    window::day_ranges(&sorted)
 }
 
 #[cfg(test)]

@@ -97,14 +97,26 @@ fn hhmm(minutes: u32) -> String {
 
 /// `mon-fri`, `sat-sun`, `mon,wed,fri`, `every day`.
 fn days(days: &[u8]) -> String {
-    let mut sorted: Vec<u8> = days.iter().copied().filter(|d| *d < 7).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
+    let sorted = weekdays(days);
     if sorted.len() == 7 {
         return "every day".into();
     }
+    day_ranges(&sorted)
+}
+
+/// The days 0-6 (Monday first) of `days`, sorted, each once.
+pub(crate) fn weekdays(days: &[u8]) -> Vec<u8> {
+    let mut sorted: Vec<u8> = days.iter().copied().filter(|d| *d < 7).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+}
+
+/// Sorted distinct weekdays as day names, consecutive ones as ranges: `mon-fri,sun`,
+/// `mon,tue`: what windows show and cron's day-of-week field reads.
+pub(crate) fn day_ranges(sorted: &[u8]) -> String {
     let mut runs: Vec<(u8, u8)> = Vec::new();
-    for d in sorted {
+    for &d in sorted {
         match runs.last_mut() {
             Some(r) if r.1 + 1 == d => r.1 = d,
             _ => runs.push((d, d)),
