@@ -25,7 +25,9 @@ use super::schema::{
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
 };
 use super::writer::{Request, Writer};
-use super::{History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunSummary, StoreError};
+use super::{
+    History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunStatus, RunSummary, StoreError,
+};
 
 /// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
 /// open for weeks; a 10,000-task run's journal is about 32 MiB.
@@ -164,6 +166,18 @@ impl RedbStore {
     /// committed (and fsynced) alone: for benchmarks and tests only.
     pub fn set_group_commit(&self, enabled: bool) {
         self.group_commit.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The newest runs with status `status`, optionally of one plan, newest first: what
+    /// [`History::runs`] gives filtered by status, but read only as far back as the
+    /// `limit`-th match.
+    pub fn runs_with_status(
+        &self,
+        plan: Option<&str>,
+        status: RunStatus,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        read::runs_where(self.db.as_ref(), plan, Some(status), limit)
     }
 
     /// How many write transactions have committed since the file was opened.
