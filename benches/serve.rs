@@ -28,6 +28,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, TimeDelta, Utc};
+use dpplan::backups::timestamp;
 use dpplan::check::{self, Checked, Program, Root};
 use dpplan::engine::clock::SystemClock;
 use dpplan::engine::{Connector, Engine, RunOptions, SomaConnector};
@@ -218,6 +219,7 @@ fn replay(
     let from = t.run.started;
     let mut run = t.run.clone();
     run.started = start;
+    let (from_dir, to_dir) = (timestamp(from), timestamp(start));
     let mut records = Vec::with_capacity(t.records.len());
     for r in &t.records {
         let mut r = r.clone();
@@ -227,7 +229,11 @@ fn replay(
             | Record::Run { at, .. }
             | Record::Log { at, .. } => shift(at, from, start, stretch),
             Record::StepResult { at, .. } => shift(at, from, start, stretch),
-            Record::File { .. } | Record::Facts { .. } => {}
+            // Its directory is named after the run's start.
+            Record::File { file, .. } => {
+                file.path = file.path.replace(&from_dir, &to_dir);
+            }
+            Record::Facts { .. } => {}
         }
         if let Some(f) = fail {
             match &mut r {
