@@ -362,6 +362,66 @@ async fn runs_newest_first_filtered_and_limited() {
     assert!(matches!(refused, Err(StoreError::NoRun(9))));
 }
 
+/// `runs_with_status` (serve's `?status=`) gives what `runs` gives filtered by status, newest
+/// first and limited, with and without a plan, though it stops reading at the limit.
+#[tokio::test]
+async fn runs_with_status_is_runs_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let statuses = [
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Completed,
+        RunStatus::Warning,
+        RunStatus::Failed,
+        RunStatus::Missed,
+    ];
+    for i in 0..40u32 {
+        let plan = ["a", "b", "c"][i as usize % 3];
+        let id = store
+            .create_run(new_run(
+                plan,
+                vec![task(1, "SECURE_BACKUP", "QA1", "all-domains")],
+            ))
+            .await
+            .unwrap();
+        // Every seventh run stays as created (WAITING_FOR_PRE_VALIDATION).
+        if i % 7 != 6 {
+            let status = statuses[(i as usize * 5) % statuses.len()];
+            store
+                .append(id, vec![run_status(status, i64::from(i))])
+                .await
+                .unwrap();
+        }
+    }
+    for plan in [None, Some("a"), Some("b"), Some("c"), Some("none")] {
+        for status in statuses
+            .iter()
+            .copied()
+            .chain([RunStatus::WaitingForPreValidation, RunStatus::Cancelled])
+        {
+            for limit in [0, 1, 2, 3, 40, usize::MAX] {
+                let want: Vec<_> = store
+                    .runs(plan, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|r| r.status == status)
+                    .take(limit)
+                    .collect();
+                let got = store.runs_with_status(plan, status, limit).unwrap();
+                assert_eq!(got, want, "{plan:?} {status:?} {limit}");
+            }
+        }
+    }
+    assert_eq!(
+        store
+            .runs_with_status(None, RunStatus::Failed, 40)
+            .unwrap()
+            .len(),
+        12
+    );
+}
+
 /// The newest run whose status is not final, kept by an index across status changes.
 #[tokio::test]
 async fn latest_unfinished_follows_run_status() {

@@ -228,11 +228,9 @@ async fn runs(
                     .map_err(|_| ServeError::BadRequest(format!("no run status \"{s}\"")))?;
             api.daemon
                 .store
-                .runs(plan, usize::MAX)
+                .runs_with_status(plan, wanted, limit)
                 .map_err(internal)?
                 .iter()
-                .filter(|r| r.status == wanted)
-                .take(limit)
                 .map(RunView::new)
                 .collect()
         }

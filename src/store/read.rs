@@ -18,8 +18,8 @@ use super::schema::{
     UNFINISHED,
 };
 use super::{
-    ActivityRecord, LogLine, OutboxEntry, Record, RunDetail, RunId, RunSummary, StoreError,
-    TaskRecord,
+    ActivityRecord, LogLine, OutboxEntry, Record, RunDetail, RunId, RunStatus, RunSummary,
+    StoreError, TaskRecord,
 };
 
 /// Refuses a file written by a newer schema.
@@ -111,6 +111,47 @@ pub(super) fn runs(
     plan: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RunSummary>, StoreError> {
+    runs_where(database, plan, None, limit)
+}
+
+/// The status of a stored run header, decoded without the rest of it.
+#[derive(serde::Deserialize)]
+struct HeaderStatus {
+    status: RunStatus,
+}
+
+/// `"status":"` in a stored run header.
+static STATUS_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"status\":\""));
+
+/// Whether a stored run header has status `status` (any status when `None`): what a status
+/// filter asks of every run it passes over, so it reads the status's name without decoding
+/// the header. Headers are compact JSON (`encode`), in which the bytes `"status":"` can only
+/// be the header's own `status` key: a quote inside a string is escaped (`\"`), so the quote
+/// after `status` ends a key, and no field of the header is an object with keys of its own.
+/// A header where they are not found is decoded.
+fn has_status(bytes: &[u8], status: Option<RunStatus>) -> Result<bool, StoreError> {
+    let Some(status) = status else {
+        return Ok(true);
+    };
+    if let Some(at) = STATUS_KEY.find(bytes) {
+        let name = &bytes[at + STATUS_KEY.needle().len()..];
+        if let Some(end) = memchr::memchr(b'"', name) {
+            return Ok(&name[..end] == status.as_str().as_bytes());
+        }
+    }
+    Ok(decode::<HeaderStatus>(bytes, "run header")?.status == status)
+}
+
+/// The newest runs, optionally of one plan and of one status (as stored: a reader that
+/// settles statuses filters after it), newest first, at most `limit`. Stops reading at the
+/// `limit`-th match, and decodes only the headers it returns.
+pub(super) fn runs_where(
+    database: &impl ReadableDatabase,
+    plan: Option<&str>,
+    status: Option<RunStatus>,
+    limit: usize,
+) -> Result<Vec<RunSummary>, StoreError> {
     let txn = database.begin_read().map_err(db)?;
     let mut out = Vec::new();
     let Some(runs) = table(&txn, RUNS)? else {
@@ -128,21 +169,29 @@ pub(super) fn runs(
                 .range((plan, 0u64)..=(plan, u64::MAX))
                 .map_err(db)?
                 .rev()
-                .take(limit)
             {
                 let (key, _) = entry.map_err(db)?;
                 let id = key.value().1;
-                let header = match runs.get(id).map_err(db)? {
-                    Some(bytes) => decode(bytes.value(), "run header")?,
-                    None => return Err(StoreError::NoRun(id)),
+                let Some(bytes) = runs.get(id).map_err(db)? else {
+                    return Err(StoreError::NoRun(id));
                 };
-                out.push(summary(id, header));
+                if has_status(bytes.value(), status)? {
+                    out.push(summary(id, decode(bytes.value(), "run header")?));
+                    if out.len() == limit {
+                        break;
+                    }
+                }
             }
         }
         None => {
-            for entry in runs.iter().map_err(db)?.rev().take(limit) {
+            for entry in runs.iter().map_err(db)?.rev() {
                 let (key, value) = entry.map_err(db)?;
-                out.push(summary(key.value(), decode(value.value(), "run header")?));
+                if has_status(value.value(), status)? {
+                    out.push(summary(key.value(), decode(value.value(), "run header")?));
+                    if out.len() == limit {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -261,4 +310,61 @@ pub(super) fn outbox(database: &impl ReadableDatabase) -> Result<Vec<OutboxEntry
         out.push(stored.entry(key.value()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_status, RunHeader, RunStatus};
+    use crate::store::schema::encode;
+
+    /// The quick read of a header's status agrees with decoding it, whatever the plan's name
+    /// and the run's error hold.
+    #[test]
+    fn a_headers_status_reads_as_decoded() {
+        let all = [
+            RunStatus::WaitingForPreValidation,
+            RunStatus::Running,
+            RunStatus::Sleeping,
+            RunStatus::Interrupted,
+            RunStatus::Completed,
+            RunStatus::Warning,
+            RunStatus::Failed,
+            RunStatus::Stopped,
+            RunStatus::Cancelled,
+            RunStatus::BackupsDisabled,
+            RunStatus::OutsideWindow,
+            RunStatus::StoreNotMounted,
+            RunStatus::StoreOutOfSpace,
+            RunStatus::InvalidConfig,
+            RunStatus::Missed,
+        ];
+        let tricky = [
+            "nightly",
+            "\"status\":\"FAILED\"",
+            "\\\"status\\\":\\\"FAILED",
+            "x\\",
+            "status\":\"CANCELLED",
+        ];
+        for status in all {
+            for text in tricky {
+                let mut h = RunHeader::new(text.into(), chrono::Utc::now(), text.into(), &[]);
+                h.status = status;
+                h.error = Some(text.into());
+                let bytes = encode(&h).unwrap();
+                for wanted in all {
+                    assert_eq!(
+                        has_status(&bytes, Some(wanted)).unwrap(),
+                        wanted == status,
+                        "{} {wanted:?}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+                assert!(has_status(&bytes, None).unwrap());
+            }
+        }
+        // Not compact (not what `encode` writes): decoded.
+        let spaced = br#"{"plan": "p", "status": "MISSED"}"#;
+        assert!(has_status(spaced, Some(RunStatus::Missed)).unwrap());
+        assert!(!has_status(spaced, Some(RunStatus::Failed)).unwrap());
+    }
 }

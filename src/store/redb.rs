@@ -28,7 +28,7 @@ use super::schema::{
 use super::writer::{Request, Writer};
 use super::{
     History, Journal, LogLine, NewOutboxEntry, NewRun, OutboxEntry, OutboxStore, Record, RunDetail,
-    RunId, RunSummary, Settlement, StoreError,
+    RunId, RunStatus, RunSummary, Settlement, StoreError,
 };
 
 /// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
@@ -188,6 +188,18 @@ impl RedbStore {
     /// committed (and fsynced) alone: for benchmarks and tests only.
     pub fn set_group_commit(&self, enabled: bool) {
         self.group_commit.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The newest runs with status `status`, optionally of one plan, newest first: what
+    /// [`History::runs`] gives filtered by status, but read only as far back as the
+    /// `limit`-th match.
+    pub fn runs_with_status(
+        &self,
+        plan: Option<&str>,
+        status: RunStatus,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        read::runs_where(self.db.as_ref(), plan, Some(status), limit)
     }
 
     /// How many write transactions have committed since the file was opened.
