@@ -21,9 +21,8 @@
 //! Run: `cargo bench --bench serve` (`-- --only a|b`, `--runs N`, `--clients C`,
 //! `--seconds S` per query and round, `--repeat R` rounds, `--query TEXT` for only the
 //! queries of (a) that contain TEXT, `--year-runs N`, `--year-tasks N`, `--inflight N` runs
-//! replayed at once, `--keep DIR` to leave the state files in DIR). `--prune` marks where
-//! journal retention (`keep_runs`/`keep_days`) will be timed once it exists: see
-//! `prune_year`. Figures go in docs/performance.md.
+//! replayed at once, `--keep DIR` to leave the state files in DIR). `--prune` also times
+//! journal retention (`keep_days = 90`, `keep_runs = 30`) on the year: see `prune_year`. Figures go in docs/performance.md.
 
 #![allow(clippy::unwrap_used)]
 
@@ -807,17 +806,54 @@ fn file_stats(state: &Path) {
     txn.abort().unwrap();
 }
 
-/// PRUNE: the place to time journal retention (`keep_runs` / `keep_days` in settings) on the
-/// year's history once it exists; `--prune` calls it after part (b). Not written yet: the
-/// retention is being implemented elsewhere. When it lands, time here (1) the deletion of all
-/// but the newest 30 runs (335 x 1,000 tasks) and of runs older than 90 days, each on a copy
-/// of the state file, (2) the state file's size before and after (redb reuses freed pages
-/// rather than shrinking the file, unless compacted), and (3) `dpplan runs` after it.
+/// Journal retention on the year's history (`--prune`, after part (b)), each on a copy of
+/// the state file: (1) `keep_days = 90` (the runs older than 90 days before the newest go),
+/// (2) `keep_runs = 30`; for each, the time retention takes, the file's size before and after
+/// (redb reuses freed pages for later runs rather than shrinking the file), the runs left, and
+/// `dpplan runs` after it.
 fn prune_year(state: &Path) {
-    println!(
-        "(prune) not timed: journal retention is not implemented yet (state file {:.1} MiB)",
-        mib(std::fs::metadata(state).map(|m| m.len()).unwrap_or(0))
-    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (what, keep_runs, keep_days) in [
+        ("keep_days = 90", None, Some(90)),
+        ("keep_runs = 30", Some(30), None),
+    ] {
+        let copy = state.with_extension("prune.redb");
+        std::fs::copy(state, &copy).unwrap();
+        let before = std::fs::metadata(&copy).unwrap().len();
+        let store = RedbStore::open(&copy).unwrap();
+        let all = store.runs(None, usize::MAX).unwrap();
+        let newest = all[0].started + TimeDelta::hours(1);
+        let plans: std::collections::BTreeSet<String> =
+            all.iter().map(|r| r.plan.clone()).collect();
+        let t = Instant::now();
+        let mut gone = 0;
+        for plan in &plans {
+            gone += rt
+                .block_on(dpplan::store::retention::apply(
+                    &store, plan, keep_runs, keep_days, newest,
+                ))
+                .unwrap();
+        }
+        let took = t.elapsed();
+        let left = store.runs(None, usize::MAX).unwrap().len();
+        drop(store);
+        let after = std::fs::metadata(&copy).unwrap().len();
+        let c = copy.display().to_string();
+        let (v, _) = time_cli(&["runs", "--state", &c], 5);
+        println!(
+            "(prune) {what}: {gone} of {} runs removed in {:.2} s, {left} left; state file {:.1} MiB before, {:.1} MiB after; `dpplan runs` after: {}",
+            all.len(),
+            took.as_secs_f64(),
+            mib(before),
+            mib(after),
+            spread(&v)
+        );
+        let _ = std::fs::remove_file(&copy);
+        let _ = std::fs::remove_file(dpplan::store::owner::sidecar(&copy));
+    }
 }
 
 fn main() {

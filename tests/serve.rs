@@ -536,6 +536,31 @@ async fn a_window_opening_starts_a_plan_and_downtime_ends_as_catch_up_or_missed(
         3,
         "no run after the MISSED one: {runs}"
     );
+    // Nothing ran in this process: QA1's last backup comes from the history, read after start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("dpplan_device_last_success_timestamp_seconds{device=\"QA1\"}") {
+            assert!(
+                text.contains("dpplan_runs_total{plan=\"win\",status=\"MISSED\"} 1"),
+                "{text}"
+            );
+            assert!(
+                text.contains("dpplan_runs_total{plan=\"win\",status=\"COMPLETED\"} 2"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(s.stop(), 0);
 }
 

@@ -34,33 +34,45 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts the runs of the history by plan and status, and finds each device's last
-    /// successful task among the newest runs.
+    /// Counts the runs of the history by plan and status (reading run headers only: quick
+    /// even for years of runs). Devices' last backups come from [`Metrics::scan`].
     pub fn from_history(history: &dyn History) -> Result<Metrics, StoreError> {
         let mut f = Figures::default();
-        let runs = history.runs(None, usize::MAX)?;
-        for r in &runs {
+        for r in &history.runs(None, usize::MAX)? {
             *f.runs
                 .entry((r.plan.clone(), r.status.as_str()))
                 .or_default() += 1;
         }
-        for r in runs.iter().take(SCAN_RUNS) {
+        Ok(Metrics {
+            figures: Mutex::new(f),
+        })
+    }
+
+    /// Finds each device's last successful task among the newest runs of the history (their
+    /// tasks are read whole: seconds for big runs, so serve does it in the background after
+    /// its start). A newer time already known is kept.
+    pub fn scan(&self, history: &dyn History) -> Result<(), StoreError> {
+        for r in history.runs(None, SCAN_RUNS)? {
             if r.succeeded == 0 {
                 continue;
             }
             let Ok(detail) = history.run(r.id) else {
                 continue;
             };
-            for t in &detail.tasks {
-                if let (true, Some(at)) = (succeeded(t.status), t.finished) {
-                    let e = f.last_backup.entry(t.task.device.clone()).or_insert(at);
+            let found: Vec<(String, DateTime<Utc>)> = detail
+                .tasks
+                .iter()
+                .filter(|t| succeeded(t.status))
+                .filter_map(|t| t.finished.map(|at| (t.task.device.clone(), at)))
+                .collect();
+            self.with(|f| {
+                for (device, at) in found {
+                    let e = f.last_backup.entry(device).or_insert(at);
                     *e = (*e).max(at);
                 }
-            }
+            });
         }
-        Ok(Metrics {
-            figures: Mutex::new(f),
-        })
+        Ok(())
     }
 
     fn with<T>(&self, g: impl FnOnce(&mut Figures) -> T) -> T {
@@ -99,7 +111,8 @@ impl Metrics {
                 f.duration_count += 1;
             }
             if succeeded(status) {
-                f.last_backup.insert(device.to_string(), now);
+                let e = f.last_backup.entry(device.to_string()).or_insert(now);
+                *e = (*e).max(now);
             }
         });
     }

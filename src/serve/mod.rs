@@ -242,6 +242,16 @@ impl Server {
             daemon.catalog().plans.len(),
             files.len()
         ));
+        // Devices' last backups for /metrics: read in the background (seconds on a big
+        // history), so the API answers at once.
+        let scanning = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = scanning.metrics.scan(scanning.store.as_ref()) {
+                scanning.reporter.say(&format!(
+                    "metrics: cannot read the devices' last backups: {e}"
+                ));
+            }
+        });
         match daemon.resume_unfinished().await {
             Ok(runs) if !runs.is_empty() => reporter.say(&format!(
                 "resumed unfinished run(s): {}",
