@@ -8,10 +8,11 @@
 
 mod download;
 
-use super::output::{self, Layout, Manifest, ManifestFile, ManifestFirmware};
-use super::task::{run_script, task_env};
-use super::{fsinfo, RunCtx};
-use crate::appliance::{Appliance, ApplianceError, Firmware, QuiesceState, QuiesceTarget};
+use super::context::{RunCtx, TaskProgress};
+use super::fsinfo;
+use super::hooks::{run_script, task_env};
+use crate::appliance::{Appliance, ApplianceError, QuiesceState, QuiesceTarget};
+use crate::backups::{self as output, Layout, Manifest, ManifestFile, ManifestFirmware};
 use crate::check::{Action, ActionCall, ArgValue, Script, Value};
 use crate::compile::{Target, Task};
 use crate::store::{FileRecord, Record};
@@ -67,35 +68,6 @@ impl From<ApplianceError> for StepError {
 
 fn io(what: &str, e: std::io::Error) -> StepError {
     StepError::permanent(format!("{what}: {e}"))
-}
-
-/// What one task has learned and done so far, in this process (the journal's view of a task
-/// is [`crate::store::TaskState`]).
-#[derive(Debug, Default)]
-pub(crate) struct TaskProgress {
-    /// Whether the domain had unsaved changes (validate of an export).
-    pub save_needed: bool,
-    /// This task's quiesce was accepted: an unquiesce is owed.
-    pub quiesced: bool,
-    /// The appliance's firmware facts.
-    pub firmware: Option<Firmware>,
-    /// Files written into the store: (absolute path, record).
-    pub files: Vec<(PathBuf, FileRecord)>,
-    /// Manifests written (absolute paths).
-    pub manifests: Vec<PathBuf>,
-    /// Some step failed (under any policy).
-    pub failed_any: bool,
-    /// A step failed under `continue`.
-    pub warned: bool,
-    /// A step failed under `stop`, `halt` or `rollback`: only `always` steps run now.
-    pub stopped: bool,
-    /// The task was rolled back.
-    pub rolled_back: bool,
-    /// The first error.
-    pub error: Option<String>,
-    /// Records not yet written: they go with the task's next intent (or its final status),
-    /// in one commit. Results and facts may wait; an intent never does.
-    pub pending: Vec<Record>,
 }
 
 fn param<'t>(t: &'t Task, call: &'t ActionCall, arg: &str) -> Option<&'t Value> {

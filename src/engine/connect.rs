@@ -1,15 +1,9 @@
-//! Reaching appliances: the connector trait (the SOMA client behind it is wired in by the
-//! caller: `crate::soma`), and what a run needs that is missing (checked before any
-//! appliance is touched).
+//! What a run needs to reach its appliances and cannot find (checked before any appliance
+//! is touched).
 
 #[allow(unused_imports)]
-use super::*;
-
-/// Makes an [`Appliance`] for a device of the inventory.
-pub trait Connector: Send + Sync {
-    /// A client for `device`; the error says why none can be made (missing secret...).
-    fn connect(&self, device: &Device) -> Result<Arc<dyn Appliance>, String>;
-}
+use super::context::*;
+use crate::secrets::read_secret;
 
 /// What a run of `plan` needs and cannot find: unset `env()` variables, unreadable
 /// `file()` secrets, missing `tls_ca` files and scripts, each named with where the plan

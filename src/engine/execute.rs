@@ -1,9 +1,11 @@
 //! A created run: the pre-plan script, the tasks in the step graph, the post-plan script,
 //! and the run's end (its status, its report, the owed releases when the journal fails).
 
-use super::task::TaskOutcome;
 #[allow(unused_imports)]
-use super::*;
+use super::context::*;
+use super::hooks::{plan_env, run_script};
+use super::task::TaskOutcome;
+use super::{actions, gate, task};
 
 /// A created run: the pre-plan script, the tasks, the post-plan script (docs/architecture.md).
 pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> {
@@ -65,7 +67,7 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
     // 7: the pre-plan script (once: not again when a resumed run had started its tasks).
     if let Some(script) = ctx.plan.pre_plan.as_ref().filter(|_| !started_before) {
         let env = plan_env(&ctx, "pre_plan", None, None);
-        let r = task::run_script(&ctx, script, env, None, None).await;
+        let r = run_script(&ctx, script, env, None, None).await;
         if let Err(e) = r {
             for t in ctx.tasks.iter().filter(|t| t.runs()) {
                 ctx.record(vec![Record::Task {
@@ -237,74 +239,6 @@ pub(super) async fn execute(ctx: Arc<RunCtx>) -> Result<RunReport, EngineError> 
     finish(&ctx, outcome, status, None).await
 }
 
-/// The window closed before a task started. Under `on_window_close = sleep` the run goes
-/// SLEEPING until the window opens again (one task records it and waits; the others wait
-/// behind it) and the task then starts: `Ok(true)`. `Ok(false)`: the task is cancelled (the
-/// plan cancels on close, the window never opens again, or an interrupt came while asleep:
-/// then the task is left for resume by the interrupt check that follows).
-pub(super) async fn sleep_while_closed(ctx: &RunCtx) -> Result<bool, StoreError> {
-    if ctx.plan.on_window_close != crate::check::OnWindowClose::Sleep {
-        return Ok(false);
-    }
-    let Some(w) = ctx.plan.window.as_ref() else {
-        return Ok(true);
-    };
-    let _turn = ctx.sleeper.lock().await;
-    if ctx.window_open() {
-        return Ok(true);
-    }
-    let Some(opens) = window::next_open(w, ctx.clock.now()) else {
-        return Ok(false);
-    };
-    ctx.record(vec![
-        Record::Log {
-            task: None,
-            step: None,
-            at: ctx.clock.now(),
-            message: format!(
-                "the maintenance window closed: sleeping until it opens again at {}",
-                window::local_time(w, opens)
-            ),
-        },
-        Record::Run {
-            status: RunStatus::Sleeping,
-            error: None,
-            at: ctx.clock.now(),
-        },
-    ])
-    .await?;
-    // Until the opening, or an interrupt (`Live::interrupt` wakes it). The wake-up is
-    // registered before the flag is read, so an interrupt in between is not lost.
-    while !ctx.window_open() {
-        let woken = ctx.live.wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if ctx.interrupted.load(Ordering::SeqCst) {
-            return Ok(true);
-        }
-        let left = (opens - ctx.clock.now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = ctx.clock.sleep(left.max(Duration::from_millis(10))) => {}
-            _ = woken => {}
-        }
-    }
-    ctx.record(vec![
-        Record::Run {
-            status: RunStatus::Running,
-            error: None,
-            at: ctx.clock.now(),
-        },
-        Record::Log {
-            task: None,
-            step: None,
-            at: ctx.clock.now(),
-            message: "the maintenance window opened: the run continues".into(),
-        },
-    ])
-    .await?;
-    Ok(true)
-}
-
 /// The post-plan script, with the run's outcome in its environment, when its `when` matches
 /// the outcome: `succeeded` a COMPLETED run, `failed` any other.
 pub(super) async fn post_plan(
@@ -335,7 +269,7 @@ pub(super) async fn post_plan(
     let mut env = plan_env(ctx, "post_plan", None, None);
     env.insert("DPPLAN_STATUS".into(), status.as_str().into());
     env.insert("DPPLAN_TASKS".into(), tasks_json(ctx, outcome));
-    if let Err(e) = task::run_script(ctx, script, env, None, None).await {
+    if let Err(e) = run_script(ctx, script, env, None, None).await {
         ctx.log(None, None, format!("post-plan script failed: {e}"))
             .await?;
     }
@@ -450,35 +384,6 @@ pub(super) fn task_reports(ctx: &RunCtx, outcome: &HashMap<u32, TaskOutcome>) ->
             }
         })
         .collect()
-}
-
-/// The environment every script of the run gets.
-pub(crate) fn plan_env(
-    ctx: &RunCtx,
-    hook: &str,
-    task: Option<&Task>,
-    attempt: Option<u32>,
-) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("DPPLAN_RUN_ID".into(), ctx.run.to_string());
-    env.insert("DPPLAN_PLAN".into(), ctx.plan.name.clone());
-    env.insert("DPPLAN_HOOK".into(), hook.into());
-    if let Some(t) = task {
-        env.insert("DPPLAN_TASK_ID".into(), t.id.to_string());
-        env.insert("DPPLAN_ACTION".into(), t.action.clone());
-        env.insert("DPPLAN_DEVICE".into(), t.device.clone());
-        if let Some(d) = ctx.program.device(&t.device) {
-            env.insert("DPPLAN_DEVICE_HOST".into(), d.host.clone());
-        }
-        env.insert("DPPLAN_DOMAIN".into(), t.target.domain_label().to_string());
-    }
-    if let Some(a) = attempt {
-        env.insert("DPPLAN_ATTEMPT".into(), a.to_string());
-    }
-    if ctx.resumed {
-        env.insert("DPPLAN_RESUMED".into(), "1".into());
-    }
-    env
 }
 
 pub(super) async fn finish(

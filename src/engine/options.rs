@@ -1,8 +1,13 @@
 //! A run's options (stored with it for `resume`), what a retry chooses, and the live state
 //! the driving process shares with the run.
 
-#[allow(unused_imports)]
-use super::*;
+use super::scripts;
+use crate::compile::{self, Task};
+use crate::store::RunId;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Knobs of one run.
 #[derive(Debug, Clone)]

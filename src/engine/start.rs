@@ -2,7 +2,8 @@
 //! probe of the fleet, the run's scope (`--devices`, `retry`), and the first lines of its log.
 
 #[allow(unused_imports)]
-use super::*;
+use super::context::*;
+use super::fsinfo;
 
 impl Engine {
     /// Connects to and probes every device the plan names, in parallel.

@@ -2,7 +2,8 @@
 //! (docs/checkpoint-format.md), read back in either version.
 
 #[allow(unused_imports)]
-use super::*;
+use super::context::*;
+use super::options::{Retry, StoredOptions};
 
 /// Everything `resume` needs, stored with the run: the checked program, the plan, the tasks
 /// exactly as compiled, and the step graph. Resume never reads the plan file again.

@@ -1,18 +1,16 @@
 //! One task's runner: its steps in order, each attempt journaled (intent, then result), the
 //! recovery policies (docs/language.md, "Recovery policies"), `always` steps, and script hooks.
 
-mod hooks;
 mod restore;
 mod retries;
 
-use super::actions::{self, StepError, TaskProgress};
-use super::{plan_env, RunCtx};
-use crate::check::{Action, Policy, Script, ScriptWhen, Stages};
+use super::actions::{self, StepError};
+use super::context::{window, RunCtx, RunStatus, TaskProgress};
+use crate::check::{Action, Policy, ScriptWhen, Stages};
 use crate::compile::Task;
 use crate::store::{Record, StepOutcome, StoreError, TaskStatus};
-pub(crate) use hooks::{run_script, task_env};
 use restore::restore;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -103,7 +101,7 @@ pub(crate) async fn run_task(
         None
     } else if ctx.halted.load(Ordering::SeqCst) {
         Some("cancelled: the run was halted")
-    } else if !ctx.window_open() && !super::execute::sleep_while_closed(&ctx).await? {
+    } else if !ctx.window_open() && !sleep_while_closed(&ctx).await? {
         Some("cancelled: the maintenance window closed")
     } else {
         None
@@ -540,4 +538,72 @@ fn human(d: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
+}
+
+/// The window closed before a task started. Under `on_window_close = sleep` the run goes
+/// SLEEPING until the window opens again (one task records it and waits; the others wait
+/// behind it) and the task then starts: `Ok(true)`. `Ok(false)`: the task is cancelled (the
+/// plan cancels on close, the window never opens again, or an interrupt came while asleep:
+/// then the task is left for resume by the interrupt check that follows).
+async fn sleep_while_closed(ctx: &RunCtx) -> Result<bool, StoreError> {
+    if ctx.plan.on_window_close != crate::check::OnWindowClose::Sleep {
+        return Ok(false);
+    }
+    let Some(w) = ctx.plan.window.as_ref() else {
+        return Ok(true);
+    };
+    let _turn = ctx.sleeper.lock().await;
+    if ctx.window_open() {
+        return Ok(true);
+    }
+    let Some(opens) = window::next_open(w, ctx.clock.now()) else {
+        return Ok(false);
+    };
+    ctx.record(vec![
+        Record::Log {
+            task: None,
+            step: None,
+            at: ctx.clock.now(),
+            message: format!(
+                "the maintenance window closed: sleeping until it opens again at {}",
+                window::local_time(w, opens)
+            ),
+        },
+        Record::Run {
+            status: RunStatus::Sleeping,
+            error: None,
+            at: ctx.clock.now(),
+        },
+    ])
+    .await?;
+    // Until the opening, or an interrupt (`Live::interrupt` wakes it). The wake-up is
+    // registered before the flag is read, so an interrupt in between is not lost.
+    while !ctx.window_open() {
+        let woken = ctx.live.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        let left = (opens - ctx.clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = ctx.clock.sleep(left.max(Duration::from_millis(10))) => {}
+            _ = woken => {}
+        }
+    }
+    ctx.record(vec![
+        Record::Run {
+            status: RunStatus::Running,
+            error: None,
+            at: ctx.clock.now(),
+        },
+        Record::Log {
+            task: None,
+            step: None,
+            at: ctx.clock.now(),
+            message: "the maintenance window opened: the run continues".into(),
+        },
+    ])
+    .await?;
+    Ok(true)
 }

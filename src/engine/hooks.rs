@@ -1,7 +1,8 @@
 //! The task's and the plan's scripts: their environment and how a run reads their end.
 
 #[allow(unused_imports)]
-use super::*;
+use super::context::*;
+use crate::check::Script;
 
 /// Runs a plan or task script; `Err` says why it failed. Its output goes to the activity log.
 pub(crate) async fn run_script(
@@ -83,6 +84,35 @@ pub(crate) fn task_env(
             .map(|(p, _)| p.display().to_string())
             .collect();
         env.insert("DPPLAN_OUTPUT".into(), out.join("\n"));
+    }
+    env
+}
+
+/// The environment every script of the run gets.
+pub(crate) fn plan_env(
+    ctx: &RunCtx,
+    hook: &str,
+    task: Option<&Task>,
+    attempt: Option<u32>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("DPPLAN_RUN_ID".into(), ctx.run.to_string());
+    env.insert("DPPLAN_PLAN".into(), ctx.plan.name.clone());
+    env.insert("DPPLAN_HOOK".into(), hook.into());
+    if let Some(t) = task {
+        env.insert("DPPLAN_TASK_ID".into(), t.id.to_string());
+        env.insert("DPPLAN_ACTION".into(), t.action.clone());
+        env.insert("DPPLAN_DEVICE".into(), t.device.clone());
+        if let Some(d) = ctx.program.device(&t.device) {
+            env.insert("DPPLAN_DEVICE_HOST".into(), d.host.clone());
+        }
+        env.insert("DPPLAN_DOMAIN".into(), t.target.domain_label().to_string());
+    }
+    if let Some(a) = attempt {
+        env.insert("DPPLAN_ATTEMPT".into(), a.to_string());
+    }
+    if ctx.resumed {
+        env.insert("DPPLAN_RESUMED".into(), "1".into());
     }
     env
 }
