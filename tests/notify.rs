@@ -983,16 +983,41 @@ async fn a_receiver_down_during_the_run_is_reached_by_the_next_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_process() {
     let w = World::new(FLEET).await;
+    // Every channel: each must deliver once, after the crash, from the next process.
     let http = HttpReceiver::start();
+    let udp = SyslogReceiver::udp();
+    let sink = SmtpSink::start(SmtpOptions {
+        starttls: true,
+        auth: Some(("dpplan".into(), "smtp-s3cret".into())),
+    });
+    let ca = w.dir.path().join("smtp-ca.pem");
+    std::fs::write(&ca, &sink.ca_pem).unwrap();
     let notifier = format!(
-        "notify \"ops\" {{\n  on = [warning]\n  webhook = \"{}\"\n}}",
-        http.url("/")
+        r#"notify "ops" {{
+  on      = [warning]
+  webhook = "{}"
+  syslog  = "udp://{}"
+  email {{
+    smtp     = "{}"
+    from     = "dpplan@example.com"
+    to       = ["ops@example.com"]
+    user     = "dpplan"
+    password = env("SMTP_PASSWORD")
+  }}
+}}"#,
+        http.url("/"),
+        udp.addr,
+        sink.addr
     );
     let plan = plan_file(&w, "", &notifier, "QA*");
+    let env = [
+        ("SMTP_PASSWORD", "smtp-s3cret"),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
     let crashed = dpplan(
         &w,
         &["run", plan.to_str().unwrap(), "--quiet"],
-        &[("DPPLAN_FAILPOINT", "after-outcome")],
+        &[env[0], env[1], ("DPPLAN_FAILPOINT", "after-outcome")],
     )
     .await;
     assert!(
@@ -1001,16 +1026,18 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
         crashed.stderr
     );
     assert!(http.requests.all().is_empty());
-    // The outcome and its notification are durable.
+    assert!(udp.messages.all().is_empty());
+    assert!(sink.mails.all().is_empty());
+    // The outcome and its notifications are durable.
     {
         let store = RedbStore::open(&state_of(&w)).unwrap();
         assert_eq!(store.runs(None, 1).unwrap()[0].status, RunStatus::Warning);
         let outbox = store.outbox().unwrap();
-        assert_eq!(outbox.len(), 1);
-        assert_eq!((outbox[0].run, outbox[0].attempts), (1, 0));
+        assert_eq!(outbox.len(), 3);
+        assert!(outbox.iter().all(|e| (e.run, e.attempts) == (1, 0)));
     }
-    // The next process that writes the state file delivers it, once, with its own.
-    dpplan(&w, &["run", plan.to_str().unwrap(), "--quiet"], &[])
+    // The next process that writes the state file delivers them, once each, with its own.
+    dpplan(&w, &["run", plan.to_str().unwrap(), "--quiet"], &env)
         .await
         .status(5);
     let mut ids: Vec<u64> = http
@@ -1021,6 +1048,26 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
         .collect();
     ids.sort();
     assert_eq!(ids, vec![1, 2]);
+    let lines: Vec<String> = udp
+        .messages
+        .wait_for(2)
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("run 1 ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("run 2 ")), "{lines:?}");
+    let mails = sink.mails.wait_for(2);
+    assert_eq!(mails.len(), 2);
+    let mut subjects: Vec<String> = mails
+        .iter()
+        .map(|m| m.header("Subject").unwrap_or_default())
+        .collect();
+    subjects.sort();
+    assert!(
+        subjects[0].contains("run 1 WARNING") && subjects[1].contains("run 2 WARNING"),
+        "{subjects:?}"
+    );
     dpplan(&w, &["log", "1"], &[])
         .await
         .status(0)
