@@ -2,7 +2,11 @@
 //! attempts each had, what must run again, and what is owed (an unquiesce).
 
 #[allow(unused_imports)]
-use super::*;
+use crate::check::{Action, Policy};
+use crate::engine::actions;
+use crate::engine::context::*;
+use crate::store::StepOutcome;
+use std::collections::HashSet;
 
 /// Rebuilds a resumed task's state from its journal: which steps are done, how many attempts
 /// each had (and retries used, for a step that died waiting for its retry: it runs again),
