@@ -7,112 +7,21 @@
 //! whatever of the task's files exist.
 
 mod download;
+mod step;
 
 use super::context::{RunCtx, TaskProgress};
 use super::fsinfo;
 use super::hooks::{run_script, task_env};
-use crate::appliance::{Appliance, ApplianceError, QuiesceState, QuiesceTarget};
-use crate::backups::{self as output, Layout, Manifest, ManifestFile, ManifestFirmware};
-use crate::check::{Action, ActionCall, ArgValue, Script, Value};
+use crate::appliance::{Appliance, QuiesceState, QuiesceTarget};
+use crate::check::{Action, ActionCall};
 use crate::compile::{Target, Task};
-use crate::store::{FileRecord, Record};
+use crate::store::Record;
 use chrono::{DateTime, Utc};
 use download::{discard, export, secure_backup};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Why a step failed, and whether trying again may help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StepError {
-    pub message: String,
-    pub transient: bool,
-    /// Stopped by an interrupt, not failed: the step is left for `resume` to redo.
-    pub interrupted: bool,
-}
-
-impl StepError {
-    pub fn permanent(message: impl Into<String>) -> StepError {
-        StepError {
-            message: message.into(),
-            transient: false,
-            interrupted: false,
-        }
-    }
-
-    pub fn transient(message: impl Into<String>) -> StepError {
-        StepError {
-            message: message.into(),
-            transient: true,
-            interrupted: false,
-        }
-    }
-
-    fn interrupted(message: impl Into<String>) -> StepError {
-        StepError {
-            interrupted: true,
-            ..StepError::permanent(message)
-        }
-    }
-}
-
-impl From<ApplianceError> for StepError {
-    fn from(e: ApplianceError) -> StepError {
-        StepError {
-            transient: e.is_transient(),
-            message: e.to_string(),
-            interrupted: false,
-        }
-    }
-}
-
-fn io(what: &str, e: std::io::Error) -> StepError {
-    StepError::permanent(format!("{what}: {e}"))
-}
-
-fn param<'t>(t: &'t Task, call: &'t ActionCall, arg: &str) -> Option<&'t Value> {
-    match call.args.get(arg)? {
-        ArgValue::Param(p) => t.params.get(p),
-        ArgValue::Literal(v) => Some(v),
-        ArgValue::Device | ArgValue::Domain => None,
-    }
-}
-
-fn duration_arg(t: &Task, call: &ActionCall, arg: &str) -> Option<Duration> {
-    match param(t, call, arg)? {
-        Value::Duration(ms) => Some(Duration::from_millis(*ms)),
-        _ => None,
-    }
-}
-
-fn string_arg(t: &Task, call: &ActionCall, arg: &str) -> Option<String> {
-    match param(t, call, arg)? {
-        Value::Str(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// The script a `run(...)` call names, if set.
-pub(crate) fn script_arg(t: &Task, call: &ActionCall) -> Option<Script> {
-    match param(t, call, "script")? {
-        Value::Script(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-pub(crate) fn quiesce_target(t: &Task, call: &ActionCall) -> QuiesceTarget {
-    match (call.args.get("target"), &t.target) {
-        (Some(ArgValue::Domain), Target::Domain(d)) => QuiesceTarget::Domain(d.clone()),
-        _ => QuiesceTarget::Device,
-    }
-}
-
-fn appliance(ctx: &RunCtx, t: &Task) -> Result<Arc<dyn Appliance>, StepError> {
-    ctx.appliances
-        .get(&t.device)
-        .cloned()
-        .ok_or_else(|| StepError::transient(format!("{}: no connection", t.device)))
-}
+use step::{appliance, duration_arg, poll_until, string_arg};
+pub(crate) use step::{quiesce_target, script_arg, StepError};
 
 /// Runs one action of a step.
 pub(crate) async fn execute(
@@ -252,42 +161,6 @@ async fn validate(
     });
     st.firmware = Some(fw);
     Ok(())
-}
-
-/// The wait before the next poll: 50 ms, doubling up to the poll interval, so quick
-/// transitions are seen quickly and slow ones cost few requests.
-fn poll_delay(ctx: &RunCtx, polls: &mut u32) -> Duration {
-    let d = Duration::from_millis(50)
-        .saturating_mul(1 << (*polls).min(16))
-        .min(ctx.options.poll_interval);
-    *polls += 1;
-    d
-}
-
-/// Runs `check` until it yields a value, at most until `limit` has passed (then `None`),
-/// waiting the run's poll delay (growing from 50 ms to `poll_interval`) between tries: the
-/// one polling loop of the actions.
-async fn poll_until<T, F, Fut>(
-    ctx: &RunCtx,
-    limit: Duration,
-    mut check: F,
-) -> Result<Option<T>, StepError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, StepError>>,
-{
-    let deadline =
-        ctx.clock.now() + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
-    let mut polls = 0;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(Some(v));
-        }
-        if ctx.clock.now() >= deadline {
-            return Ok(None);
-        }
-        ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
-    }
 }
 
 /// Polls the quiesce state of `target` until `want`, at most for `limit`.

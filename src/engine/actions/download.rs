@@ -2,7 +2,12 @@
 //! the undo that discards them. Each file is complete (renamed into place) or absent.
 
 #[allow(unused_imports)]
-use super::*;
+use super::step::{appliance, io, poll_until, string_arg, StepError};
+use crate::appliance::ApplianceError;
+use crate::backups::{Layout, Manifest, ManifestFile, ManifestFirmware};
+use crate::check::ActionCall;
+use crate::compile::Target;
+use crate::engine::context::*;
 
 /// Runs a download until it ends or the run is interrupted: an interrupt stops it (its
 /// partial file is removed as the download is dropped), the step is left for `resume` to
