@@ -2,7 +2,7 @@
 //! bearer-token auth, and `/metrics`.
 
 use super::daemon::{Daemon, StartRequest};
-use super::{Event, ServeError};
+use super::shared::{next_due, Event, ServeError};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::{History, RunId, RunStatus, StoreError};
 use axum::body::Bytes;
@@ -189,7 +189,7 @@ async fn plans(State(api): Shared) -> Result<Json<Vec<PlanStatus>>, ServeError> 
                 .window
                 .as_ref()
                 .map(|w| report::plan::WindowView::new(w, now)),
-            next_run: super::next_due(plan, now).map(report::json_time),
+            next_run: next_due(plan, now).map(report::json_time),
             last_run: last.first().map(RunView::new),
             running: d.running_run_of(name).filter(|r| *r != 0),
             problem: catalog.problems.get(&e.file).cloned(),

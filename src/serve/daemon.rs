@@ -4,7 +4,7 @@
 
 use super::catalog::Catalog;
 use super::metrics::Metrics;
-use super::{Event, Reporter, ServeError};
+use super::shared::{Event, Reporter, ServeError};
 use crate::compile::Task;
 use crate::engine::clock::Clock;
 use crate::engine::{Connector, DeviceLocks, Engine, EngineError, Live, RunOptions, RunReport};

@@ -1,7 +1,7 @@
 //! The listening socket: HTTP/1.1 (hyper) with optional TLS (rustls), each connection on its
 //! own task, and a graceful stop that lets requests in flight finish.
 
-use super::ServeError;
+use super::shared::ServeError;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;

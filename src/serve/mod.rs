@@ -11,85 +11,19 @@ pub mod daemon;
 pub mod http;
 pub mod metrics;
 mod scheduler;
+mod shared;
 
-use crate::check::{Checked, Plan};
+use crate::check::Checked;
 use crate::engine::clock::Clock;
 use crate::engine::Connector;
-use crate::store::{RedbStore, RunId, RunStatus, TaskStatus};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use crate::store::RedbStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use catalog::{Catalog, Rejected};
 pub use daemon::{Daemon, StartRequest};
-
-/// What `/api/events` streams.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Event {
-    /// A run started, changed status or ended.
-    Run {
-        /// The run.
-        run: RunId,
-        /// Its plan.
-        plan: String,
-        /// Its status now.
-        status: RunStatus,
-    },
-    /// A task changed status.
-    Task {
-        /// The run.
-        run: RunId,
-        /// The task.
-        task: u32,
-        /// Its device.
-        device: String,
-        /// Its domain, or `all-domains`.
-        domain: String,
-        /// Its status now.
-        status: TaskStatus,
-    },
-    /// The plans were reloaded.
-    Plans,
-    /// This listener fell behind and missed events: read the state again.
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-}
-
-/// Where the daemon's log lines go (the CLI: stderr, which systemd keeps).
-pub trait Reporter: Send + Sync {
-    /// One line.
-    fn say(&self, line: &str);
-    /// A check result's diagnostics as text.
-    fn diagnostics(&self, checked: &Checked) -> String;
-}
-
-/// Why serve or a request to it failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// Serve cannot start.
-    #[error("{0}")]
-    Start(String),
-    /// The request is malformed (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// No token, or the wrong one (401).
-    #[error("{0}")]
-    Unauthorized(String),
-    /// No such plan, run, task or route (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// Not now: the plan is running, the run has ended (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The state file or the engine failed (500).
-    #[error("{0}")]
-    Internal(String),
-}
+pub use shared::{next_due, Event, Reporter, ServeError};
 
 /// How serve is started.
 pub struct Config {
@@ -109,11 +43,6 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// The warnings a run repeats in its log, picked from a check result.
     pub warnings: fn(&Checked) -> Vec<String>,
-}
-
-/// When plan `plan` next falls due after `now` (its schedule, else its window's opening).
-pub fn next_due(plan: &Plan, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    crate::schedule::next_due(plan, now)
 }
 
 /// Delivers the outbox's notifications until the stop, logging each attempt.
