@@ -24,7 +24,8 @@
 //!                (past timeout + grace: unquiesce(target) and fail)
 //! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
 //!                poll list_directory(dir) until it lists backupmanifest.xml;
-//!                download(file.path, tmp) for each listed file; remove_directory(dir)
+//!                download(file.path, tmp) for each listed file, up to 3 at a time;
+//!                remove_directory(dir)
 //! export         export_domain(domain, true, comment, tmp);
 //!                when SaveNeeded: export_domain(domain, false, comment, tmp2)
 //!                all domains: export_all(comment, tmp)
