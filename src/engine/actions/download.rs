@@ -46,6 +46,21 @@ pub(super) async fn until_interrupted<T, E: Into<StepError>>(
     }
 }
 
+/// Runs file work that waits on the disk (writes, renames, fsyncs) on tokio's blocking
+/// threads: on a busy disk one fsync takes milliseconds, and a worker thread held by it
+/// stalls every other task of the run (requests, answers, timers) as long. The work runs to
+/// its end even if the step is dropped meanwhile, as it did when it ran in place; a panic in
+/// it goes on to the task's runner.
+async fn on_disk<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StepError::permanent(format!("writing to the store: {e}"))),
+    }
+}
+
 /// Downloads a secure backup's listed files into `tmp_dir`, up to [`FILES_AT_ONCE`] (and
 /// [`BYTES_AT_ONCE`]) at a time, started in listing order; returns them in listing order.
 /// Each file is streamed to disk, hashed and fsynced by the client, and held to the size the
@@ -191,32 +206,55 @@ pub(super) async fn secure_backup(
     };
     let final_dir = root.join(dir);
     let tmp_dir = output::secure_backup_tmp(&final_dir, &ts, t.id);
-    if tmp_dir.exists() {
-        std::fs::remove_dir_all(&tmp_dir)
-            .map_err(|e| io("remove a stale temporary directory", e))?;
-    }
-    output::create_dirs(&tmp_dir).map_err(|e| io("create the backup directory", e))?;
     let mut files = Vec::new();
-    let result = async {
+    let downloaded = async {
+        let tmp = tmp_dir.clone();
+        on_disk(move || {
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp)
+                    .map_err(|e| io("remove a stale temporary directory", e))?;
+            }
+            output::create_dirs(&tmp).map_err(|e| io("create the backup directory", e))
+        })
+        .await?;
         files = until_interrupted(ctx, download_files(t, app.as_ref(), &listing, &tmp_dir)).await?;
         let m = manifest(ctx, t, st, started, files.clone());
-        let json =
-            serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
-        output::write_atomic(&tmp_dir.join("manifest.json"), &json)
-            .map_err(|e| io("write the manifest", e))?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(|e| io("replace an earlier attempt", e))?;
-        }
-        crate::engine::failpoint::hit("before-rename");
-        output::commit_rename(&tmp_dir, &final_dir)
-            .map_err(|e| io("move the backup into place", e))?;
-        crate::engine::failpoint::hit("after-rename");
-        Ok::<(), StepError>(())
+        serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))
     }
     .await;
-    let _ = app.remove_directory(&remote).await;
+    let result = match downloaded {
+        Ok(json) => {
+            let (tmp, dest) = (tmp_dir.clone(), final_dir.clone());
+            let commit = on_disk(move || {
+                output::write_atomic(&tmp.join("manifest.json"), &json)
+                    .map_err(|e| io("write the manifest", e))?;
+                if dest.exists() {
+                    std::fs::remove_dir_all(&dest)
+                        .map_err(|e| io("replace an earlier attempt", e))?;
+                }
+                crate::engine::failpoint::hit("before-rename");
+                output::commit_rename(&tmp, &dest)
+                    .map_err(|e| io("move the backup into place", e))?;
+                crate::engine::failpoint::hit("after-rename");
+                Ok(())
+            });
+            // Everything is downloaded: the appliance's directory goes while the backup is
+            // moved into place.
+            let (committed, _) = tokio::join!(commit, app.remove_directory(&remote));
+            committed
+        }
+        Err(e) => {
+            let _ = app.remove_directory(&remote).await;
+            Err(e)
+        }
+    };
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp_dir);
+        let tmp = tmp_dir.clone();
+        let _ = on_disk(move || {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        })
+        .await;
         return Err(e);
     }
     let mut records = Vec::new();
@@ -249,7 +287,11 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
         return Err(StepError::permanent("layout"));
     };
     let abs_dir = root.join(dir);
-    output::create_dirs(&abs_dir).map_err(|e| io("create the export directory", e))?;
+    let created = abs_dir.clone();
+    on_disk(move || {
+        output::create_dirs(&created).map_err(|e| io("create the export directory", e))
+    })
+    .await?;
     let comment = format!("dpplan run {} task {}", ctx.run, t.id);
     let mut kinds = vec![true];
     if st.save_needed && matches!(t.target, Target::Domain(_)) {
@@ -273,8 +315,12 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
                 return Err(e);
             }
         };
-        crate::engine::failpoint::hit("before-rename");
-        output::commit_rename(&tmp, &dest).map_err(|e| io("move the export into place", e))?;
+        let (from, to) = (tmp.clone(), dest.clone());
+        on_disk(move || {
+            crate::engine::failpoint::hit("before-rename");
+            output::commit_rename(&from, &to).map_err(|e| io("move the export into place", e))
+        })
+        .await?;
         let rec = FileRecord {
             path: dir.join(&name).display().to_string(),
             size: d.size,
@@ -294,7 +340,9 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
     let m = manifest(ctx, t, st, started, files);
     let json = serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
     let mpath = root.join(layout.manifest());
-    output::write_atomic(&mpath, &json).map_err(|e| io("write the manifest", e))?;
+    let written = mpath.clone();
+    on_disk(move || output::write_atomic(&written, &json).map_err(|e| io("write the manifest", e)))
+        .await?;
     st.manifests.push(mpath);
     Ok(())
 }
