@@ -784,3 +784,31 @@ async fn a_bad_file_among_concurrent_downloads_fails_the_step_and_leaves_nothing
     assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&1));
     w.assert_clean();
 }
+
+/// Validate asks its independent reads together (free space and the certificate: two at
+/// once) and judges them in the order it once asked them: with both wrong, the free space
+/// is what it reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_asks_together_and_reports_in_order() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device(
+        "4KiB",
+        "free_temporary_mb = 100\ncerts = []\n",
+    ))
+    .await;
+    let plan = format!(
+        "settings {{ appliance_min_free = 512MiB }}\n{}",
+        RETRIED_BACKUP.replace("retry(1, backoff = 100ms) then stop", "stop")
+    );
+    let (report, _) = w.run(&plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed, "{report:#?}");
+    let error = report.tasks[0].error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("100 MiB free in temporary:, 512 MiB required"),
+        "{error}"
+    );
+    let s = w.state("QA1");
+    assert_eq!(s.ops.get("get-config"), Some(&1));
+    assert_eq!(s.max_in_flight, 2);
+    assert_eq!(s.ops.get("SecureBackup"), None);
+}

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The most requests an availability probe makes: three firmware status classes, newest
-/// first, then DomainStatus.
+/// first, and DomainStatus (asked beside them).
 const PROBE_REQUESTS: u32 = 4;
 
 /// What an [`Observer`] learns when a run's tasks exist.
