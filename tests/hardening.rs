@@ -812,3 +812,23 @@ async fn validate_asks_together_and_reports_in_order() {
     assert_eq!(s.max_in_flight, 2);
     assert_eq!(s.ops.get("SecureBackup"), None);
 }
+
+/// The probe asks the firmware and the domains together when the plan names domain patterns
+/// (two at once); nothing else of this export asks two things at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_asks_firmware_and_domains_together() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device(
+        "4KiB",
+        "domains = [\"default\", \"DOMAIN1\"]\n",
+    ))
+    .await;
+    let plan = "plan \"p\" {\n  activity export_domain {\n    devices = \"QA1\"\n    domains = \"DOMAIN*\"\n  }\n}\n";
+    let (report, _) = w.run(plan, "p").await;
+    assert_eq!(report.tasks.len(), 1, "{report:#?}");
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let s = w.state("QA1");
+    // The probe's firmware and domains, validate's domains, the export.
+    assert_eq!(s.ops.get("get-status"), Some(&3), "{:?}", s.ops);
+    assert_eq!(s.max_in_flight, 2);
+}
