@@ -13,7 +13,7 @@
 //! those round trips spread over the 64 lanes: what remains of the engine's, the client's
 //! and the simulator's own overhead.
 //!
-//! `cargo bench --bench fleet`; `DPPLAN_BENCH_DEVICES=200` for a quick run,
+//! `cargo bench --bench fleet`; `DPPLAN_BENCH_DEVICES=192` for a quick run (three full rounds),
 //! `DPPLAN_BENCH_LATENCY=50ms`; `DPPLAN_BENCH_TRACE=1` adds each call's timing by operation.
 
 use dpplan::appliance::{
