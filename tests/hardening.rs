@@ -632,3 +632,199 @@ async fn run_plan(w: &World, plan: &str, env: &[(&str, &str)]) -> crate::support
     let t = t.args(["run", "p.dpplan", "--quiet", "--json", "--state", &state]);
     tokio::task::spawn_blocking(move || t.run()).await.unwrap()
 }
+
+/// One device, 4 KiB backup files, every answer after 100 ms (so requests asked together
+/// are seen together), and `extra` (faults).
+fn slow_device(file_size: &str, extra: &str) -> String {
+    format!(
+        "[defaults]\nuser = \"admin\"\npassword = \"s3cret\"\nbackup_file_size = \"{file_size}\"\nlatency = \"100ms\"\n[[device]]\nname = \"QA1\"\n{extra}"
+    )
+}
+
+const RETRIED_BACKUP: &str = "plan \"p\" {\n  activity secure_backup {\n    devices = \"QA1\"\n    cert = \"backup-cert\"\n    on_failure { backup = retry(1, backoff = 100ms) then stop }\n  }\n}\n";
+
+/// A secure backup's files download together, at most three at once. When one of them fails
+/// (here the sixth request for a file is reset), the others stop, no partial file is left in
+/// the store or on the appliance, and the step's retry takes the whole backup again: one
+/// complete directory whose manifest lists the files in the appliance's order, each with
+/// its size and checksum, recorded in the journal in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backups_files_download_together_and_a_failure_retries_the_whole_backup() {
+    use dpplan::store::{Record, StepOutcome, TaskStatus};
+    let w = World::new(&slow_device(
+        "4KiB",
+        "[[device.fault]]\nop = \"get-file\"\nafter = 5\ntimes = 1\nkind = \"reset\"\n",
+    ))
+    .await;
+    let (report, journal) = w.run(RETRIED_BACKUP, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let records = journal.records(report.run);
+    let backup: Vec<(u32, StepOutcome, Option<String>)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::StepResult {
+                step,
+                attempt,
+                outcome,
+                error,
+                ..
+            } if step == "backup" => Some((*attempt, *outcome, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(backup.len(), 2, "{backup:?}");
+    assert_eq!(backup[0].1, StepOutcome::Failed);
+    let error = backup[0].2.as_deref().unwrap_or("");
+    assert!(error.contains("QA1: get-file: connection lost"), "{error}");
+    assert_eq!(backup[1].1, StepOutcome::Succeeded);
+
+    let s = w.state("QA1");
+    assert_eq!(s.ops.get("SecureBackup"), Some(&2));
+    // The first attempt stopped at the reset, its sixth file request (the two beside it
+    // asked too); the second took nine.
+    let files = s.ops.get("get-file").copied().unwrap_or(0);
+    assert!((15..=17).contains(&files), "{files} file requests");
+    assert!(
+        (2..=3).contains(&s.max_in_flight),
+        "{} at once",
+        s.max_in_flight
+    );
+    w.assert_clean();
+
+    // One directory, complete: the nine files and the manifest, nothing temporary.
+    let stored = crate::engine::files_below(&w.store());
+    assert_eq!(stored.len(), 10, "{stored:?}");
+    let dir = w
+        .store()
+        .join(std::path::Path::new(&stored[0]).parent().unwrap());
+    let names: Vec<&str> = dpplan::sim::device::SECURE_BACKUP_FILES.to_vec();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.push("manifest.json".into());
+    want.sort();
+    let mut got: Vec<String> = stored
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, names, "the appliance's order");
+    for f in manifest["files"].as_array().unwrap() {
+        let name = f["path"].as_str().unwrap();
+        let (size, sha) = dpplan::backups::hash_file(&dir.join(name)).unwrap();
+        assert_eq!(f["size"], size, "{name}");
+        assert_eq!(f["sha256"], sha, "{name}");
+        if name != "backupmanifest.xml" {
+            assert_eq!(
+                std::fs::read(dir.join(name)).unwrap(),
+                dpplan::sim::content::expected_bytes("QA1", name, 4096),
+                "{name}"
+            );
+        }
+    }
+    let recorded: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::File { file, .. } => Some(file.path.rsplit('/').next()?.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, names, "File records in the appliance's order");
+}
+
+/// Files as large as the budget of bytes in flight download one at a time, so a task holds
+/// no more memory in flight than one large download did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_backup_files_download_one_at_a_time() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device("2MiB", "")).await;
+    let (report, _) = w.run(RETRIED_BACKUP, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let s = w.state("QA1");
+    assert_eq!(s.ops.get("get-file"), Some(&9));
+    assert_eq!(s.max_in_flight, 1);
+    assert_eq!(crate::engine::files_below(&w.store()).len(), 10);
+    w.assert_clean();
+}
+
+/// A download that fails while others run (bad base64 in one file, a permanent error) fails
+/// the step at once, as one failing file did when they went one by one: nothing of it in the
+/// store, nothing left on the appliance, the error the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_among_concurrent_downloads_fails_the_step_and_leaves_nothing() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device(
+        "4KiB",
+        "[[device.fault]]\nop = \"get-file\"\nafter = 2\ntimes = 1\nkind = \"bad-base64\"\n",
+    ))
+    .await;
+    let (report, _) = w
+        .run(
+            RETRIED_BACKUP
+                .replace("retry(1, backoff = 100ms) then stop", "stop")
+                .as_str(),
+            "p",
+        )
+        .await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed, "{report:#?}");
+    let error = report.tasks[0].error.as_deref().unwrap_or("");
+    assert!(error.contains("invalid base64 payload"), "{error}");
+    assert!(crate::engine::files_below(&w.store()).is_empty());
+    assert_eq!(w.state("QA1").ops.get("SecureBackup"), Some(&1));
+    w.assert_clean();
+}
+
+/// Validate asks its independent reads together (free space and the certificate: two at
+/// once) and judges them in the order it once asked them: with both wrong, the free space
+/// is what it reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_asks_together_and_reports_in_order() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device(
+        "4KiB",
+        "free_temporary_mb = 100\ncerts = []\n",
+    ))
+    .await;
+    let plan = format!(
+        "settings {{ appliance_min_free = 512MiB }}\n{}",
+        RETRIED_BACKUP.replace("retry(1, backoff = 100ms) then stop", "stop")
+    );
+    let (report, _) = w.run(&plan, "p").await;
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed, "{report:#?}");
+    let error = report.tasks[0].error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("100 MiB free in temporary:, 512 MiB required"),
+        "{error}"
+    );
+    let s = w.state("QA1");
+    assert_eq!(s.ops.get("get-config"), Some(&1));
+    assert_eq!(s.max_in_flight, 2);
+    assert_eq!(s.ops.get("SecureBackup"), None);
+}
+
+/// The probe asks the firmware and the domains together when the plan names domain patterns
+/// (two at once); nothing else of this export asks two things at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_asks_firmware_and_domains_together() {
+    use dpplan::store::TaskStatus;
+    let w = World::new(&slow_device(
+        "4KiB",
+        "domains = [\"default\", \"DOMAIN1\"]\n",
+    ))
+    .await;
+    let plan = "plan \"p\" {\n  activity export_domain {\n    devices = \"QA1\"\n    domains = \"DOMAIN*\"\n  }\n}\n";
+    let (report, _) = w.run(plan, "p").await;
+    assert_eq!(report.tasks.len(), 1, "{report:#?}");
+    assert_eq!(report.tasks[0].status, TaskStatus::Succeeded, "{report:#?}");
+    let s = w.state("QA1");
+    // The probe's firmware and domains, validate's domains, the export.
+    assert_eq!(s.ops.get("get-status"), Some(&3), "{:?}", s.ops);
+    assert_eq!(s.max_in_flight, 2);
+}

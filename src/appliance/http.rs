@@ -20,6 +20,12 @@ use tokio_rustls::rustls;
 /// How long an idle connection is kept for the next request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle connections kept per appliance. Requests asked together (a backup's files, a
+/// step's independent reads) open more connections while they run; as they finish, those
+/// beyond this are closed, so a fleet of thousands keeps one connection per appliance and
+/// not one per request it ever asked at once (each costs memory on both sides).
+const IDLE_PER_APPLIANCE: usize = 1;
+
 const USER_AGENT_VALUE: &str = concat!("dpplan/", env!("CARGO_PKG_VERSION"));
 
 /// Why an exchange failed, before any appliance-level meaning is given to it.
@@ -164,6 +170,7 @@ fn build_client(tls: Option<&Tls>, connect_timeout: Duration) -> Result<reqwest:
         .retry(reqwest::retry::never())
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(IDLE_PER_APPLIANCE)
         .tcp_nodelay(true)
         .user_agent(USER_AGENT_VALUE);
     if let Some(tls) = tls {

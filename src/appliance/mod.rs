@@ -14,17 +14,19 @@
 //! The sequences the stdlib steps map to (docs/simulator.md), each call one request unless noted:
 //!
 //! ```text
-//! (probe)        firmware, once per device and run (the client keeps it)
-//! validate       domains (QuiesceState, SaveNeeded) when quiescing or exporting;
-//!                secure backup: free_temporary >= appliance_min_free, certificate_exists(cert);
-//!                firmware (kept from the probe)
+//! (probe)        firmware, once per device and run (the client keeps it); beside it,
+//!                domains when the plan names domain patterns
+//! validate       together, judged in this order: domains (QuiesceState, SaveNeeded) when
+//!                quiescing or exporting; secure backup: free_temporary >= appliance_min_free,
+//!                certificate_exists(cert); firmware (kept from the probe)
 //! quiesce        a repeated attempt first: quiesce_state(target), done if Quiesced;
 //!                quiesce(target, timeout); poll quiesce_state(target) until Quiesced
 //!                (a device with no application domain shows no state: not waited for)
 //!                (past timeout + grace: unquiesce(target) and fail)
 //! backup         secure_backup(cert, "temporary:///dpplan-RUN-TASK/");
 //!                poll list_directory(dir) until it lists backupmanifest.xml;
-//!                download(file.path, tmp) for each listed file; remove_directory(dir)
+//!                download(file.path, tmp) for each listed file, up to 3 at a time;
+//!                remove_directory(dir)
 //! export         export_domain(domain, true, comment, tmp);
 //!                when SaveNeeded: export_domain(domain, false, comment, tmp2)
 //!                all domains: export_all(comment, tmp)

@@ -92,8 +92,35 @@ async fn validate(
     let app = appliance(ctx, t)?;
     let wants_quiesce = duration_arg(t, call, "quiesce").is_some();
     let needs_domains = wants_quiesce || matches!(t.target, Target::Domain(_));
-    if needs_domains {
-        let domains = app.domains().await?;
+    let cert = string_arg(t, call, "cert");
+    let need = ctx.program.settings.appliance_min_free;
+    // The reads are independent of each other: asked together (one round trip, not up to
+    // four), judged below in the order they were once asked, so the failure reported is
+    // the same. The firmware is usually the probe's, kept by the client: no request.
+    let (domains, free, cert_found, fw) = tokio::join!(
+        async {
+            if needs_domains {
+                app.domains().await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+        async {
+            if cert.is_some() && need > 0 {
+                app.free_temporary().await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+        async {
+            match &cert {
+                Some(c) => app.certificate_exists(c).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        app.firmware(),
+    );
+    if let Some(domains) = domains? {
         if let Target::Domain(d) = &t.target {
             let Some(row) = domains.iter().find(|r| &r.name == d) else {
                 return Err(StepError::permanent(format!("{}: no domain {d}", t.device)));
@@ -126,27 +153,23 @@ async fn validate(
             }
         }
     }
-    if let Some(cert) = string_arg(t, call, "cert") {
-        let need = ctx.program.settings.appliance_min_free;
-        if need > 0 {
-            let free = app.free_temporary().await?;
-            if free < need {
-                return Err(StepError::permanent(format!(
-                    "{}: {} MiB free in temporary:, {} MiB required (appliance_min_free)",
-                    t.device,
-                    free >> 20,
-                    need >> 20
-                )));
-            }
-        }
-        if !app.certificate_exists(&cert).await? {
+    if let Some(free) = free? {
+        if free < need {
             return Err(StepError::permanent(format!(
-                "{}: no crypto certificate named {cert}",
-                t.device
+                "{}: {} MiB free in temporary:, {} MiB required (appliance_min_free)",
+                t.device,
+                free >> 20,
+                need >> 20
             )));
         }
     }
-    let fw = app.firmware().await?;
+    if let (Some(false), Some(cert)) = (cert_found?, &cert) {
+        return Err(StepError::permanent(format!(
+            "{}: no crypto certificate named {cert}",
+            t.device
+        )));
+    }
+    let fw = fw?;
     st.pending.push(Record::Facts {
         task: t.id,
         facts: crate::store::TaskFacts {

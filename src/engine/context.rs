@@ -33,7 +33,7 @@ pub trait Connector: Send + Sync {
 }
 
 /// The most requests an availability probe makes: three firmware status classes, newest
-/// first, then DomainStatus.
+/// first, and DomainStatus (asked beside them).
 pub(super) const PROBE_REQUESTS: u32 = 4;
 
 /// What an [`Observer`] learns when a run's tasks exist.

@@ -23,9 +23,9 @@ impl Engine {
                 continue;
             };
             let connector = self.base.connector.clone();
-            // The probe may take up to four requests (three firmware classes, then the
-            // domains), each held to the device's own `timeout`: an old appliance that needs
-            // all of them is slow, not down.
+            // The probe may take up to four requests (three firmware classes, newest first,
+            // and the domains beside them), each held to the device's own `timeout`: an old
+            // appliance that needs all of them is slow, not down.
             let per_request = Duration::from_millis(device.timeout_ms);
             let timeout = self
                 .base
@@ -43,13 +43,17 @@ impl Engine {
                     }
                 };
                 let facts = tokio::time::timeout(timeout, async {
-                    app.probe().await?;
-                    let domains = if needs_domains {
-                        app.domains().await?.into_iter().map(|d| d.name).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    Ok::<_, crate::appliance::ApplianceError>(domains)
+                    if !needs_domains {
+                        app.probe().await?;
+                        return Ok(Vec::new());
+                    }
+                    // Independent requests, asked together: one round trip fewer. The
+                    // firmware's failure is the probe's, as when it was asked first.
+                    let (firmware, domains) = tokio::join!(app.probe(), app.domains());
+                    firmware?;
+                    Ok::<_, crate::appliance::ApplianceError>(
+                        domains?.into_iter().map(|d| d.name).collect(),
+                    )
                 })
                 .await;
                 let user = device.user.as_deref().unwrap_or(crate::check::DEFAULT_USER);
@@ -68,7 +72,7 @@ impl Engine {
                     }
                     Err(_) => {
                         let why = format!(
-                            "{}: the availability probe (firmware, then domains) did not finish within {}s: {PROBE_REQUESTS} requests of at most {}s each, the device's `timeout` (inventory entry {})",
+                            "{}: the availability probe (firmware and domains) did not finish within {}s: {PROBE_REQUESTS} requests of at most {}s each, the device's `timeout` (inventory entry {})",
                             device.name,
                             timeout.as_secs(),
                             per_request.as_secs(),

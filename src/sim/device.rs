@@ -14,6 +14,7 @@ use crate::appliance::soma::split_dir;
 use quick_xml::escape::escape;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,10 @@ pub struct SimState {
     pub ops: BTreeMap<String, u64>,
     /// Injections left over all faults.
     pub faults_remaining: u64,
+    /// The most management requests the device was answering at once (from a request's
+    /// arrival until its answer starts).
+    #[serde(default)]
+    pub max_in_flight: u64,
 }
 
 /// One simulated appliance.
@@ -118,6 +123,19 @@ pub struct SimState {
 pub struct Device {
     spec: DeviceSpec,
     state: Mutex<State>,
+    /// Management requests being answered now, and the most at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// One management request being answered: counted in [`Device::max_in_flight`] until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Device);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn now_modified() -> String {
@@ -165,6 +183,8 @@ impl Device {
         Device {
             spec,
             state: Mutex::new(state),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         }
     }
 
@@ -178,6 +198,13 @@ impl Device {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a management request as being answered until the guard is dropped.
+    pub fn begin_request(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
     }
 
     /// Whether this device sends SOAP Faults with HTTP 500.
@@ -679,6 +706,7 @@ impl Device {
                 .zip(&state.faults)
                 .map(|(f, c)| f.times.saturating_sub(c.injected))
                 .sum(),
+            max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
         }
     }
 }

@@ -220,6 +220,7 @@ async fn respond(
             // The device's latency counts from the request's arrival: its own work is part
             // of it, as on an appliance.
             let arrived = tokio::time::Instant::now();
+            let _answering = device.begin_request();
             let authorised = credentials(&request).is_some_and(|(u, p)| device.authorised(&u, &p));
             let body = http_body_util::Limited::new(request.into_body(), REQUEST_CAP)
                 .collect()

@@ -3,18 +3,41 @@
 
 #[allow(unused_imports)]
 use super::step::{appliance, io, poll_until, string_arg, StepError};
-use crate::appliance::ApplianceError;
+use crate::appliance::RemoteFile;
 use crate::backups::{Layout, Manifest, ManifestFile, ManifestFirmware};
 use crate::check::ActionCall;
 use crate::compile::Target;
 use crate::engine::context::*;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use std::path::Path;
+
+/// How many files of one secure backup download at once. Each request waits out the
+/// appliance's own latency, so the nine files of a secure backup take three round trips
+/// instead of nine (four at once would take three as well); a small number keeps the load
+/// on the appliance, and the connections to it, low.
+pub(crate) const FILES_AT_ONCE: usize = 3;
+
+/// How many listed bytes of one backup may download at once: a file this large (or listed
+/// without a size) downloads alone, smaller ones share the budget. A task's memory in flight
+/// thus stays about what one download of a large file holds (the client's pipeline of 2 MiB
+/// of batches), as when files downloaded one at a time.
+pub(crate) const BYTES_AT_ONCE: u64 = 2 * 1024 * 1024;
+
+/// What a listed file counts against [`BYTES_AT_ONCE`].
+fn weight(f: &RemoteFile) -> u64 {
+    if f.size == 0 {
+        BYTES_AT_ONCE
+    } else {
+        f.size.min(BYTES_AT_ONCE)
+    }
+}
 
 /// Runs a download until it ends or the run is interrupted: an interrupt stops it (its
-/// partial file is removed as the download is dropped), the step is left for `resume` to
+/// partial files are removed as the downloads are dropped), the step is left for `resume` to
 /// redo, and the task's `always` steps (the unquiesce) still run.
-pub(super) async fn until_interrupted<T>(
+pub(super) async fn until_interrupted<T, E: Into<StepError>>(
     ctx: &RunCtx,
-    download: impl std::future::Future<Output = Result<T, ApplianceError>>,
+    download: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, StepError> {
     let interrupted = async {
         while !ctx.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
@@ -22,9 +45,88 @@ pub(super) async fn until_interrupted<T>(
         }
     };
     tokio::select! {
-        r = download => r.map_err(StepError::from),
+        r = download => r.map_err(Into::into),
         () = interrupted => Err(StepError::interrupted("the download was stopped by an interrupt")),
     }
+}
+
+/// Runs file work that waits on the disk (writes, renames, fsyncs) on tokio's blocking
+/// threads: on a busy disk one fsync takes milliseconds, and a worker thread held by it
+/// stalls every other task of the run (requests, answers, timers) as long. The work runs to
+/// its end even if the step is dropped meanwhile, as it did when it ran in place; a panic in
+/// it goes on to the task's runner.
+async fn on_disk<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StepError::permanent(format!("writing to the store: {e}"))),
+    }
+}
+
+/// Downloads a secure backup's listed files into `tmp_dir`, up to [`FILES_AT_ONCE`] (and
+/// [`BYTES_AT_ONCE`]) at a time, started in listing order; returns them in listing order.
+/// Each file is streamed to disk, hashed and fsynced by the client, and held to the size the
+/// appliance listed. The first failure ends it: the downloads still running are dropped,
+/// which removes their partial files, and nothing more is started.
+async fn download_files(
+    t: &Task,
+    app: &dyn Appliance,
+    listing: &[RemoteFile],
+    tmp_dir: &Path,
+) -> Result<Vec<ManifestFile>, StepError> {
+    let one = |i: usize| {
+        let f = &listing[i];
+        let name = output::sanitize(&f.name);
+        let dest = tmp_dir.join(&name);
+        async move {
+            // Held to the size the appliance listed: a file that runs past it is not it.
+            let d = if f.size > 0 {
+                app.download_at_most(&f.path, &dest, f.size).await?
+            } else {
+                app.download(&f.path, &dest).await?
+            };
+            if f.size > 0 && d.size != f.size {
+                // The client wrote it whole: it is removed with the temporary directory.
+                return Err(StepError::transient(format!(
+                    "{}: {} is {} bytes, the appliance listed {}",
+                    t.device, f.name, d.size, f.size
+                )));
+            }
+            Ok((
+                i,
+                ManifestFile {
+                    path: name,
+                    size: d.size,
+                    sha256: d.sha256,
+                },
+            ))
+        }
+    };
+    let mut files: Vec<Option<ManifestFile>> = vec![None; listing.len()];
+    let mut running = FuturesUnordered::new();
+    let (mut next, mut bytes) = (0, 0u64);
+    loop {
+        while next < listing.len() && running.len() < FILES_AT_ONCE {
+            let w = weight(&listing[next]);
+            if !running.is_empty() && bytes + w > BYTES_AT_ONCE {
+                break;
+            }
+            bytes += w;
+            running.push(one(next));
+            next += 1;
+        }
+        let Some(done) = running.next().await else {
+            break;
+        };
+        // On an error, returning drops the downloads still running: each removes its file.
+        let (i, file) = done?;
+        bytes -= weight(&listing[i]);
+        files[i] = Some(file);
+        crate::engine::failpoint::hit("mid-download");
+    }
+    Ok(files.into_iter().flatten().collect())
 }
 
 pub(super) fn store_dir(ctx: &RunCtx) -> Result<PathBuf, StepError> {
@@ -108,53 +210,55 @@ pub(super) async fn secure_backup(
     };
     let final_dir = root.join(dir);
     let tmp_dir = output::secure_backup_tmp(&final_dir, &ts, t.id);
-    if tmp_dir.exists() {
-        std::fs::remove_dir_all(&tmp_dir)
-            .map_err(|e| io("remove a stale temporary directory", e))?;
-    }
-    output::create_dirs(&tmp_dir).map_err(|e| io("create the backup directory", e))?;
     let mut files = Vec::new();
-    let result = async {
-        for f in &listing {
-            let name = output::sanitize(&f.name);
-            let dest = tmp_dir.join(&name);
-            // Held to the size the appliance listed: a file that runs past it is not it.
-            let d = if f.size > 0 {
-                until_interrupted(ctx, app.download_at_most(&f.path, &dest, f.size)).await?
-            } else {
-                until_interrupted(ctx, app.download(&f.path, &dest)).await?
-            };
-            if f.size > 0 && d.size != f.size {
-                return Err(StepError::transient(format!(
-                    "{}: {} is {} bytes, the appliance listed {}",
-                    t.device, f.name, d.size, f.size
-                )));
+    let downloaded = async {
+        let tmp = tmp_dir.clone();
+        on_disk(move || {
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp)
+                    .map_err(|e| io("remove a stale temporary directory", e))?;
             }
-            files.push(ManifestFile {
-                path: name,
-                size: d.size,
-                sha256: d.sha256,
-            });
-            crate::engine::failpoint::hit("mid-download");
-        }
+            output::create_dirs(&tmp).map_err(|e| io("create the backup directory", e))
+        })
+        .await?;
+        files = until_interrupted(ctx, download_files(t, app.as_ref(), &listing, &tmp_dir)).await?;
         let m = manifest(ctx, t, st, started, files.clone());
-        let json =
-            serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
-        output::write_atomic(&tmp_dir.join("manifest.json"), &json)
-            .map_err(|e| io("write the manifest", e))?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(|e| io("replace an earlier attempt", e))?;
-        }
-        crate::engine::failpoint::hit("before-rename");
-        output::commit_rename(&tmp_dir, &final_dir)
-            .map_err(|e| io("move the backup into place", e))?;
-        crate::engine::failpoint::hit("after-rename");
-        Ok::<(), StepError>(())
+        serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))
     }
     .await;
-    let _ = app.remove_directory(&remote).await;
+    let result = match downloaded {
+        Ok(json) => {
+            let (tmp, dest) = (tmp_dir.clone(), final_dir.clone());
+            let commit = on_disk(move || {
+                output::write_atomic(&tmp.join("manifest.json"), &json)
+                    .map_err(|e| io("write the manifest", e))?;
+                if dest.exists() {
+                    std::fs::remove_dir_all(&dest)
+                        .map_err(|e| io("replace an earlier attempt", e))?;
+                }
+                crate::engine::failpoint::hit("before-rename");
+                output::commit_rename(&tmp, &dest)
+                    .map_err(|e| io("move the backup into place", e))?;
+                crate::engine::failpoint::hit("after-rename");
+                Ok(())
+            });
+            // Everything is downloaded: the appliance's directory goes while the backup is
+            // moved into place.
+            let (committed, _) = tokio::join!(commit, app.remove_directory(&remote));
+            committed
+        }
+        Err(e) => {
+            let _ = app.remove_directory(&remote).await;
+            Err(e)
+        }
+    };
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp_dir);
+        let tmp = tmp_dir.clone();
+        let _ = on_disk(move || {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        })
+        .await;
         return Err(e);
     }
     let mut records = Vec::new();
@@ -187,7 +291,11 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
         return Err(StepError::permanent("layout"));
     };
     let abs_dir = root.join(dir);
-    output::create_dirs(&abs_dir).map_err(|e| io("create the export directory", e))?;
+    let created = abs_dir.clone();
+    on_disk(move || {
+        output::create_dirs(&created).map_err(|e| io("create the export directory", e))
+    })
+    .await?;
     let comment = format!("dpplan run {} task {}", ctx.run, t.id);
     let mut kinds = vec![true];
     if st.save_needed && matches!(t.target, Target::Domain(_)) {
@@ -211,8 +319,12 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
                 return Err(e);
             }
         };
-        crate::engine::failpoint::hit("before-rename");
-        output::commit_rename(&tmp, &dest).map_err(|e| io("move the export into place", e))?;
+        let (from, to) = (tmp.clone(), dest.clone());
+        on_disk(move || {
+            crate::engine::failpoint::hit("before-rename");
+            output::commit_rename(&from, &to).map_err(|e| io("move the export into place", e))
+        })
+        .await?;
         let rec = FileRecord {
             path: dir.join(&name).display().to_string(),
             size: d.size,
@@ -232,7 +344,9 @@ pub(super) async fn export(ctx: &RunCtx, t: &Task, st: &mut TaskProgress) -> Res
     let m = manifest(ctx, t, st, started, files);
     let json = serde_json::to_vec_pretty(&m).map_err(|e| StepError::permanent(e.to_string()))?;
     let mpath = root.join(layout.manifest());
-    output::write_atomic(&mpath, &json).map_err(|e| io("write the manifest", e))?;
+    let written = mpath.clone();
+    on_disk(move || output::write_atomic(&written, &json).map_err(|e| io("write the manifest", e)))
+        .await?;
     st.manifests.push(mpath);
     Ok(())
 }
