@@ -10,9 +10,9 @@ use super::reply::{
     SomaRequest, Source, STRAY_NS,
 };
 use super::request::Element as Node;
+pub use super::state::{DomainView, SimState};
 use crate::appliance::soma::split_dir;
 use quick_xml::escape::escape;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,34 +88,6 @@ struct State {
     dirs: BTreeSet<String>,
     ops: BTreeMap<String, u64>,
     faults: Vec<FaultCounter>,
-}
-
-/// A domain as `/sim/state` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainView {
-    pub name: String,
-    /// `""` when normal.
-    pub quiesce_state: String,
-    pub save_needed: bool,
-}
-
-/// The JSON of `GET /sim/state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SimState {
-    pub device: String,
-    pub down: bool,
-    pub device_quiesce_state: String,
-    pub domains: Vec<DomainView>,
-    /// `temporary:///dir/file` for every file in temporary:.
-    pub temporary_files: Vec<String>,
-    /// Requests received, by operation or action name.
-    pub ops: BTreeMap<String, u64>,
-    /// Injections left over all faults.
-    pub faults_remaining: u64,
-    /// The most management requests the device was answering at once (from a request's
-    /// arrival until its answer starts).
-    #[serde(default)]
-    pub max_in_flight: u64,
 }
 
 /// One simulated appliance.

@@ -17,6 +17,7 @@ pub mod http;
 pub mod instant;
 pub mod reply;
 pub mod request;
+mod state;
 
 pub use device::{DomainView, SimState};
 pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};
