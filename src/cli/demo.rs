@@ -182,7 +182,7 @@ pub fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let dir = tempfile::Builder::new()
         .prefix(PREFIX)
         .tempdir()
-        .map_err(|e| CliError::internal(format!("cannot create a temporary directory: {e}")))?
+        .map_err(|e| CliError::Failed(format!("cannot create a temporary directory: {e}")))?
         .keep();
     let outcome = demo_in(&dir, &args);
     println!(
@@ -241,7 +241,8 @@ fn demo_in(dir: &Path, args: &DemoArgs) -> Result<u8, CliError> {
 
 fn with_fleet(dir: &Path, fleet: &RunningFleet, args: &DemoArgs) -> Result<u8, CliError> {
     let plan_file = prepare(dir, fleet).map_err(|e| {
-        CliError::internal(format!(
+        // A full or read-only disk is the machine's state, not a bug: exit 1 (docs/cli.md).
+        CliError::Failed(format!(
             "cannot write the demo's files in {}: {e}",
             dir.display()
         ))
