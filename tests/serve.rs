@@ -3,6 +3,7 @@
 //! catch-up and MISSED after downtime, the CLI beside a running serve.
 
 use crate::engine::World;
+use crate::support::fleet::{DeviceEntry, FleetFile};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,35 +11,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A fleet slow enough to catch a run mid-way.
-const FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "200ms"
-unquiesce_delay = "100ms"
-backup_file_size = "64KiB"
-domains = ["default", "DOMAIN1", "DOMAIN2"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA2"
-[[device]]
-name = "TEST8"
-[[device]]
-name = "DOWN1"
-down = true
-[[device]]
-name = "SLOW1"
-quiesce_delay = "700ms"
-[[device]]
-name = "SLOW2"
-quiesce_delay = "700ms"
-[[device]]
-name = "SLOW3"
-quiesce_delay = "700ms"
-"#;
+/// A fleet slow enough to catch a run mid-way: QA1, QA2, TEST8; DOWN1 down; SLOW1-3 quiescing
+/// in 700 ms.
+fn fleet() -> FleetFile {
+    let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", "700ms");
+    FleetFile::new()
+        .set("quiesce_delay", "200ms")
+        .set("unquiesce_delay", "100ms")
+        .set("backup_file_size", "64KiB")
+        .domains(&["default", "DOMAIN1", "DOMAIN2"])
+        .devices(&["QA1", "QA2", "TEST8"])
+        .device(DeviceEntry::new("DOWN1").down())
+        .device(slow("SLOW1"))
+        .device(slow("SLOW2"))
+        .device(slow("SLOW3"))
+}
 
 const TOKEN: &str = "t0ken-for-tests";
 
@@ -240,7 +227,7 @@ plan "slow" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_action_route_works_and_is_refused_without_the_token() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let u = &s.url;
@@ -420,7 +407,7 @@ async fn status_becomes(s: &Serve, run: u64, wanted: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reads_beside_a_running_serve_and_run_points_at_it() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let (_, body) = post(&format!("{}/api/plans/adhoc/runs", s.url), Some(TOKEN), "").await;
@@ -449,7 +436,7 @@ async fn the_cli_reads_beside_a_running_serve_and_run_points_at_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_a_restart_finishes_the_run_with_nothing_quiesced() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let (_, body) = post(&format!("{}/api/plans/slow/runs", s.url), Some(TOKEN), "").await;
@@ -488,7 +475,7 @@ plan "win" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_opening_starts_a_plan_and_downtime_ends_as_catch_up_or_missed() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", WINDOWED);
     // Two seconds before the window opens: the opening starts a run by itself.
     let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-06-01T21:59:58Z"));
@@ -573,7 +560,7 @@ plan "sched" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_with_a_schedule_a_few_seconds_ahead_starts_by_itself() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", SCHEDULED);
     let s = Serve::start(w.dir.path(), "p.dpplan", Some("2026-03-10T21:59:57Z"));
     let (_, plans) = get(&format!("{}/api/plans", s.url)).await;
@@ -607,7 +594,7 @@ async fn a_plan_with_a_schedule_a_few_seconds_ahead_starts_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_a_plan_with_errors_keeps_its_old_version() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let file = write_plan(&w, "p.dpplan", WINDOWED);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let names = |plans: &Value| -> Vec<String> {
@@ -770,7 +757,7 @@ async fn beyond_loopback_every_request_needs_the_token_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stream_run_and_task_changes() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let mut stream = client()
@@ -817,7 +804,7 @@ async fn events_stream_run_and_task_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_plans_run_at_once_but_a_device_is_worked_on_by_one_run_at_a_time() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let (_, a) = post(&format!("{}/api/plans/slow/runs", s.url), Some(TOKEN), "").await;
@@ -863,7 +850,7 @@ async fn two_plans_run_at_once_but_a_device_is_worked_on_by_one_run_at_a_time() 
 async fn serve_notifies_each_outcome_once_and_again_after_a_crash_before_delivery() {
     use crate::support::receivers::HttpReceiver;
     let hook = HttpReceiver::start();
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let plans = format!(
         "notify \"ops\" {{ on = [completed, missed]  webhook = \"{}\" }}\n{}",
         hook.url("/hook"),
@@ -931,7 +918,7 @@ async fn serve_notifies_each_outcome_once_and_again_after_a_crash_before_deliver
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_retention_keeps_the_newest_runs_and_never_an_unfinished_one() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let plan = w.dir.path().join("p.dpplan");
     std::fs::write(
         &plan,
