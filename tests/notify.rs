@@ -6,6 +6,7 @@
 //! run's exit code never depends on any of it.
 
 use crate::engine::World;
+use crate::support::fleet::{DeviceEntry, FleetFile};
 use crate::support::receivers::{free_port, HttpReceiver, SmtpOptions, SmtpSink, SyslogReceiver};
 use crate::support::Test;
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
@@ -739,21 +740,16 @@ async fn the_daemons_loop_delivers_what_is_queued_and_stops_when_told() {
 // The binary: plan files with notifiers, runs against a simulated fleet
 
 /// QA1 answers quickly; QA9 is down (its task is SKIPPED: the run ends WARNING).
-const FLEET: &str = r#"
-[defaults]
-user = "admin"
-password = "s3cret"
-quiesce_delay = "20ms"
-unquiesce_delay = "20ms"
-backup_file_size = "16KiB"
-domains = ["default"]
-
-[[device]]
-name = "QA1"
-[[device]]
-name = "QA9"
-down = true
-"#;
+/// QA1 (one domain, quick quiesces) and QA9, down.
+fn fleet() -> FleetFile {
+    FleetFile::new()
+        .set("quiesce_delay", "20ms")
+        .set("unquiesce_delay", "20ms")
+        .set("backup_file_size", "16KiB")
+        .domains(&["default"])
+        .devices(&["QA1"])
+        .device(DeviceEntry::new("QA9").down())
+}
 
 /// A plan file in the world's directory: `settings`, the world's store and inventory,
 /// `notifier` (a `notify "ops" { ... }` block), and plan `nightly` backing up `devices`
@@ -793,7 +789,7 @@ fn log_lines(path: &Path, run: RunId) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let http = HttpReceiver::start();
     let tcp = SyslogReceiver::tcp_on(0);
     let sink = SmtpSink::start(SmtpOptions {
@@ -896,7 +892,7 @@ async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_validation_outcomes_and_stopped_runs_are_told_too() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let http = HttpReceiver::start();
     let notifier = format!(
         "notify \"ops\" {{\n  on = [backups_disabled, stopped]\n  webhook = \"{}\"\n}}",
@@ -939,7 +935,7 @@ async fn pre_validation_outcomes_and_stopped_runs_are_told_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_during_the_run_is_reached_by_the_next_run() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     let port = free_port();
     let notifier = format!(
         "notify \"ops\" {{\n  on = [backups_disabled]\n  webhook = \"http://127.0.0.1:{port}/hook\"\n}}"
@@ -982,7 +978,7 @@ async fn a_receiver_down_during_the_run_is_reached_by_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_process() {
-    let w = World::new(FLEET).await;
+    let w = World::new(fleet()).await;
     // Every channel: each must deliver once, after the crash, from the next process.
     let http = HttpReceiver::start();
     let udp = SyslogReceiver::udp();
