@@ -730,3 +730,22 @@ async fn kept_alive_connections_are_reused_and_a_closed_one_is_replaced() {
     // Two requests per connection: 5 requests on 3 connections, none reported as lost.
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A `down` device refuses connections, and its port stays its own while the fleet lives:
+/// no other listener (another fleet, a test's server) can take it and answer in its place.
+#[tokio::test]
+async fn a_down_devices_port_refuses_and_is_not_taken_by_others() {
+    let fleet = start(
+        "[defaults]\nuser = \"admin\"\npassword = \"p\"\n[[device]]\nname = \"UP\"\n[[device]]\nname = \"DOWN\"\ndown = true\n",
+    )
+    .await;
+    let addr = fleet.device("DOWN").unwrap().addr;
+    assert_ne!(addr.port(), 0);
+    let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let taken = tokio::net::TcpListener::bind(addr).await.unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+    fleet.shutdown().await;
+    // Given back with the fleet.
+    drop(tokio::net::TcpListener::bind(addr).await.unwrap());
+}

@@ -94,6 +94,8 @@ pub struct RunningFleet {
     pub ca_pem: Option<String>,
     shutdown: watch::Sender<bool>,
     servers: JoinSet<()>,
+    /// The ports of `down` devices, bound and not listening.
+    held: Vec<socket2::Socket>,
 }
 
 impl RunningFleet {
@@ -105,6 +107,7 @@ impl RunningFleet {
     /// Stops accepting, drops open connections, and waits for the servers to end.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.held.clear();
         while self.servers.join_next().await.is_some() {}
     }
 
@@ -210,36 +213,51 @@ pub async fn serve(fleet: &Fleet, host: IpAddr, tls: bool) -> Result<RunningFlee
     let mut servers = JoinSet::new();
     let mut devices = Vec::new();
     let mut listeners = Vec::new();
-    // Bind everything first: a failure leaves nothing running.
+    // Bind everything first: a failure leaves nothing running. A `down` device's port is
+    // bound without listening and held while the fleet lives: connections to it are refused,
+    // and no other listener (another fleet, a test's own server) can take it meanwhile.
+    let mut held = Vec::new();
     for spec in &fleet.devices {
         let addr = SocketAddr::new(host, spec.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SimError::Bind {
-                device: spec.name.clone(),
-                addr,
-                source,
-            })?;
-        let bound = listener.local_addr().map_err(|source| SimError::Bind {
+        let bind_error = |source| SimError::Bind {
             device: spec.name.clone(),
             addr,
             source,
-        })?;
-        listeners.push((spec, listener, bound));
+        };
+        if spec.down {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .map_err(bind_error)?;
+            socket.bind(&addr.into()).map_err(bind_error)?;
+            let bound = socket
+                .local_addr()
+                .map_err(bind_error)?
+                .as_socket()
+                .unwrap_or(addr);
+            held.push(socket);
+            listeners.push((spec, None, bound));
+            continue;
+        }
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        listeners.push((spec, Some(listener), bound));
     }
     for (spec, listener, bound) in listeners {
-        let device = if spec.down {
-            drop(listener); // the port now refuses connections
-            None
-        } else {
-            let device = Arc::new(Device::new(spec.clone()));
-            servers.spawn(http::serve_device(
-                listener,
-                Arc::clone(&device),
-                acceptor.clone(),
-                watcher.clone(),
-            ));
-            Some(device)
+        let device = match listener {
+            None => None,
+            Some(listener) => {
+                let device = Arc::new(Device::new(spec.clone()));
+                servers.spawn(http::serve_device(
+                    listener,
+                    Arc::clone(&device),
+                    acceptor.clone(),
+                    watcher.clone(),
+                ));
+                Some(device)
+            }
         };
         devices.push(RunningDevice {
             name: spec.name.clone(),
@@ -256,6 +274,7 @@ pub async fn serve(fleet: &Fleet, host: IpAddr, tls: bool) -> Result<RunningFlee
         ca_pem,
         shutdown,
         servers,
+        held,
     })
 }
 
