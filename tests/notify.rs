@@ -751,6 +751,25 @@ fn fleet() -> FleetFile {
         .device(DeviceEntry::new("QA9").down())
 }
 
+/// A `notify "ops"` block on every channel: the webhook `hook`, syslog at `syslog`, and
+/// e-mail through `smtp` with a login (password from `SMTP_PASSWORD`), on outcomes `on`.
+fn every_channel(on: &str, hook: &str, syslog: &str, smtp: std::net::SocketAddr) -> String {
+    format!(
+        r#"notify "ops" {{
+  on      = [{on}]
+  webhook = "{hook}"
+  syslog  = "{syslog}"
+  email {{
+    smtp     = "{smtp}"
+    from     = "dpplan@example.com"
+    to       = ["ops@example.com"]
+    user     = "dpplan"
+    password = env("SMTP_PASSWORD")
+  }}
+}}"#
+    )
+}
+
 /// A plan file in the world's directory: `settings`, the world's store and inventory,
 /// `notifier` (a `notify "ops" { ... }` block), and plan `nightly` backing up `devices`
 /// and naming notifier `ops`. Returns its path.
@@ -798,22 +817,11 @@ async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
     });
     let ca = w.dir.path().join("smtp-ca.pem");
     std::fs::write(&ca, &sink.ca_pem).unwrap();
-    let notifier = format!(
-        r#"notify "ops" {{
-  on      = [warning, failed]
-  webhook = "{}"
-  syslog  = "tcp://{}"
-  email {{
-    smtp     = "{}"
-    from     = "dpplan@example.com"
-    to       = ["ops@example.com"]
-    user     = "dpplan"
-    password = env("SMTP_PASSWORD")
-  }}
-}}"#,
-        http.url("/dpplan"),
-        tcp.addr,
-        sink.addr
+    let notifier = every_channel(
+        "warning, failed",
+        &http.url("/dpplan"),
+        &format!("tcp://{}", tcp.addr),
+        sink.addr,
     );
     let plan = plan_file(&w, "", &notifier, "QA*");
     let env = [
@@ -988,22 +996,11 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
     });
     let ca = w.dir.path().join("smtp-ca.pem");
     std::fs::write(&ca, &sink.ca_pem).unwrap();
-    let notifier = format!(
-        r#"notify "ops" {{
-  on      = [warning]
-  webhook = "{}"
-  syslog  = "udp://{}"
-  email {{
-    smtp     = "{}"
-    from     = "dpplan@example.com"
-    to       = ["ops@example.com"]
-    user     = "dpplan"
-    password = env("SMTP_PASSWORD")
-  }}
-}}"#,
-        http.url("/"),
-        udp.addr,
-        sink.addr
+    let notifier = every_channel(
+        "warning",
+        &http.url("/"),
+        &format!("udp://{}", udp.addr),
+        sink.addr,
     );
     let plan = plan_file(&w, "", &notifier, "QA*");
     let env = [

@@ -300,30 +300,15 @@ async fn every_action_route_works_and_is_refused_without_the_token() {
     assert_eq!(get(&format!("{u}/api/runs/{run}/tasks/99")).await.0, 404);
     assert_eq!(get(&format!("{u}/api/runs?status=BOGUS")).await.0, 400);
     assert_eq!(get(&format!("{u}/api/nothing")).await.0, 404);
-    assert_eq!(
-        post(&format!("{u}/api/runs/{run}/resume"), Some(TOKEN), "")
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        post(&format!("{u}/api/runs/{run}/interrupt"), Some(TOKEN), "")
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        post(&format!("{u}/api/runs/{run}/cancel"), Some(TOKEN), "")
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        post(&format!("{u}/api/runs/{run}/explode"), Some(TOKEN), "")
-            .await
-            .0,
-        404
-    );
+    for (action, code) in [
+        ("resume", 409),
+        ("interrupt", 409),
+        ("cancel", 409),
+        ("explode", 404),
+    ] {
+        let url = format!("{u}/api/runs/{run}/{action}");
+        assert_eq!(post(&url, Some(TOKEN), "").await.0, code, "{action}");
+    }
     let (_, completed) = get(&format!("{u}/api/runs?status=completed&plan=adhoc")).await;
     assert_eq!(completed.as_array().unwrap().len(), 1);
 
