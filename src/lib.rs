@@ -13,8 +13,9 @@
 //! - [`schedule`]: time arithmetic over the checked model, pure: maintenance windows, cron
 //!   schedules, when a plan is next due; used by the checker's schedule rules, the engine's
 //!   window checks, the reports and `dpplan serve`.
-//! - [`appliance`]: the [`appliance::Appliance`] trait the engine calls, its typed errors
-//!   (`is_transient()`), and the SOMA client over HTTP(S) with streaming payload decoding.
+//! - [`appliance`]: the [`appliance::Appliance`] trait the engine calls, its one error type
+//!   (a device and an operation around an `ErrorKind` that decides `is_transient()`), and the
+//!   SOMA client over HTTP(S) with streaming payload decoding.
 //! - [`sim`]: the SOMA simulator: a fleet file, one real HTTP(S) server per device, stateful
 //!   domains, deterministic content, injected faults.
 //! - [`backups`]: the backup store on disk: layout, names made safe, manifests, atomic

@@ -4,7 +4,7 @@
 
 use crate::support::{canned_keep_alive, fixture, http_config, http_get};
 use dpplan::appliance::{
-    Appliance, ApplianceError, ConnectionConfig, QuiesceState, QuiesceTarget, SomaClient,
+    Appliance, ApplianceError, ConnectionConfig, ErrorKind, QuiesceState, QuiesceTarget, SomaClient,
 };
 use dpplan::sim::{self, content, Fleet, RunningFleet, SimState};
 use std::io::Read;
@@ -95,7 +95,7 @@ async fn facts_and_status() {
     assert!(qa1.domains().await.unwrap().iter().all(|d| !d.save_needed));
     let e = qa1.save_config("NOPE").await.unwrap_err();
     assert!(
-        matches!(&e, ApplianceError::Result { text, .. } if text.contains("NOPE")),
+        matches!(&e.kind, ErrorKind::Result(text) if text.contains("NOPE")),
         "{e:?}"
     );
 
@@ -155,7 +155,7 @@ async fn quiesce_and_unquiesce_domain_and_device() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, ApplianceError::Result { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Result(_)), "{e:?}");
     let s = state(&fleet, "QA1").await;
     assert_eq!(s.device_quiesce_state, "");
     for (op, n) in [
@@ -237,13 +237,13 @@ async fn secure_backup_sequence_downloads_the_deterministic_content() {
     assert!(state(&fleet, "QA1").await.temporary_files.is_empty());
     assert_eq!(qa1.free_temporary().await.unwrap(), 4096 << 20);
     let e = qa1.remove_directory(dir).await.unwrap_err();
-    assert!(matches!(e, ApplianceError::Result { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Result(_)), "{e:?}");
     let e = qa1
         .download(&format!("{dir}config.tgz"), &local.path().join("x"))
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, ApplianceError::Result { text, .. } if text == "Cannot read the specified file"),
+        matches!(&e.kind, ErrorKind::Result(text) if text == "Cannot read the specified file"),
         "{e:?}"
     );
     assert!(!local.path().join("x").exists());
@@ -275,14 +275,10 @@ name = "OK"
             .secure_backup(cert, "temporary:///b/")
             .await
             .unwrap_err();
-        match &e {
-            ApplianceError::Result {
-                device: d,
-                op,
-                text,
-            } => {
+        match &e.kind {
+            ErrorKind::Result(text) => {
                 assert_eq!(
-                    (d.as_str(), op.as_str()),
+                    (e.device.as_str(), e.op.as_str()),
                     (device, "do-action SecureBackup")
                 );
                 assert_eq!(text, "Error creating secure backup.");
@@ -347,7 +343,7 @@ async fn export_sequences_give_valid_zips() {
         .export_domain("NOPE", true, "", &local.path().join("n.zip"))
         .await
         .unwrap_err();
-    assert!(matches!(e, ApplianceError::Result { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Result(_)), "{e:?}");
     let s = state(&fleet, "QA1").await;
     assert_eq!(
         (s.ops.get("do-export"), s.ops.get("do-backup")),
@@ -366,7 +362,7 @@ async fn export_without_temporary_space_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, ApplianceError::Result { text, .. } if text.contains("empty")),
+        matches!(&e.kind, ErrorKind::Result(text) if text.contains("empty")),
         "{e:?}"
     );
     assert!(!dest.exists());
@@ -406,7 +402,7 @@ async fn fault_reset_is_a_transient_connection_loss() {
     let fleet = start(&faulty("get-status", "reset", "")).await;
     let c = client(&fleet, "F");
     let e = c.domains().await.unwrap_err();
-    assert!(matches!(e, ApplianceError::ConnectionLost { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::ConnectionLost { .. }), "{e:?}");
     assert!(e.is_transient());
     assert_eq!(e.device(), "F");
     c.domains().await.unwrap();
@@ -418,7 +414,7 @@ async fn fault_http500_is_transient() {
     let fleet = start(&faulty("*", "http500", "")).await;
     let e = client(&fleet, "F").probe().await.unwrap_err();
     assert!(
-        matches!(e, ApplianceError::Http { status: 500, .. }),
+        matches!(e.kind, ErrorKind::Http { status: 500, .. }),
         "{e:?}"
     );
     assert!(e.is_transient());
@@ -432,13 +428,13 @@ async fn fault_soap_fault_is_permanent() {
         .secure_backup("backup-cert", "temporary:///x/")
         .await
         .unwrap_err();
-    match &e {
-        ApplianceError::Fault { code, text, op, .. } => {
+    match &e.kind {
+        ErrorKind::Fault { code, text } => {
             assert_eq!(
                 (code.as_str(), text.as_str()),
                 ("env:Client", "Internal Error (from client)")
             );
-            assert_eq!(op, "do-action SecureBackup");
+            assert_eq!(e.op, "do-action SecureBackup");
         }
         other => panic!("{other:?}"),
     }
@@ -450,12 +446,12 @@ async fn fault_soap_fault_is_permanent() {
 async fn fault_auth_failure_and_wrong_password() {
     let fleet = start(&faulty("get-status", "auth-failure", "")).await;
     let e = client(&fleet, "F").probe().await.unwrap_err();
-    assert!(matches!(&e, ApplianceError::Auth { text, .. } if text == "Authentication failure"));
+    assert!(matches!(&e.kind, ErrorKind::Auth(text) if text == "Authentication failure"));
     assert!(!e.is_transient());
     let mut cfg = config(&fleet, "F");
     cfg.password = "wrong".into();
     let e = SomaClient::new(cfg).unwrap().probe().await.unwrap_err();
-    assert!(matches!(e, ApplianceError::Auth { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Auth(_)), "{e:?}");
     fleet.shutdown().await;
 }
 
@@ -466,7 +462,7 @@ async fn fault_delay_past_the_request_timeout_is_a_transient_timeout() {
     cfg.request_timeout = Duration::from_millis(300);
     let c = SomaClient::new(cfg).unwrap();
     let e = c.domains().await.unwrap_err();
-    assert!(matches!(e, ApplianceError::Timeout { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Timeout { .. }), "{e:?}");
     assert!(e.is_transient());
     c.domains().await.unwrap();
     fleet.shutdown().await;
@@ -477,14 +473,14 @@ async fn fault_truncate_is_a_permanent_truncated_response() {
     let fleet = start(&faulty("get-file", "truncate", "")).await;
     let (result, exists) = fetch_one(&fleet, config(&fleet, "F")).await;
     let e = result.unwrap_err();
-    assert!(matches!(e, ApplianceError::Truncated { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Truncated { .. }), "{e:?}");
     assert!(!e.is_transient());
     assert!(!exists, "the partial file is removed");
     fleet.shutdown().await;
 
     let fleet = start(&faulty("get-status", "truncate", "")).await;
     let e = client(&fleet, "F").domains().await.unwrap_err();
-    assert!(matches!(e, ApplianceError::Truncated { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Truncated { .. }), "{e:?}");
     fleet.shutdown().await;
 }
 
@@ -493,7 +489,7 @@ async fn fault_bad_base64_is_permanent_and_leaves_no_file() {
     let fleet = start(&faulty("*", "bad-base64", "")).await;
     let (result, exists) = fetch_one(&fleet, config(&fleet, "F")).await;
     let e = result.unwrap_err();
-    assert!(matches!(e, ApplianceError::InvalidBase64 { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::InvalidBase64(_)), "{e:?}");
     assert!(!e.is_transient());
     assert!(!exists);
     assert_eq!(state(&fleet, "F").await.faults_remaining, 0);
@@ -514,7 +510,7 @@ async fn fault_error_text_is_the_appliance_text() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, ApplianceError::Result { text, .. } if text == "Appliance busy"),
+        matches!(&e.kind, ErrorKind::Result(text) if text == "Appliance busy"),
         "{e:?}"
     );
     assert_eq!(e.to_string(), "F: do-export: Appliance busy");
@@ -574,14 +570,85 @@ async fn device_down_refuses_connections() {
     let fleet = start("[[device]]\nname = \"TEST9\"\ndown = true\n").await;
     assert!(fleet.device("TEST9").unwrap().state().is_none());
     let e = client(&fleet, "TEST9").probe().await.unwrap_err();
-    assert!(matches!(e, ApplianceError::Connect { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Connect { .. }), "{e:?}");
     assert!(e.is_transient());
     // The root cause and the address, not the HTTP stack's layers of wrapping.
     let addr = fleet.device("TEST9").unwrap().addr;
     assert!(e.text().ends_with(&format!("({addr})")), "{}", e.text());
     assert!(e.text().contains("refused"), "{}", e.text());
     assert!(!e.text().contains("error sending request"), "{}", e.text());
+    // The message is the device, the operation and the kind; the connection's own error
+    // stays reachable as the source.
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "TEST9: get-status FirmwareVersion3: cannot connect: {}",
+            e.text()
+        )
+    );
+    let cause = std::error::Error::source(&e).expect("the connection error as the source");
+    assert!(
+        cause.to_string().contains("error sending request"),
+        "{cause}"
+    );
     fleet.shutdown().await;
+}
+
+/// Every kind displays as `DEVICE: OP: ` and its own words, as the CLI has always printed
+/// them; only connection and file errors have a source.
+#[test]
+fn appliance_errors_display_device_op_and_kind() {
+    let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+    let cases = [
+        (
+            ErrorKind::connection_lost("reset"),
+            "connection lost: reset",
+        ),
+        (ErrorKind::timeout("no answer"), "timed out: no answer"),
+        (
+            ErrorKind::Http {
+                status: 503,
+                text: "busy".into(),
+            },
+            "HTTP 503: busy",
+        ),
+        (
+            ErrorKind::Auth("Authentication failure".into()),
+            "Authentication failure",
+        ),
+        (
+            ErrorKind::Fault {
+                code: "env:Client".into(),
+                text: "bad".into(),
+            },
+            "SOAP fault env:Client: bad",
+        ),
+        (ErrorKind::Result("Appliance busy".into()), "Appliance busy"),
+        (
+            ErrorKind::InvalidBase64("at 3".into()),
+            "invalid base64 payload: at 3",
+        ),
+        (
+            ErrorKind::truncated("ends early"),
+            "truncated response: ends early",
+        ),
+        (
+            ErrorKind::Malformed("no dp:response".into()),
+            "unexpected response: no dp:response",
+        ),
+        (ErrorKind::TooLarge("over 10 bytes".into()), "over 10 bytes"),
+        (ErrorKind::io("/x: denied", io()), "/x: denied"),
+        (
+            ErrorKind::config("CA file /ca.pem: gone"),
+            "invalid connection settings: CA file /ca.pem: gone",
+        ),
+    ];
+    for (kind, words) in cases {
+        let has_source = matches!(kind, ErrorKind::Io { .. });
+        let e = kind.at("DP1", "do-action SaveConfig");
+        assert_eq!(e.to_string(), format!("DP1: do-action SaveConfig: {words}"));
+        assert_eq!(std::error::Error::source(&e).is_some(), has_source, "{e:?}");
+    }
 }
 
 #[tokio::test]
@@ -613,14 +680,14 @@ async fn tls_with_the_generated_ca() {
         .probe()
         .await
         .unwrap_err();
-    assert!(matches!(e, ApplianceError::Tls { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Tls { .. }), "{e:?}");
     assert!(!e.is_transient());
     let missing = ConnectionConfig {
         tls_ca: Some(local.path().join("none.pem")),
         ..cfg
     };
     let e = SomaClient::new(missing).unwrap_err();
-    assert!(matches!(e, ApplianceError::Config { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::Config { .. }), "{e:?}");
     assert!(fleet
         .inventory(Some(Path::new("/x/ca.pem")))
         .contains("tls_ca   = \"/x/ca.pem\""));

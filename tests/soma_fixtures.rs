@@ -6,7 +6,7 @@ use crate::support::golden::Golden;
 use crate::support::{canned_client, canned_client_recording, fixture, root, Received};
 use base64::Engine as _;
 use dpplan::appliance::payload::decode_document;
-use dpplan::appliance::{Appliance, ApplianceError, ProtocolError, QuiesceState};
+use dpplan::appliance::{Appliance, ApplianceError, ErrorKind, QuiesceState};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -23,8 +23,8 @@ fn inline_payload(name: &str) -> Vec<u8> {
 }
 
 fn result_text(e: &ApplianceError) -> &str {
-    match e {
-        ApplianceError::Result { text, .. } => text,
+    match &e.kind {
+        ErrorKind::Result(text) => text,
         other => panic!("expected a dp:result error, got {other:?}"),
     }
 }
@@ -194,7 +194,7 @@ async fn get_file_not_base64_is_an_error_and_leaves_no_file() {
         .download("store:///gatewayscript/b64-err-file.txt", &dest)
         .await
         .unwrap_err();
-    assert!(matches!(e, ApplianceError::InvalidBase64 { .. }), "{e:?}");
+    assert!(matches!(e.kind, ErrorKind::InvalidBase64(_)), "{e:?}");
     assert!(!e.is_transient());
     assert!(!dest.exists());
 }
@@ -227,7 +227,7 @@ async fn set_file_ok() {
 async fn authentication_failure() {
     let client = canned_client("update_file_existing_dir.xml").await;
     let e = client.probe().await.unwrap_err();
-    assert!(matches!(&e, ApplianceError::Auth { text, .. } if text == "Authentication failure"));
+    assert!(matches!(&e.kind, ErrorKind::Auth(text) if text == "Authentication failure"));
     assert!(!e.is_transient());
 }
 
@@ -303,7 +303,7 @@ async fn exec_config_error_log() {
     );
 }
 
-fn decode_in_chunks(name: &str, chunk: usize, dest: &Path) -> Result<Vec<u8>, ProtocolError> {
+fn decode_in_chunks(name: &str, chunk: usize, dest: &Path) -> Result<Vec<u8>, ErrorKind> {
     let xml = std::fs::read(fixture(name)).unwrap();
     decode_document(&xml, dest, chunk, false).map(|d| {
         let bytes = std::fs::read(dest).unwrap();
@@ -329,12 +329,12 @@ fn payload_fixtures_decode_the_same_in_any_chunking() {
     }
     for chunk in [1, 3, 4096] {
         let e = decode_in_chunks("get_file_gatewayscript_nonb64.xml", chunk, &dest).unwrap_err();
-        assert!(matches!(e, ProtocolError::InvalidBase64(_)), "{e:?}");
+        assert!(matches!(e, ErrorKind::InvalidBase64(_)), "{e:?}");
         assert!(!dest.exists());
         let e = decode_in_chunks("non_existing_resource.xml", chunk, &dest).unwrap_err();
-        assert_eq!(
-            e,
-            ProtocolError::Result("Cannot read the specified file".into())
+        assert!(
+            matches!(&e, ErrorKind::Result(text) if text == "Cannot read the specified file"),
+            "{e:?}"
         );
     }
 }

@@ -6,18 +6,19 @@
 //! [`PayloadSink`] (decode, hash, write), so network reads and decoding overlap and memory
 //! stays bounded.
 
+use super::error::{ApplianceError, Cause, ErrorKind};
 use super::http::{self, root_cause, Answer, Transport, TransportError};
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
 use super::{
-    soma, Appliance, ApplianceError, ConnectionConfig, DomainStatus, Downloaded, Firmware,
-    ProtocolError, QuiesceState, QuiesceTarget, RemoteFile,
+    soma, Appliance, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState,
+    QuiesceTarget, RemoteFile,
 };
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::StatusCode;
-use std::io::ErrorKind;
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,17 +44,15 @@ pub struct SomaClient {
 impl SomaClient {
     /// Builds a client from connection settings. Fails when the CA file cannot be read.
     pub fn new(config: ConnectionConfig) -> Result<Self, ApplianceError> {
-        let config_error = |text: String| ApplianceError::Config {
-            device: config.device.clone(),
-            op: "connect".into(),
-            text,
-        };
+        let config_error = |kind: ErrorKind| kind.at(&config.device, "connect");
         let tls = if config.tls {
             let ca_pem = match &config.tls_ca {
-                Some(ca) => Some(
-                    std::fs::read(ca)
-                        .map_err(|e| config_error(format!("CA file {}: {e}", ca.display())))?,
-                ),
+                Some(ca) => Some(std::fs::read(ca).map_err(|e| {
+                    config_error(ErrorKind::Config {
+                        text: format!("CA file {}: {e}", ca.display()),
+                        cause: Some(Arc::new(e)),
+                    })
+                })?),
                 None => None,
             };
             Some(http::Tls {
@@ -66,7 +65,7 @@ impl SomaClient {
         let credentials = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", config.user, config.password));
         let mut auth = HeaderValue::from_str(&format!("Basic {credentials}"))
-            .map_err(|e| config_error(format!("credentials: {e}")))?;
+            .map_err(|e| config_error(ErrorKind::config(format!("credentials: {e}"))))?;
         auth.set_sensitive(true);
         let http = Transport::new(http::Settings {
             host: &config.host,
@@ -77,8 +76,10 @@ impl SomaClient {
             auth,
         })
         .map_err(|e| match &config.tls_ca {
-            Some(ca) if config.tls => config_error(format!("CA file {}: {e}", ca.display())),
-            _ => config_error(e),
+            Some(ca) if config.tls => {
+                config_error(ErrorKind::config(format!("CA file {}: {e}", ca.display())))
+            }
+            _ => config_error(ErrorKind::config(e)),
         })?;
         Ok(SomaClient {
             config,
@@ -111,32 +112,25 @@ impl SomaClient {
         // status (not a transient HTTP error, and not shown as raw XML). Refused credentials
         // stay an authentication failure whatever the body.
         if !refused {
-            if let Err(fault @ super::ProtocolError::Fault { .. }) = parse::document(&body) {
-                return Err(self.protocol(op, fault));
+            if let Err(fault @ ErrorKind::Fault { .. }) = parse::document(&body) {
+                return Err(self.at(op, fault));
             }
         }
         let snippet = snippet(&body);
         let text = if snippet.is_empty() { reason } else { snippet };
         if refused {
-            return Err(ApplianceError::Auth {
-                device: self.config.device.clone(),
-                op: op.to_string(),
-                text: format!("HTTP {}: {text}", status.as_u16()),
-            });
+            let text = format!("HTTP {}: {text}", status.as_u16());
+            return Err(self.at(op, ErrorKind::Auth(text)));
         }
-        Err(ApplianceError::Http {
-            device: self.config.device.clone(),
-            op: op.to_string(),
-            status: status.as_u16(),
-            text,
-        })
+        let status = status.as_u16();
+        Err(self.at(op, ErrorKind::Http { status, text }))
     }
 
     /// One request without payload: the whole (capped) body parsed and its outcome checked.
     async fn call(&self, op: &str, body: String) -> Result<Node, ApplianceError> {
         let limit = self.config.request_timeout;
         let buf = self.within(op, limit, self.read_whole(op, body)).await?;
-        parse::document(&buf).map_err(|e| self.protocol(op, e))
+        parse::document(&buf).map_err(|e| self.at(op, e))
     }
 
     /// `work`, or a timeout error ("no answer") once `limit` has passed.
@@ -161,11 +155,8 @@ impl SomaClient {
             .map_err(|e| self.transport_error(op, e, true))?
         {
             if (buf.len() + chunk.len()) as u64 > cap {
-                return Err(ApplianceError::TooLarge {
-                    device: self.config.device.clone(),
-                    op: op.to_string(),
-                    text: format!("response larger than {cap} bytes"),
-                });
+                let text = format!("response larger than {cap} bytes");
+                return Err(self.at(op, ErrorKind::TooLarge(text)));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -186,11 +177,8 @@ impl SomaClient {
         empty_is_error: bool,
         max_bytes: u64,
     ) -> Result<Downloaded, ApplianceError> {
-        let file = super::payload::create_private(dest).map_err(|e| ApplianceError::Io {
-            device: self.config.device.clone(),
-            op: op.to_string(),
-            text: format!("{}: {e}", dest.display()),
-        })?;
+        let file = super::payload::create_private(dest)
+            .map_err(|e| self.at(op, ErrorKind::io(format!("{}: {e}", dest.display()), e)))?;
         let mut guard = RemoveOnDrop {
             path: dest,
             armed: true,
@@ -203,14 +191,13 @@ impl SomaClient {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(ApplianceError::Timeout {
-                device: self.config.device.clone(),
-                op: op.to_string(),
-                text: format!(
+            Err(_) => Err(self.at(
+                op,
+                ErrorKind::timeout(format!(
                     "the download did not complete within {}s (download_timeout)",
                     limit.as_secs()
-                ),
-            }),
+                )),
+            )),
         };
         guard.armed = result.is_err();
         result
@@ -273,12 +260,11 @@ impl SomaClient {
             return Err(e);
         }
         match decoded {
-            Ok(result) => result.map_err(|e| self.protocol(op, e)),
-            Err(join) => Err(ApplianceError::Io {
-                device: self.config.device.clone(),
-                op: op.to_string(),
-                text: format!("decoder thread failed: {join}"),
-            }),
+            Ok(result) => result.map_err(|e| self.at(op, e)),
+            Err(join) => Err(self.at(
+                op,
+                ErrorKind::io_text(format!("decoder thread failed: {join}")),
+            )),
         }
     }
 
@@ -290,22 +276,26 @@ impl SomaClient {
             let answer = self
                 .call(&op, soma::get_status("default", class))
                 .await
-                .and_then(|root| parse::firmware(&root, class).map_err(|e| self.protocol(&op, e)));
+                .and_then(|root| parse::firmware(&root, class).map_err(|e| self.at(&op, e)));
             match answer {
                 Ok(Some(firmware)) => return Ok(firmware),
                 Ok(None) => last = Some(self.op_error(&op, "no status row".into())),
                 // Older firmware rejects the newer classes: a fault or an error text.
-                Err(e @ (ApplianceError::Fault { .. } | ApplianceError::Result { .. })) => {
-                    last = Some(e)
-                }
+                Err(
+                    e @ ApplianceError {
+                        kind: ErrorKind::Fault { .. } | ErrorKind::Result(_),
+                        ..
+                    },
+                ) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| self.op_error("get-status FirmwareVersion", "no answer".into())))
     }
 
-    fn protocol(&self, op: &str, e: ProtocolError) -> ApplianceError {
-        e.at(&self.config.device, op)
+    /// Attributes `kind` to this device and `op`.
+    fn at(&self, op: &str, kind: ErrorKind) -> ApplianceError {
+        kind.at(&self.config.device, op)
     }
 
     /// What a transport failure means for the caller. `in_body`: it happened while the
@@ -313,45 +303,43 @@ impl SomaClient {
     /// The text is the root cause with the appliance's address, not the layers around it.
     fn transport_error(&self, op: &str, e: TransportError, in_body: bool) -> ApplianceError {
         let address = self.http.address();
-        let (device, op) = (self.config.device.clone(), op.to_string());
-        match e {
-            TransportError::Timeout(what, limit) => ApplianceError::Timeout {
-                device,
-                op,
-                text: format!("{what} within {limit:?} ({address})"),
-            },
+        let kind = match e {
+            TransportError::Timeout(what, limit) => {
+                ErrorKind::timeout(format!("{what} within {limit:?} ({address})"))
+            }
             TransportError::Connect(e) => {
                 let text = format!("{} ({address})", root_cause(&e));
-                match io_kind(&e) {
-                    Some(ErrorKind::TimedOut) => ApplianceError::Timeout { device, op, text },
-                    _ => ApplianceError::Connect { device, op, text },
+                let timed_out = io_kind(&e) == Some(io::ErrorKind::TimedOut);
+                let cause: Option<Cause> = Some(Arc::new(e));
+                if timed_out {
+                    ErrorKind::Timeout { text, cause }
+                } else {
+                    ErrorKind::Connect { text, cause }
                 }
             }
-            TransportError::Tls(e) => ApplianceError::Tls {
-                device,
-                op,
+            TransportError::Tls(e) => ErrorKind::Tls {
                 text: format!("{} ({address})", root_cause(&e)),
+                cause: Some(Arc::new(e)),
             },
             TransportError::Http(e) => {
                 let text = format!("{} ({address})", root_cause(&e));
-                match io_kind(&e) {
-                    Some(ErrorKind::TimedOut) => ApplianceError::Timeout { device, op, text },
-                    Some(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
-                        ApplianceError::ConnectionLost { device, op, text }
+                let io_kind = io_kind(&e);
+                let cause: Option<Cause> = Some(Arc::new(e));
+                match io_kind {
+                    Some(io::ErrorKind::TimedOut) => ErrorKind::Timeout { text, cause },
+                    Some(io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted) => {
+                        ErrorKind::ConnectionLost { text, cause }
                     }
-                    _ if in_body => ApplianceError::Truncated { device, op, text },
-                    _ => ApplianceError::ConnectionLost { device, op, text },
+                    _ if in_body => ErrorKind::Truncated { text, cause },
+                    _ => ErrorKind::ConnectionLost { text, cause },
                 }
             }
-        }
+        };
+        self.at(op, kind)
     }
 
     fn op_error(&self, op: &str, text: String) -> ApplianceError {
-        ApplianceError::Result {
-            device: self.config.device.clone(),
-            op: op.to_string(),
-            text,
-        }
+        self.at(op, ErrorKind::Result(text))
     }
 }
 
@@ -394,7 +382,7 @@ fn snippet(body: &[u8]) -> String {
         .join(" ")
 }
 
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -436,7 +424,7 @@ impl Appliance for SomaClient {
         let root = self
             .call(op, soma::get_status("default", "DomainStatus"))
             .await?;
-        parse::domains(&root).map_err(|e| self.protocol(op, e))
+        parse::domains(&root).map_err(|e| self.at(op, e))
     }
 
     async fn free_temporary(&self) -> Result<u64, ApplianceError> {
@@ -444,7 +432,7 @@ impl Appliance for SomaClient {
         let root = self
             .call(op, soma::get_status("default", "FilesystemStatus"))
             .await?;
-        let mib = parse::free_temporary_mib(&root).map_err(|e| self.protocol(op, e))?;
+        let mib = parse::free_temporary_mib(&root).map_err(|e| self.at(op, e))?;
         Ok(mib.saturating_mul(1024 * 1024))
     }
 
@@ -453,7 +441,7 @@ impl Appliance for SomaClient {
         let root = self
             .call(op, soma::get_config("default", "CryptoCertificate", name))
             .await?;
-        parse::config_has(&root, "CryptoCertificate", name).map_err(|e| self.protocol(op, e))
+        parse::config_has(&root, "CryptoCertificate", name).map_err(|e| self.at(op, e))
     }
 
     async fn quiesce(
@@ -538,7 +526,7 @@ impl Appliance for SomaClient {
         let op = "get-filestore";
         let (location, listed) = soma::split_dir(dir);
         let root = self.call(op, soma::get_filestore(&location)).await?;
-        parse::directory_files(&root, &listed, dir).map_err(|e| self.protocol(op, e))
+        parse::directory_files(&root, &listed, dir).map_err(|e| self.at(op, e))
     }
 
     async fn download(&self, path: &str, dest: &Path) -> Result<Downloaded, ApplianceError> {

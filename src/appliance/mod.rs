@@ -7,6 +7,7 @@
 //! - [`soma`]: request envelopes, one builder per operation.
 //! - [`parse`]: response parsing by local name, tolerant of the quirks of real devices.
 //! - [`payload`]: the streaming `dp:file` decoder (base64 to a file, SHA-256 on the way).
+//! - [`error`]: [`ApplianceError`], a device and an operation around an [`ErrorKind`].
 //! - [`client`]: [`SomaClient`], the implementation of [`Appliance`] over HTTP(S).
 //! - [`http`]: its transport: HTTP/1.1 over hyper's connection API, rustls, kept-alive
 //!   connections.
@@ -38,6 +39,7 @@
 //! failures may succeed when repeated.
 
 pub mod client;
+pub mod error;
 pub mod http;
 pub mod parse;
 pub mod payload;
@@ -47,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use client::SomaClient;
+pub use error::{ApplianceError, Cause, ErrorKind};
 
 /// The largest export accepted unless the plan says otherwise (`max_export_size`).
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -334,226 +337,4 @@ pub trait Appliance: Send + Sync {
 
     /// Exports all domains (`do-backup` of `all-domains`): a ZIP holding one ZIP per domain.
     async fn export_all(&self, comment: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
-}
-
-/// Everything that can go wrong talking to an appliance. Each variant names the device, the
-/// operation (e.g. `get-status DomainStatus`, `do-action SecureBackup`) and a text: the
-/// appliance's own words where it gave any.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplianceError {
-    /// The connection could not be established (refused, unreachable, name not resolved).
-    #[error("{device}: {op}: cannot connect: {text}")]
-    Connect {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// The connection was reset or closed before the response was complete.
-    #[error("{device}: {op}: connection lost: {text}")]
-    ConnectionLost {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// Connecting, the request or a read took longer than its limit.
-    #[error("{device}: {op}: timed out: {text}")]
-    Timeout {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// TLS failed: certificate not trusted, wrong host name, handshake refused.
-    #[error("{device}: {op}: TLS: {text}")]
-    Tls {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// An HTTP status other than 200.
-    #[error("{device}: {op}: HTTP {status}: {text}")]
-    Http {
-        device: String,
-        op: String,
-        status: u16,
-        text: String,
-    },
-    /// The appliance rejected the credentials.
-    #[error("{device}: {op}: {text}")]
-    Auth {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// A SOAP Fault (`faultcode`, `faultstring`).
-    #[error("{device}: {op}: SOAP fault {code}: {text}")]
-    Fault {
-        device: String,
-        op: String,
-        code: String,
-        text: String,
-    },
-    /// `dp:result` held an error text (or an error log) instead of `OK`.
-    #[error("{device}: {op}: {text}")]
-    Result {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// A `dp:file` payload that is not valid base64.
-    #[error("{device}: {op}: invalid base64 payload: {text}")]
-    InvalidBase64 {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// The response body ended before the document did.
-    #[error("{device}: {op}: truncated response: {text}")]
-    Truncated {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// A response that is not the SOMA document expected.
-    #[error("{device}: {op}: unexpected response: {text}")]
-    Malformed {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// A response without payload larger than [`ConnectionConfig::max_response_bytes`].
-    #[error("{device}: {op}: {text}")]
-    TooLarge {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// Writing the local file failed.
-    #[error("{device}: {op}: {text}")]
-    Io {
-        device: String,
-        op: String,
-        text: String,
-    },
-    /// The connection settings cannot be used (unreadable CA file, bad address).
-    #[error("{device}: {op}: invalid connection settings: {text}")]
-    Config {
-        device: String,
-        op: String,
-        text: String,
-    },
-}
-
-impl ApplianceError {
-    /// Whether repeating the operation may succeed: refused or reset connections, timeouts
-    /// and HTTP 5xx are transient; everything the appliance said on purpose is not.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApplianceError::Connect { .. }
-            | ApplianceError::ConnectionLost { .. }
-            | ApplianceError::Timeout { .. } => true,
-            ApplianceError::Http { status, .. } => *status >= 500,
-            ApplianceError::Tls { .. }
-            | ApplianceError::Auth { .. }
-            | ApplianceError::Fault { .. }
-            | ApplianceError::Result { .. }
-            | ApplianceError::InvalidBase64 { .. }
-            | ApplianceError::Truncated { .. }
-            | ApplianceError::Malformed { .. }
-            | ApplianceError::TooLarge { .. }
-            | ApplianceError::Io { .. }
-            | ApplianceError::Config { .. } => false,
-        }
-    }
-
-    /// The device the error concerns.
-    pub fn device(&self) -> &str {
-        self.parts().0
-    }
-
-    /// The operation that failed.
-    pub fn op(&self) -> &str {
-        self.parts().1
-    }
-
-    /// The text: the appliance's own words where it gave any.
-    pub fn text(&self) -> &str {
-        self.parts().2
-    }
-
-    fn parts(&self) -> (&str, &str, &str) {
-        match self {
-            ApplianceError::Connect { device, op, text }
-            | ApplianceError::ConnectionLost { device, op, text }
-            | ApplianceError::Timeout { device, op, text }
-            | ApplianceError::Tls { device, op, text }
-            | ApplianceError::Http {
-                device, op, text, ..
-            }
-            | ApplianceError::Auth { device, op, text }
-            | ApplianceError::Fault {
-                device, op, text, ..
-            }
-            | ApplianceError::Result { device, op, text }
-            | ApplianceError::InvalidBase64 { device, op, text }
-            | ApplianceError::Truncated { device, op, text }
-            | ApplianceError::Malformed { device, op, text }
-            | ApplianceError::TooLarge { device, op, text }
-            | ApplianceError::Io { device, op, text }
-            | ApplianceError::Config { device, op, text } => (device, op, text),
-        }
-    }
-}
-
-/// A failure found while reading a response, before it is attributed to a device and an
-/// operation (see [`ProtocolError::at`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    /// Authentication failure (text as sent).
-    #[error("{0}")]
-    Auth(String),
-    /// SOAP Fault: code and string.
-    #[error("SOAP fault {code}: {text}")]
-    Fault { code: String, text: String },
-    /// `dp:result` error text.
-    #[error("{0}")]
-    Result(String),
-    /// Invalid base64 in `dp:file`.
-    #[error("invalid base64 payload: {0}")]
-    InvalidBase64(String),
-    /// The document ended early.
-    #[error("truncated response: {0}")]
-    Truncated(String),
-    /// Not the expected document.
-    #[error("unexpected response: {0}")]
-    Malformed(String),
-    /// Over the size cap.
-    #[error("{0}")]
-    TooLarge(String),
-    /// Local file error.
-    #[error("{0}")]
-    Io(String),
-}
-
-impl ProtocolError {
-    /// Attributes the failure to `device` and `op`.
-    pub fn at(self, device: &str, op: &str) -> ApplianceError {
-        let (device, op) = (device.to_string(), op.to_string());
-        match self {
-            ProtocolError::Auth(text) => ApplianceError::Auth { device, op, text },
-            ProtocolError::Fault { code, text } => ApplianceError::Fault {
-                device,
-                op,
-                code,
-                text,
-            },
-            ProtocolError::Result(text) => ApplianceError::Result { device, op, text },
-            ProtocolError::InvalidBase64(text) => {
-                ApplianceError::InvalidBase64 { device, op, text }
-            }
-            ProtocolError::Truncated(text) => ApplianceError::Truncated { device, op, text },
-            ProtocolError::Malformed(text) => ApplianceError::Malformed { device, op, text },
-            ProtocolError::TooLarge(text) => ApplianceError::TooLarge { device, op, text },
-            ProtocolError::Io(text) => ApplianceError::Io { device, op, text },
-        }
-    }
 }

@@ -3,7 +3,8 @@
 //! kind of answer. Tolerates the quirks of real devices: unqualified children, stray
 //! namespace declarations, padded `OK`, both error shapes (text and error log).
 
-use super::{DomainStatus, Firmware, ProtocolError, QuiesceState, RemoteFile};
+use super::error::ErrorKind;
+use super::{DomainStatus, Firmware, QuiesceState, RemoteFile};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -86,10 +87,10 @@ pub const MAX_DEPTH: usize = 128;
 pub const MAX_ITEMS: usize = 250_000;
 
 /// Parses a whole document into its root element. A document that ends inside an element is
-/// [`ProtocolError::Truncated`]; other syntax errors, and documents nested deeper than
+/// [`ErrorKind::Truncated`]; other syntax errors, and documents nested deeper than
 /// [`MAX_DEPTH`] or holding more than [`MAX_ITEMS`] elements and attributes, are
-/// [`ProtocolError::Malformed`].
-pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
+/// [`ErrorKind::Malformed`].
+pub fn parse_tree(xml: &[u8]) -> Result<Node, ErrorKind> {
     let mut reader = Reader::from_reader(xml);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
@@ -100,15 +101,15 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
         }
         let event = reader.read_event().map_err(|e| {
             if is_eof(&e) {
-                ProtocolError::Truncated(format!("document ends early: {e}"))
+                ErrorKind::truncated(format!("document ends early: {e}"))
             } else {
                 let position = reader.error_position();
-                ProtocolError::Malformed(format!("XML error at byte {position}: {e}"))
+                ErrorKind::Malformed(format!("XML error at byte {position}: {e}"))
             }
         })?;
         match event {
             Event::Start(_) | Event::Empty(_) if root.is_some() && stack.is_empty() => {
-                return Err(ProtocolError::Malformed(
+                return Err(ErrorKind::Malformed(
                     "content after the root element".into(),
                 ));
             }
@@ -125,7 +126,7 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
             Event::End(_) => {
                 let node = stack
                     .pop()
-                    .ok_or_else(|| ProtocolError::Malformed("unbalanced end tag".into()))?;
+                    .ok_or_else(|| ErrorKind::Malformed("unbalanced end tag".into()))?;
                 close(node, &mut stack, &mut root);
             }
             Event::Text(t) => {
@@ -137,7 +138,7 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
                     }
                     let text = t
                         .xml10_content()
-                        .map_err(|e| ProtocolError::Malformed(format!("text: {e}")))?;
+                        .map_err(|e| ErrorKind::Malformed(format!("text: {e}")))?;
                     top.text.push_str(&text);
                 }
             }
@@ -160,29 +161,29 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, ProtocolError> {
         return Err(e);
     }
     if !stack.is_empty() {
-        return Err(ProtocolError::Truncated(format!(
+        return Err(ErrorKind::truncated(format!(
             "document ends inside <{}>",
             stack.last().map(|n| n.name.as_str()).unwrap_or("")
         )));
     }
     root.ok_or_else(|| {
         if xml.iter().all(u8::is_ascii_whitespace) {
-            ProtocolError::Truncated("empty response body".into())
+            ErrorKind::truncated("empty response body")
         } else {
-            ProtocolError::Malformed("no XML element in the response".into())
+            ErrorKind::Malformed("no XML element in the response".into())
         }
     })
 }
 
 /// The error for a tree past [`MAX_DEPTH`] or [`MAX_ITEMS`].
-fn tree_limit(depth: usize, items: usize) -> Option<ProtocolError> {
+fn tree_limit(depth: usize, items: usize) -> Option<ErrorKind> {
     if depth > MAX_DEPTH {
-        return Some(ProtocolError::Malformed(format!(
+        return Some(ErrorKind::Malformed(format!(
             "elements nested deeper than {MAX_DEPTH}"
         )));
     }
     if items > MAX_ITEMS {
-        return Some(ProtocolError::Malformed(format!(
+        return Some(ErrorKind::Malformed(format!(
             "more than {MAX_ITEMS} elements and attributes"
         )));
     }
@@ -211,20 +212,20 @@ fn close(node: Node, stack: &mut [Node], root: &mut Option<Node>) {
     }
 }
 
-fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, ProtocolError> {
+fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, ErrorKind> {
     let mut node = Node {
         name: local(e.local_name().as_ref()),
         ..Node::default()
     };
     for attr in e.attributes() {
-        let attr = attr.map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
+        let attr = attr.map_err(|e| ErrorKind::Malformed(format!("attribute: {e}")))?;
         // Namespace declarations: names are matched by local name, so they are not kept.
         if attr.key.as_namespace_binding().is_some() {
             continue;
         }
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| ProtocolError::Malformed(format!("attribute: {e}")))?;
+            .map_err(|e| ErrorKind::Malformed(format!("attribute: {e}")))?;
         node.attrs
             .push((local(attr.key.local_name().as_ref()), value.into_owned()));
     }
@@ -232,53 +233,53 @@ fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, ProtocolErr
 }
 
 /// Resolves a character or predefined entity reference.
-pub(crate) fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<String, ProtocolError> {
+pub(crate) fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<String, ErrorKind> {
     if let Some(c) = r
         .resolve_char_ref()
-        .map_err(|e| ProtocolError::Malformed(format!("reference: {e}")))?
+        .map_err(|e| ErrorKind::Malformed(format!("reference: {e}")))?
     {
         return Ok(c.to_string());
     }
     let name = r
         .decode()
-        .map_err(|e| ProtocolError::Malformed(format!("reference: {e}")))?;
+        .map_err(|e| ErrorKind::Malformed(format!("reference: {e}")))?;
     quick_xml::escape::resolve_predefined_entity(&name)
         .map(str::to_string)
-        .ok_or_else(|| ProtocolError::Malformed(format!("unknown entity &{name};")))
+        .ok_or_else(|| ErrorKind::Malformed(format!("unknown entity &{name};")))
 }
 
-/// Checks the envelope and returns `dp:response`. A SOAP Fault is [`ProtocolError::Fault`]
-/// (or [`ProtocolError::Auth`] when it speaks of authentication); a `dp:result` that does not
-/// trim to `OK` is [`ProtocolError::Result`] with the appliance's text (or the error-log
-/// texts), or [`ProtocolError::Auth`] for `Authentication failure`.
-pub fn response(root: &Node) -> Result<&Node, ProtocolError> {
+/// Checks the envelope and returns `dp:response`. A SOAP Fault is [`ErrorKind::Fault`]
+/// (or [`ErrorKind::Auth`] when it speaks of authentication); a `dp:result` that does not
+/// trim to `OK` is [`ErrorKind::Result`] with the appliance's text (or the error-log
+/// texts), or [`ErrorKind::Auth`] for `Authentication failure`.
+pub fn response(root: &Node) -> Result<&Node, ErrorKind> {
     if root.name != "Envelope" {
-        return Err(ProtocolError::Malformed(format!(
+        return Err(ErrorKind::Malformed(format!(
             "root element <{}>",
             root.name
         )));
     }
     let body = root
         .child("Body")
-        .ok_or_else(|| ProtocolError::Malformed("no env:Body".into()))?;
+        .ok_or_else(|| ErrorKind::Malformed("no env:Body".into()))?;
     if let Some(fault) = body.child("Fault") {
         let code = fault.child_text("faultcode").to_string();
         let text = fault.child_text("faultstring").to_string();
         if text.to_ascii_lowercase().contains("authentication") {
-            return Err(ProtocolError::Auth(text));
+            return Err(ErrorKind::Auth(text));
         }
-        return Err(ProtocolError::Fault { code, text });
+        return Err(ErrorKind::Fault { code, text });
     }
     let response = body
         .child("response")
-        .ok_or_else(|| ProtocolError::Malformed("no dp:response".into()))?;
+        .ok_or_else(|| ErrorKind::Malformed("no dp:response".into()))?;
     if let Some(result) = response.child("result") {
         check_result(result)?;
     }
     Ok(response)
 }
 
-fn check_result(result: &Node) -> Result<(), ProtocolError> {
+fn check_result(result: &Node) -> Result<(), ErrorKind> {
     let mut events = Vec::new();
     result.collect_named("log-event", &mut events);
     let text = if events.is_empty() {
@@ -295,37 +296,37 @@ fn check_result(result: &Node) -> Result<(), ProtocolError> {
         return Ok(());
     }
     if text.eq_ignore_ascii_case("Authentication failure") {
-        return Err(ProtocolError::Auth(text));
+        return Err(ErrorKind::Auth(text));
     }
     if text.is_empty() {
-        return Err(ProtocolError::Result("empty dp:result".into()));
+        return Err(ErrorKind::Result("empty dp:result".into()));
     }
-    Err(ProtocolError::Result(text))
+    Err(ErrorKind::Result(text))
 }
 
 /// Parses a whole response without payload and checks its outcome: [`parse_tree`] then
 /// [`response`], returning the tree (its `dp:response` is found again by the readers below).
-pub fn document(xml: &[u8]) -> Result<Node, ProtocolError> {
+pub fn document(xml: &[u8]) -> Result<Node, ErrorKind> {
     let root = parse_tree(xml)?;
     response(&root)?;
     Ok(root)
 }
 
-fn response_of(root: &Node) -> Result<&Node, ProtocolError> {
+fn response_of(root: &Node) -> Result<&Node, ErrorKind> {
     response(root)
 }
 
 /// The rows of `dp:status` named `class` (an empty list when the status holds none).
-pub fn status_rows<'a>(root: &'a Node, class: &str) -> Result<Vec<&'a Node>, ProtocolError> {
+pub fn status_rows<'a>(root: &'a Node, class: &str) -> Result<Vec<&'a Node>, ErrorKind> {
     let response = response_of(root)?;
     let status = response
         .child("status")
-        .ok_or_else(|| ProtocolError::Malformed("no dp:status in the response".into()))?;
+        .ok_or_else(|| ErrorKind::Malformed("no dp:status in the response".into()))?;
     Ok(status.children.iter().filter(|c| c.name == class).collect())
 }
 
 /// `DomainStatus` rows.
-pub fn domains(root: &Node) -> Result<Vec<DomainStatus>, ProtocolError> {
+pub fn domains(root: &Node) -> Result<Vec<DomainStatus>, ErrorKind> {
     Ok(status_rows(root, "DomainStatus")?
         .into_iter()
         .map(|row| DomainStatus {
@@ -338,7 +339,7 @@ pub fn domains(root: &Node) -> Result<Vec<DomainStatus>, ProtocolError> {
 }
 
 /// The first row of a `FirmwareVersion*` class; `None` when the status has no such row.
-pub fn firmware(root: &Node, class: &str) -> Result<Option<Firmware>, ProtocolError> {
+pub fn firmware(root: &Node, class: &str) -> Result<Option<Firmware>, ErrorKind> {
     Ok(status_rows(root, class)?.first().map(|row| Firmware {
         class: class.to_string(),
         serial: row.child_text("Serial").to_string(),
@@ -352,18 +353,18 @@ pub fn firmware(root: &Node, class: &str) -> Result<Option<Firmware>, ProtocolEr
 }
 
 /// `FilesystemStatus/FreeTemporary` in MiB.
-pub fn free_temporary_mib(root: &Node) -> Result<u64, ProtocolError> {
+pub fn free_temporary_mib(root: &Node) -> Result<u64, ErrorKind> {
     let rows = status_rows(root, "FilesystemStatus")?;
     let row = rows
         .first()
-        .ok_or_else(|| ProtocolError::Malformed("no FilesystemStatus row".into()))?;
+        .ok_or_else(|| ErrorKind::Malformed("no FilesystemStatus row".into()))?;
     let text = row.child_text("FreeTemporary");
     text.parse::<u64>()
-        .map_err(|_| ProtocolError::Malformed(format!("FreeTemporary is {text:?}, not a number")))
+        .map_err(|_| ErrorKind::Malformed(format!("FreeTemporary is {text:?}, not a number")))
 }
 
 /// Whether `dp:config` holds an object of `class` named `name`.
-pub fn config_has(root: &Node, class: &str, name: &str) -> Result<bool, ProtocolError> {
+pub fn config_has(root: &Node, class: &str, name: &str) -> Result<bool, ErrorKind> {
     let response = response_of(root)?;
     Ok(response.child("config").is_some_and(|config| {
         config
@@ -375,15 +376,11 @@ pub fn config_has(root: &Node, class: &str, name: &str) -> Result<bool, Protocol
 /// The files directly in directory `listed` (as `get-filestore` names it, e.g.
 /// `temporary:/dpplan-1`); `url` is the directory as the caller named it, used to build
 /// [`RemoteFile::path`]. Empty when the directory is not listed.
-pub fn directory_files(
-    root: &Node,
-    listed: &str,
-    url: &str,
-) -> Result<Vec<RemoteFile>, ProtocolError> {
+pub fn directory_files(root: &Node, listed: &str, url: &str) -> Result<Vec<RemoteFile>, ErrorKind> {
     let response = response_of(root)?;
     let filestore = response
         .child("filestore")
-        .ok_or_else(|| ProtocolError::Malformed("no dp:filestore in the response".into()))?;
+        .ok_or_else(|| ErrorKind::Malformed("no dp:filestore in the response".into()))?;
     let mut dirs = Vec::new();
     filestore.collect_named("location", &mut dirs);
     filestore.collect_named("directory", &mut dirs);
@@ -394,9 +391,9 @@ pub fn directory_files(
         .map(|f| {
             let name = f.attr("name").unwrap_or("").to_string();
             let size_text = f.child_text("size");
-            let size = size_text.parse::<u64>().map_err(|_| {
-                ProtocolError::Malformed(format!("size of {name} is {size_text:?}"))
-            })?;
+            let size = size_text
+                .parse::<u64>()
+                .map_err(|_| ErrorKind::Malformed(format!("size of {name} is {size_text:?}")))?;
             Ok(RemoteFile {
                 path: super::soma::join(url, &name),
                 name,

@@ -8,8 +8,9 @@
 //! A response without `dp:file` is parsed whole, so its `dp:result` or SOAP Fault comes back
 //! as the typed error. Synchronous on purpose: the client runs it on a blocking thread.
 
+use super::error::ErrorKind;
 use super::parse::document;
-use super::{Downloaded, ProtocolError};
+use super::Downloaded;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use sha2::{Digest, Sha256};
@@ -114,7 +115,7 @@ impl PayloadSink {
     }
 
     /// Consumes the next chunk of the response body.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ErrorKind> {
         match self.phase {
             Phase::Head { next_scan } => {
                 self.head.extend_from_slice(chunk);
@@ -122,7 +123,7 @@ impl PayloadSink {
                     return Ok(());
                 }
                 if self.head.len() > self.head_cap {
-                    return Err(ProtocolError::TooLarge(format!(
+                    return Err(ErrorKind::TooLarge(format!(
                         "response exceeds {} bytes before any payload",
                         self.head_cap
                     )));
@@ -140,7 +141,7 @@ impl PayloadSink {
 
     /// Looks for the start of the payload in the head; when found, moves to the payload (or
     /// tail) phase with the bytes after it and returns true.
-    fn try_start(&mut self) -> Result<bool, ProtocolError> {
+    fn try_start(&mut self) -> Result<bool, ErrorKind> {
         let Some((content_at, self_closed)) = scan_head(&self.head) else {
             return Ok(false);
         };
@@ -157,7 +158,7 @@ impl PayloadSink {
         Ok(true)
     }
 
-    fn push_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+    fn push_payload(&mut self, chunk: &[u8]) -> Result<(), ErrorKind> {
         let end = memchr::memchr(b'<', chunk);
         let text = &chunk[..end.unwrap_or(chunk.len())];
         self.scan_base64(text)?;
@@ -172,7 +173,7 @@ impl PayloadSink {
 
     /// Moves the base64 characters of `text` into `pending`, checking the alphabet and that
     /// spaces only surround lines (a space inside a line means the text is not base64).
-    fn scan_base64(&mut self, text: &[u8]) -> Result<(), ProtocolError> {
+    fn scan_base64(&mut self, text: &[u8]) -> Result<(), ErrorKind> {
         // Fast path, the usual case (one long line): no whitespace, nothing pending on the
         // line's state; the decoder itself rejects bytes outside the alphabet.
         if !self.inline_space && !self.padded && !has_control_or_space(text) {
@@ -207,7 +208,7 @@ impl PayloadSink {
         Ok(())
     }
 
-    fn bad_char(&self, b: u8, i: usize) -> ProtocolError {
+    fn bad_char(&self, b: u8, i: usize) -> ErrorKind {
         let what = if b.is_ascii_graphic() || b == b' ' {
             format!("{:?}", b as char)
         } else {
@@ -220,18 +221,18 @@ impl PayloadSink {
         } else {
             what
         };
-        ProtocolError::InvalidBase64(format!("{what} at offset {}", self.offset + i as u64))
+        ErrorKind::InvalidBase64(format!("{what} at offset {}", self.offset + i as u64))
     }
 
     /// Decodes the complete quartets of `pending`; at the end (`last`), also a final group of
     /// two or three characters (unpadded base64).
-    fn decode_pending(&mut self, last: bool) -> Result<(), ProtocolError> {
+    fn decode_pending(&mut self, last: bool) -> Result<(), ErrorKind> {
         let mut whole = self.pending.len() / 4 * 4;
         if last {
             match self.pending.len() % 4 {
                 0 => {}
                 1 => {
-                    return Err(ProtocolError::InvalidBase64(format!(
+                    return Err(ErrorKind::InvalidBase64(format!(
                         "{} characters: not a whole number of groups",
                         self.size / 3 * 4 + self.pending.len() as u64
                     )))
@@ -255,13 +256,13 @@ impl PayloadSink {
                 &self.pending[..whole],
                 base64_simd::Out::from_slice(&mut self.decoded[..out_len]),
             )
-            .map_err(|e| ProtocolError::InvalidBase64(format!("{e} near offset {}", self.offset)))?
+            .map_err(|e| ErrorKind::InvalidBase64(format!("{e} near offset {}", self.offset)))?
             .len();
         // Padding ends the data: anything after it is an error.
         self.padded |= self.pending[whole - 1] == b'=';
         self.pending.drain(..whole);
         if self.size + n as u64 > self.max_bytes {
-            return Err(ProtocolError::TooLarge(format!(
+            return Err(ErrorKind::TooLarge(format!(
                 "the file is larger than {} bytes, the most accepted for it",
                 self.max_bytes
             )));
@@ -271,14 +272,14 @@ impl PayloadSink {
         self.size += n as u64;
         self.out
             .write_all(bytes)
-            .map_err(|e| io_error(&self.dest, &e))?;
+            .map_err(|e| io_error(&self.dest, e))?;
         Ok(())
     }
 
-    fn push_tail(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+    fn push_tail(&mut self, chunk: &[u8]) -> Result<(), ErrorKind> {
         self.tail.extend_from_slice(chunk);
         if self.tail.len() > TAIL_CAP {
-            return Err(ProtocolError::Malformed(format!(
+            return Err(ErrorKind::Malformed(format!(
                 "more than {TAIL_CAP} bytes after the payload"
             )));
         }
@@ -287,7 +288,7 @@ impl PayloadSink {
 
     /// Ends the body: checks the document is complete, flushes and fsyncs the file.
     /// `empty_is_error` makes an empty payload an error (exports: out of temporary: space).
-    pub fn finish(mut self, empty_is_error: bool) -> Result<Downloaded, ProtocolError> {
+    pub fn finish(mut self, empty_is_error: bool) -> Result<Downloaded, ErrorKind> {
         if matches!(self.phase, Phase::Head { .. }) {
             self.try_start()?;
         }
@@ -295,18 +296,16 @@ impl PayloadSink {
             Phase::Head { .. } => {
                 // No dp:file: the whole document says why (or is cut short).
                 document(&self.head)?;
-                Err(ProtocolError::Malformed(
-                    "no dp:file in the response".into(),
-                ))
+                Err(ErrorKind::Malformed("no dp:file in the response".into()))
             }
-            Phase::Payload => Err(ProtocolError::Truncated(format!(
+            Phase::Payload => Err(ErrorKind::truncated(format!(
                 "body ends inside dp:file after {} decoded bytes",
                 self.size
             ))),
             Phase::Tail => {
                 check_tail(&self.tail, self.self_closed)?;
                 if self.size == 0 && empty_is_error {
-                    return Err(ProtocolError::Result(
+                    return Err(ErrorKind::Result(
                         "empty dp:file: the appliance could not build the payload \
                          (out of temporary: space?)"
                             .into(),
@@ -315,8 +314,8 @@ impl PayloadSink {
                 let file = self
                     .out
                     .into_inner()
-                    .map_err(|e| io_error(&self.dest, e.error()))?;
-                file.sync_all().map_err(|e| io_error(&self.dest, &e))?;
+                    .map_err(|e| io_error(&self.dest, e.into_error()))?;
+                file.sync_all().map_err(|e| io_error(&self.dest, e))?;
                 Ok(Downloaded {
                     size: self.size,
                     sha256: hex::encode(self.hasher.finalize()),
@@ -333,8 +332,8 @@ fn has_control_or_space(text: &[u8]) -> bool {
         .any(|block| block.iter().fold(false, |found, &b| found | (b <= b' ')))
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> ProtocolError {
-    ProtocolError::Io(format!("{}: {e}", path.display()))
+fn io_error(path: &Path, e: std::io::Error) -> ErrorKind {
+    ErrorKind::io(format!("{}: {e}", path.display()), e)
 }
 
 /// Removes what a failed download left at `dest`, if anything.
@@ -374,7 +373,7 @@ fn scan_head(head: &[u8]) -> Option<(usize, bool)> {
 
 /// Checks the bytes after the payload close `file`, `response`, `Body` and `Envelope`, in
 /// that order (prefixes ignored), with only whitespace between them.
-fn check_tail(tail: &[u8], self_closed: bool) -> Result<(), ProtocolError> {
+fn check_tail(tail: &[u8], self_closed: bool) -> Result<(), ErrorKind> {
     let expected: &[&[u8]] = if self_closed {
         &[b"response", b"Body", b"Envelope"]
     } else {
@@ -385,17 +384,13 @@ fn check_tail(tail: &[u8], self_closed: bool) -> Result<(), ProtocolError> {
         rest = rest.trim_ascii_start();
         if rest.is_empty() {
             let name = String::from_utf8_lossy(name);
-            return Err(ProtocolError::Truncated(format!(
-                "body ends before </{name}>"
-            )));
+            return Err(ErrorKind::truncated(format!("body ends before </{name}>")));
         }
         let Some(after) = rest.strip_prefix(b"</") else {
             return Err(tail_error(rest));
         };
         let Some(close) = after.iter().position(|&b| b == b'>') else {
-            return Err(ProtocolError::Truncated(
-                "body ends inside a closing tag".into(),
-            ));
+            return Err(ErrorKind::truncated("body ends inside a closing tag"));
         };
         let qname = after[..close].trim_ascii_end();
         let local = qname.rsplit(|&b| b == b':').next().unwrap_or(qname);
@@ -405,16 +400,14 @@ fn check_tail(tail: &[u8], self_closed: bool) -> Result<(), ProtocolError> {
         rest = &after[close + 1..];
     }
     if !rest.trim_ascii().is_empty() {
-        return Err(ProtocolError::Malformed(
-            "content after the envelope".into(),
-        ));
+        return Err(ErrorKind::Malformed("content after the envelope".into()));
     }
     Ok(())
 }
 
-fn tail_error(rest: &[u8]) -> ProtocolError {
+fn tail_error(rest: &[u8]) -> ErrorKind {
     let shown = String::from_utf8_lossy(&rest[..rest.len().min(40)]).into_owned();
-    ProtocolError::Malformed(format!("unexpected content after the payload: {shown:?}"))
+    ErrorKind::Malformed(format!("unexpected content after the payload: {shown:?}"))
 }
 
 /// Creates a file for writing, readable by its owner only (backups hold keys and password
@@ -443,8 +436,8 @@ pub fn decode_document(
     dest: &Path,
     chunk: usize,
     empty_is_error: bool,
-) -> Result<Downloaded, ProtocolError> {
-    let file = create_private(dest).map_err(|e| io_error(dest, &e))?;
+) -> Result<Downloaded, ErrorKind> {
+    let file = create_private(dest).map_err(|e| io_error(dest, e))?;
     let mut sink = PayloadSink::new(file, dest, 32 * 1024 * 1024);
     let result = xml
         .chunks(chunk.max(1))

@@ -59,7 +59,10 @@ impl Engine {
                 let user = device.user.as_deref().unwrap_or(crate::check::DEFAULT_USER);
                 match facts {
                     Ok(Ok(domains)) => (device.name, DeviceFacts::Available { domains }, Some(app)),
-                    Ok(Err(crate::appliance::ApplianceError::Auth { .. })) => {
+                    Ok(Err(crate::appliance::ApplianceError {
+                        kind: crate::appliance::ErrorKind::Auth(_),
+                        ..
+                    })) => {
                         let why = format!(
                             "authentication failed for user {user} on {} (inventory entry {})",
                             device.name, device.at

@@ -3,8 +3,8 @@
 //! measured, and for tests that need many devices cheaply.
 
 use crate::appliance::{
-    Appliance, ApplianceError, DomainStatus, Downloaded, Firmware, QuiesceState, QuiesceTarget,
-    RemoteFile,
+    Appliance, ApplianceError, DomainStatus, Downloaded, ErrorKind, Firmware, QuiesceState,
+    QuiesceTarget, RemoteFile,
 };
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -35,11 +35,8 @@ impl InstantAppliance {
 }
 
 fn write(dest: &Path, bytes: &[u8]) -> Result<Downloaded, ApplianceError> {
-    std::fs::write(dest, bytes).map_err(|e| ApplianceError::Io {
-        device: String::new(),
-        op: "write".into(),
-        text: e.to_string(),
-    })?;
+    std::fs::write(dest, bytes)
+        .map_err(|e| ErrorKind::io(e.to_string(), e).at(String::new(), "write"))?;
     Ok(Downloaded {
         size: bytes.len() as u64,
         sha256: hex::encode(Sha256::digest(bytes)),

@@ -8,8 +8,8 @@
 //! the same way: a test reads like its simulator twin.
 
 use dpplan::appliance::{
-    Appliance, ApplianceError, DomainStatus, Downloaded, Firmware, QuiesceState, QuiesceTarget,
-    RemoteFile,
+    Appliance, ApplianceError, DomainStatus, Downloaded, ErrorKind, Firmware, QuiesceState,
+    QuiesceTarget, RemoteFile,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -213,7 +213,7 @@ impl FakeAppliance {
             }
             due
         };
-        let e = |text: &str| (self.name.clone(), op.to_string(), text.to_string());
+        let at = |kind: ErrorKind| kind.at(&self.name, op);
         match due {
             None => Ok(None),
             Some(FaultKind::Delay(d)) => {
@@ -221,34 +221,20 @@ impl FakeAppliance {
                 Ok(None)
             }
             Some(FaultKind::Http500) => {
-                let (device, op, text) = e("Internal Server Error");
-                Err(ApplianceError::Http {
-                    device,
-                    op,
-                    status: 500,
-                    text,
-                })
+                let text = "Internal Server Error".to_string();
+                Err(at(ErrorKind::Http { status: 500, text }))
             }
-            Some(FaultKind::ErrorText(t)) => {
-                let (device, op, text) = e(&t);
-                Err(ApplianceError::Result { device, op, text })
-            }
+            Some(FaultKind::ErrorText(t)) => Err(at(ErrorKind::Result(t))),
             Some(FaultKind::SoapFault) => {
-                let (device, op, text) = e("injected");
-                Err(ApplianceError::Fault {
-                    device,
-                    op,
-                    code: "env:Client".into(),
-                    text,
-                })
+                let code = "env:Client".to_string();
+                let text = "injected".to_string();
+                Err(at(ErrorKind::Fault { code, text }))
             }
             Some(FaultKind::Reset) => {
-                let (device, op, text) = e("connection reset by peer");
-                Err(ApplianceError::ConnectionLost { device, op, text })
+                Err(at(ErrorKind::connection_lost("connection reset by peer")))
             }
             Some(FaultKind::AuthFailure) => {
-                let (device, op, text) = e("Authentication failure");
-                Err(ApplianceError::Auth { device, op, text })
+                Err(at(ErrorKind::Auth("Authentication failure".into())))
             }
             Some(k @ (FaultKind::NeverQuiesce | FaultKind::NeverUnquiesce)) => Ok(Some(k)),
         }
@@ -284,11 +270,8 @@ impl FakeAppliance {
     }
 
     fn write(&self, op: &str, dest: &Path, bytes: &[u8]) -> Result<Downloaded, ApplianceError> {
-        std::fs::write(dest, bytes).map_err(|e| ApplianceError::Io {
-            device: self.name.clone(),
-            op: op.to_string(),
-            text: e.to_string(),
-        })?;
+        std::fs::write(dest, bytes)
+            .map_err(|e| ErrorKind::io(e.to_string(), e).at(&self.name, op))?;
         Ok(Downloaded {
             size: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -433,11 +416,8 @@ impl Appliance for FakeAppliance {
             .get(dir)
             .and_then(|files| files.iter().find(|(n, _)| n == name).map(|(_, s)| *s));
         let Some(size) = size else {
-            return Err(ApplianceError::Result {
-                device: self.name.clone(),
-                op: "get-file".into(),
-                text: format!("no file {path}"),
-            });
+            let text = format!("no file {path}");
+            return Err(ErrorKind::Result(text).at(&self.name, "get-file"));
         };
         self.write("get-file", dest, &self.content(name, size))
     }
