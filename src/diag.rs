@@ -277,6 +277,8 @@ codes! {
     DP0047 InvalidChannel Error "invalid notification channel",
     DP0048 UnknownNotifier Error "unknown notifier",
     DP0049 UnusedNotifier Warning "notifier no plan uses",
+    DP0050 RestoreNotConfirmed Error "secure restore not confirmed",
+    DP0051 BackupNeverResolves Error "restore source that can never resolve",
 }
 
 impl fmt::Display for Code {

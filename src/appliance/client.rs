@@ -11,9 +11,10 @@ use super::http::{self, root_cause, Answer, Transport, TransportError};
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
 use super::{
-    soma, Appliance, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState,
-    QuiesceTarget, RemoteFile,
+    soma, Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware,
+    QuiesceState, QuiesceTarget, RemoteFile,
 };
+use super::import::ImportReport;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -96,9 +97,19 @@ impl SomaClient {
     /// Sends one request and checks the answer's status: anything but 200 is an error (with
     /// the first words of the answer's body).
     async fn send(&self, op: &str, body: String) -> Result<Answer, ApplianceError> {
+        self.send_body(op, body.into(), None).await
+    }
+
+    /// [`SomaClient::send`] of a body that may stream, with its length when known.
+    async fn send_body(
+        &self,
+        op: &str,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<Answer, ApplianceError> {
         let answer = self
             .http
-            .post(body)
+            .post_body(body, length)
             .await
             .map_err(|e| self.transport_error(op, e, false))?;
         let status = answer.status;
@@ -127,14 +138,14 @@ impl SomaClient {
     }
 
     /// One request without payload: the whole (capped) body parsed and its outcome checked.
-    async fn call(&self, op: &str, body: String) -> Result<Node, ApplianceError> {
+    pub(super) async fn call(&self, op: &str, body: String) -> Result<Node, ApplianceError> {
         let limit = self.config.request_timeout;
         let buf = self.within(op, limit, self.read_whole(op, body)).await?;
         parse::document(&buf).map_err(|e| self.at(op, e))
     }
 
     /// `work`, or a timeout error ("no answer") once `limit` has passed.
-    async fn within<T>(
+    pub(super) async fn within<T>(
         &self,
         op: &str,
         limit: Duration,
@@ -146,7 +157,17 @@ impl SomaClient {
     }
 
     async fn read_whole(&self, op: &str, body: String) -> Result<Vec<u8>, ApplianceError> {
-        let mut answer = self.send(op, body).await?;
+        self.read_whole_body(op, body.into(), None).await
+    }
+
+    /// The whole (capped) answer to a request whose body may stream.
+    pub(super) async fn read_whole_body(
+        &self,
+        op: &str,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<Vec<u8>, ApplianceError> {
+        let mut answer = self.send_body(op, body, length).await?;
         let cap = self.config.max_response_bytes;
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = answer
@@ -294,7 +315,7 @@ impl SomaClient {
     }
 
     /// Attributes `kind` to this device and `op`.
-    fn at(&self, op: &str, kind: ErrorKind) -> ApplianceError {
+    pub(super) fn at(&self, op: &str, kind: ErrorKind) -> ApplianceError {
         kind.at(&self.config.device, op)
     }
 
@@ -572,6 +593,56 @@ impl Appliance for SomaClient {
         let max = self.config.max_download_bytes;
         self.fetch("do-backup", soma::do_backup_all(comment), dest, true, max)
             .await
+    }
+
+    async fn checkpoint(
+        &self,
+        domain: &str,
+        op: CheckpointOp,
+        name: &str,
+    ) -> Result<(), ApplianceError> {
+        self.checkpoint_action(domain, op.action(), name).await
+    }
+
+    async fn checkpoints(&self, domain: &str) -> Result<Vec<String>, ApplianceError> {
+        let op = "get-status DomainCheckpointStatus";
+        let root = self
+            .call(op, soma::get_status(domain, "DomainCheckpointStatus"))
+            .await?;
+        let rows = parse::status_rows(&root, "DomainCheckpointStatus")
+            .map_err(|e| self.at(op, e))?;
+        let mut named: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                let when = format!("{} {}", r.child_text("Date"), r.child_text("Time"));
+                (when, r.child_text("ChkName").to_string())
+            })
+            .filter(|(_, n)| !n.is_empty())
+            .collect();
+        named.sort();
+        Ok(named.into_iter().map(|(_, n)| n).collect())
+    }
+
+    async fn import(
+        &self,
+        domain: &str,
+        zip: &Path,
+        options: &soma::ImportOptions,
+    ) -> Result<ImportReport, ApplianceError> {
+        self.import_zip(domain, zip, options).await
+    }
+
+    async fn upload(&self, file: &Path, name: &str) -> Result<(), ApplianceError> {
+        self.upload_file(file, name).await
+    }
+
+    async fn secure_restore(
+        &self,
+        cred: &str,
+        source: &str,
+        validate: bool,
+    ) -> Result<(), ApplianceError> {
+        self.secure_restore_from(cred, source, validate).await
     }
 }
 

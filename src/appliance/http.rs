@@ -125,11 +125,25 @@ impl Transport {
 
     /// POSTs `body` and returns the answer's head; its body is read with [`Answer::chunk`].
     pub async fn post(&self, body: String) -> Result<Answer, TransportError> {
-        let response = self
+        self.post_body(reqwest::Body::from(body), None).await
+    }
+
+    /// POSTs a body that streams (an upload: its length is announced, so the appliance
+    /// sees a plain `Content-Length` request, not chunked transfer).
+    pub async fn post_body(
+        &self,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<Answer, TransportError> {
+        let mut request = self
             .client
             .post(self.url.clone())
             .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8");
+        if let Some(n) = length {
+            request = request.header(hyper::header::CONTENT_LENGTH, n);
+        }
+        let response = request
             .body(body)
             .send()
             .await

@@ -41,9 +41,11 @@
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod parse;
 pub mod payload;
 pub mod soma;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -337,4 +339,79 @@ pub trait Appliance: Send + Sync {
 
     /// Exports all domains (`do-backup` of `all-domains`): a ZIP holding one ZIP per domain.
     async fn export_all(&self, comment: &str, dest: &Path) -> Result<Downloaded, ApplianceError>;
+
+    /// Saves, rolls back to, or removes checkpoint `name` of `domain`.
+    async fn checkpoint(
+        &self,
+        domain: &str,
+        op: CheckpointOp,
+        name: &str,
+    ) -> Result<(), ApplianceError> {
+        let _ = (domain, name);
+        Err(unsupported(self.device(), op.action()))
+    }
+
+    /// The names of `domain`'s checkpoints, oldest first (`DomainCheckpointStatus`).
+    async fn checkpoints(&self, domain: &str) -> Result<Vec<String>, ApplianceError> {
+        let _ = domain;
+        Err(unsupported(self.device(), "get-status DomainCheckpointStatus"))
+    }
+
+    /// Imports export ZIP `zip` into `domain` (`do-import`), or with `options.dry_run` only
+    /// reports what it would do. The file streams into the request: memory stays bounded.
+    async fn import(
+        &self,
+        domain: &str,
+        zip: &Path,
+        options: &soma::ImportOptions,
+    ) -> Result<import::ImportReport, ApplianceError> {
+        let _ = (domain, zip, options);
+        Err(unsupported(self.device(), "do-import"))
+    }
+
+    /// Uploads local `file` as appliance file `name` (`set-file`), streamed.
+    async fn upload(&self, file: &Path, name: &str) -> Result<(), ApplianceError> {
+        let _ = (file, name);
+        Err(unsupported(self.device(), "set-file"))
+    }
+
+    /// `SecureRestore` from appliance directory `source` with credential `cred`; with
+    /// `validate` the backup is checked and nothing changes. A real restore restarts the
+    /// appliance: it stops answering for a while.
+    async fn secure_restore(
+        &self,
+        cred: &str,
+        source: &str,
+        validate: bool,
+    ) -> Result<(), ApplianceError> {
+        let _ = (cred, source, validate);
+        Err(unsupported(self.device(), "do-action SecureRestore"))
+    }
+}
+
+/// A checkpoint action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOp {
+    /// `SaveCheckpoint`
+    Save,
+    /// `RollbackCheckpoint`
+    Rollback,
+    /// `RemoveCheckpoint`
+    Remove,
+}
+
+impl CheckpointOp {
+    /// The action's element name.
+    pub fn action(self) -> &'static str {
+        match self {
+            CheckpointOp::Save => "SaveCheckpoint",
+            CheckpointOp::Rollback => "RollbackCheckpoint",
+            CheckpointOp::Remove => "RemoveCheckpoint",
+        }
+    }
+}
+
+/// The error of an operation an [`Appliance`] does not implement.
+fn unsupported(device: &str, op: &str) -> ApplianceError {
+    ErrorKind::Result("not supported by this appliance".to_string()).at(device, op)
 }

@@ -145,6 +145,94 @@ pub fn do_export(domain: &str, persisted: bool, comment: &str) -> String {
     )
 }
 
+/// A checkpoint action (`SaveCheckpoint`, `RollbackCheckpoint`, `RemoveCheckpoint`) of
+/// checkpoint `name`, in `domain`.
+pub fn checkpoint(domain: &str, action: &str, name: &str) -> String {
+    do_action(
+        domain,
+        &format!("<{action}><ChkName>{}</ChkName></{action}>", escape(name)),
+    )
+}
+
+/// What a `do-import` asks besides its input file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Report what would happen; change nothing.
+    pub dry_run: bool,
+    /// Replace files that exist.
+    pub overwrite_files: bool,
+    /// Replace objects that exist.
+    pub overwrite_objects: bool,
+    /// Rewrite local addresses to the appliance's.
+    pub rewrite_local_ip: bool,
+    /// The deployment policy object applied to the import.
+    pub deployment_policy: Option<String>,
+}
+
+/// A request whose middle is a file's base64, streamed: the text before it and after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framed {
+    /// Everything up to the base64 text.
+    pub head: String,
+    /// Everything after it.
+    pub tail: String,
+}
+
+const PAYLOAD: &str = "\u{0}PAYLOAD\u{0}";
+
+fn framed(whole: String) -> Framed {
+    match whole.split_once(PAYLOAD) {
+        Some((head, tail)) => Framed {
+            head: head.to_string(),
+            tail: tail.to_string(),
+        },
+        None => Framed {
+            head: whole,
+            tail: String::new(),
+        },
+    }
+}
+
+/// `do-import` of a ZIP export into `domain`; the export's base64 goes between the parts.
+pub fn do_import(domain: &str, o: &ImportOptions) -> Framed {
+    let policy = match &o.deployment_policy {
+        Some(p) => format!(" deployment-policy=\"{}\"", escape(p)),
+        None => String::new(),
+    };
+    framed(envelope(
+        domain,
+        &format!(
+            "<dp:do-import source-type=\"ZIP\" dry-run=\"{}\" overwrite-files=\"{}\" \
+             overwrite-objects=\"{}\" rewrite-local-ip=\"{}\"{policy}>\
+             <dp:input-file>{PAYLOAD}</dp:input-file></dp:do-import>",
+            o.dry_run, o.overwrite_files, o.overwrite_objects, o.rewrite_local_ip
+        ),
+    ))
+}
+
+/// `set-file` of appliance file `name` (e.g. `temporary:///dir/f.tgz`); its base64 goes
+/// between the parts.
+pub fn set_file(name: &str) -> Framed {
+    framed(envelope(
+        "default",
+        &format!("<dp:set-file name=\"{}\">{PAYLOAD}</dp:set-file>", escape(name)),
+    ))
+}
+
+/// `SecureRestore` from appliance directory `source` with credential `cred`; with
+/// `validate`, the backup is only checked.
+pub fn secure_restore(cred: &str, source: &str, validate: bool) -> String {
+    do_action(
+        "default",
+        &format!(
+            "<SecureRestore><cred>{}</cred><source>{}</source><validate>{}</validate></SecureRestore>",
+            escape(cred),
+            escape(source),
+            if validate { "on" } else { "off" }
+        ),
+    )
+}
+
 /// `do-backup` of all domains as a ZIP of ZIPs.
 pub fn do_backup_all(comment: &str) -> String {
     envelope(

@@ -4,11 +4,14 @@
 //! reports (`verify`, `prune`) and the CLI (progress); it names none of them.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+
+pub mod catalogue;
+pub mod export;
 
 /// The run's timestamp as the layout writes it: `YYYY-MM-DD-HH-MM-SS-mmm`, UTC.
 pub fn timestamp(started: DateTime<Utc>) -> String {
@@ -251,7 +254,8 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 }
 
 /// Firmware facts in a manifest.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ManifestFirmware {
     /// Firmware version.
     pub version: String,
@@ -266,7 +270,7 @@ pub struct ManifestFirmware {
 }
 
 /// One file in a manifest.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestFile {
     /// Relative to the manifest's folder.
     pub path: String,
@@ -277,7 +281,7 @@ pub struct ManifestFile {
 }
 
 /// `manifest.json`: what a task wrote and where it came from.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     /// The run.
     pub run: u64,
@@ -290,6 +294,7 @@ pub struct Manifest {
     /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
     pub action: String,
     /// The appliance's firmware facts.
+    #[serde(default)]
     pub firmware: ManifestFirmware,
     /// When the task's backup step started.
     pub started: DateTime<Utc>,

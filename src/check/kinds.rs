@@ -18,6 +18,8 @@ enum ArgTy {
     Duration,
     String,
     Script,
+    Bool,
+    Backup,
 }
 
 /// Positional arguments: (name, type).
@@ -33,6 +35,7 @@ fn signature(a: Action) -> (Positional, Named) {
             &[
                 ("quiesce", ArgTy::Duration, false),
                 ("cert", ArgTy::String, false),
+                ("from", ArgTy::Backup, false),
             ],
         ),
         Action::Quiesce | Action::Unquiesce => (
@@ -46,6 +49,40 @@ fn signature(a: Action) -> (Positional, Named) {
         Action::Export | Action::SaveConfig => (&[("target", ArgTy::Target)], &[]),
         Action::Run => (&[("script", ArgTy::Script)], &[]),
         Action::Discard => (&[], &[]),
+        Action::Checkpoint | Action::RollbackCheckpoint | Action::RemoveCheckpoint => {
+            (&[("target", ArgTy::Target)], &[])
+        }
+        Action::Import => (
+            &[("target", ArgTy::Target)],
+            &[
+                ("from", ArgTy::Backup, true),
+                ("dry_run", ArgTy::Bool, false),
+                ("overwrite_files", ArgTy::Bool, false),
+                ("overwrite_objects", ArgTy::Bool, false),
+                ("rewrite_local_ip", ArgTy::Bool, false),
+                ("deployment_policy", ArgTy::String, false),
+            ],
+        ),
+        Action::Upload => (
+            &[("target", ArgTy::Target)],
+            &[("from", ArgTy::Backup, true)],
+        ),
+        Action::SecureRestore => (
+            &[("target", ArgTy::Target)],
+            &[
+                ("from", ArgTy::Backup, true),
+                ("cred", ArgTy::String, true),
+                ("validate", ArgTy::Bool, false),
+            ],
+        ),
+        Action::WaitReady => (
+            &[("target", ArgTy::Target)],
+            &[
+                ("from", ArgTy::Backup, false),
+                ("timeout", ArgTy::Duration, false),
+            ],
+        ),
+        Action::RemoveUpload => (&[("target", ArgTy::Target)], &[]),
     }
 }
 
@@ -192,6 +229,7 @@ impl Cx<'_> {
             name: d.name.name.clone(),
             call,
             when: None,
+            unless: None,
             always: false,
             after: Vec::new(),
             timeout_ms: None,
@@ -202,6 +240,7 @@ impl Cx<'_> {
         for m in &d.modifiers {
             let key = match m {
                 Modifier::When(..) => "when",
+                Modifier::Unless(..) => "unless",
                 Modifier::Always(_) => "always",
                 Modifier::After(..) => "after",
                 Modifier::Timeout(..) => "timeout",
@@ -223,9 +262,13 @@ impl Cx<'_> {
             }
             seen.push((key, m.span()));
             match m {
-                Modifier::When(p, _) => {
+                Modifier::When(p, _) | Modifier::Unless(p, _) => {
                     if kind.param(&p.name).is_some() {
-                        step.when = Some(p.name.clone());
+                        if matches!(m, Modifier::When(..)) {
+                            step.when = Some(p.name.clone());
+                        } else {
+                            step.unless = Some(p.name.clone());
+                        }
                     } else if !self.poisoned.contains(&p.name) {
                         self.push(unknown_param(kind, &p.name, p.span));
                     }
@@ -380,6 +423,8 @@ impl Cx<'_> {
                 ArgTy::Duration => ParamType::Duration,
                 ArgTy::String => ParamType::String,
                 ArgTy::Script => ParamType::Script,
+                ArgTy::Bool => ParamType::Bool,
+                ArgTy::Backup => ParamType::Backup,
                 ArgTy::Target => return None,
             };
             if p.ty != expected {
@@ -414,6 +459,8 @@ impl Cx<'_> {
             }
             ArgTy::String => Value::Str(body::string(e, "this argument", self.sink)?.to_string()),
             ArgTy::Script => Value::Script(self.script(e, "this argument")?),
+            ArgTy::Bool => Value::Bool(body::boolean(e, "this argument", self.sink)?),
+            ArgTy::Backup => Value::Backup(self.backup_ref(e, "this argument")?),
         };
         Some(ArgValue::Literal(v))
     }
@@ -436,6 +483,7 @@ impl Cx<'_> {
                     .map(|(p, _)| p)
                     .collect(),
             ),
+            ParamType::Backup => Value::Backup(self.backup_ref(e, what)?),
         })
     }
 

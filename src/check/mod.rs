@@ -17,6 +17,7 @@ pub mod model;
 pub mod notify;
 pub mod patterns;
 mod plans;
+pub mod restore;
 mod window;
 
 pub use load::Root;

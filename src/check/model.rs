@@ -195,6 +195,8 @@ pub enum ParamType {
     Script,
     /// `patterns`
     Patterns,
+    /// `backup`: which backup a restore reads (`latest`, `run(N)`, `path("...")`).
+    Backup,
 }
 
 impl ParamType {
@@ -208,6 +210,7 @@ impl ParamType {
             "size" => ParamType::Size,
             "script" => ParamType::Script,
             "patterns" => ParamType::Patterns,
+            "backup" => ParamType::Backup,
             _ => return None,
         })
     }
@@ -222,6 +225,7 @@ impl ParamType {
             ParamType::Size => "size",
             ParamType::Script => "script",
             ParamType::Patterns => "patterns",
+            ParamType::Backup => "backup",
         }
     }
 }
@@ -245,12 +249,44 @@ pub enum Value {
     Script(Script),
     /// Name patterns.
     Patterns(Vec<String>),
+    /// A backup in the store (restores).
+    Backup(BackupRef),
+}
+
+/// Which backup a restore reads: resolved against the store's manifests when the task runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BackupRef {
+    /// `latest`: the newest complete backup of the task's device (and domain).
+    Latest,
+    /// `run(N)`: the backup run N wrote for the task's device (and domain).
+    Run(u64),
+    /// `path("...")`: a file (an export ZIP) or a folder (a secure backup), relative to the
+    /// store when not absolute.
+    Path(String),
+}
+
+impl std::fmt::Display for BackupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupRef::Latest => f.write_str("latest"),
+            BackupRef::Run(n) => write!(f, "run({n})"),
+            BackupRef::Path(p) => write!(f, "path({p:?})"),
+        }
+    }
 }
 
 impl Value {
     /// Whether the value is set (for `when`).
     pub fn is_set(&self) -> bool {
         !matches!(self, Value::None)
+    }
+
+    /// Whether the value turns a step on (`when`, `unless`): set, and for a bool, true.
+    pub fn is_on(&self) -> bool {
+        match self {
+            Value::Bool(b) => *b,
+            other => other.is_set(),
+        }
     }
 }
 
@@ -284,6 +320,22 @@ pub enum Action {
     Run,
     /// `store.discard`
     Discard,
+    /// `dp.checkpoint`: SaveCheckpoint `dpplan-<run>-<task>` in the task's domain.
+    Checkpoint,
+    /// `dp.rollback_checkpoint`: RollbackCheckpoint to the task's checkpoint.
+    RollbackCheckpoint,
+    /// `dp.remove_checkpoint`: RemoveCheckpoint of the task's checkpoint.
+    RemoveCheckpoint,
+    /// `dp.import`: do-import of the chosen export into the task's domain.
+    Import,
+    /// `dp.upload`: set-file of the chosen secure backup's files into temporary:.
+    Upload,
+    /// `dp.secure_restore`: SecureRestore from the uploaded files.
+    SecureRestore,
+    /// `dp.wait_ready`: until the appliance answers again as the backup's device.
+    WaitReady,
+    /// `dp.remove_upload`: RemoveDir of the uploaded files.
+    RemoveUpload,
 }
 
 impl Action {
@@ -297,6 +349,14 @@ impl Action {
         Action::SaveConfig,
         Action::Run,
         Action::Discard,
+        Action::Checkpoint,
+        Action::RollbackCheckpoint,
+        Action::RemoveCheckpoint,
+        Action::Import,
+        Action::Upload,
+        Action::SecureRestore,
+        Action::WaitReady,
+        Action::RemoveUpload,
     ];
 
     /// The name as written in plans.
@@ -310,7 +370,28 @@ impl Action {
             Action::SaveConfig => "dp.save_config",
             Action::Run => "run",
             Action::Discard => "store.discard",
+            Action::Checkpoint => "dp.checkpoint",
+            Action::RollbackCheckpoint => "dp.rollback_checkpoint",
+            Action::RemoveCheckpoint => "dp.remove_checkpoint",
+            Action::Import => "dp.import",
+            Action::Upload => "dp.upload",
+            Action::SecureRestore => "dp.secure_restore",
+            Action::WaitReady => "dp.wait_ready",
+            Action::RemoveUpload => "dp.remove_upload",
         }
+    }
+
+    /// Whether this is a task's main work (a backup, an export, or a restore's import,
+    /// upload or restore): scripts before it are pre-task scripts, after it post-task ones.
+    pub fn is_work(self) -> bool {
+        matches!(
+            self,
+            Action::SecureBackup
+                | Action::Export
+                | Action::Import
+                | Action::Upload
+                | Action::SecureRestore
+        )
     }
 
     /// From the name as written in plans.
@@ -350,6 +431,9 @@ pub struct StepDef {
     pub call: ActionCall,
     /// The step exists only when this parameter is set.
     pub when: Option<String>,
+    /// The step exists only when this parameter is not set (absent in older stored runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless: Option<String>,
     /// Runs whatever happened before (a `finally`).
     pub always: bool,
     /// Predecessors (by default, the step before).

@@ -331,6 +331,7 @@ impl Cx<'_> {
             }
         }
         let mut params = BTreeMap::new();
+        let mut spans = HashMap::new();
         if let Some(k) = &kind {
             for p in &k.params {
                 match body.take(&p.name) {
@@ -345,6 +346,7 @@ impl Cx<'_> {
                                 );
                             }
                             params.insert(p.name.clone(), v);
+                            spans.insert(p.name.clone(), a.value.span);
                         }
                         None => ok = false,
                     },
@@ -380,6 +382,10 @@ impl Cx<'_> {
             body.finish(&context, &known, self.sink);
             for s in &k.steps {
                 self.literal_quiesce_floor(s, b.kind.span);
+            }
+            if ok {
+                let devices = devices.as_deref().unwrap_or_default();
+                ok &= self.restore_rules(k, &context, header, devices, &params, &spans);
             }
         }
         if !ok {

@@ -274,14 +274,18 @@ fn task_steps(
         .steps
         .iter()
         .filter(|s| match &s.when {
-            Some(p) => params.get(p).is_some_and(Value::is_set),
+            Some(p) => params.get(p).is_some_and(Value::is_on),
+            None => true,
+        })
+        .filter(|s| match &s.unless {
+            Some(p) => !params.get(p).is_some_and(Value::is_on),
             None => true,
         })
         .collect();
     let seen_backup = |i: usize| {
         included[..i]
             .iter()
-            .any(|s| matches!(s.call.action, Action::SecureBackup | Action::Export))
+            .any(|s| s.call.action.is_work())
     };
     included
         .iter()
@@ -312,7 +316,18 @@ fn task_steps(
                 Action::Validate => 0,
                 Action::Run if !seen_backup(i) => 0,
                 Action::Quiesce => 1,
-                Action::SecureBackup | Action::Export | Action::SaveConfig | Action::Discard => 2,
+                Action::SecureBackup
+                | Action::Export
+                | Action::SaveConfig
+                | Action::Discard
+                | Action::Checkpoint
+                | Action::RollbackCheckpoint
+                | Action::RemoveCheckpoint
+                | Action::Import
+                | Action::Upload
+                | Action::SecureRestore
+                | Action::WaitReady
+                | Action::RemoveUpload => 2,
                 Action::Unquiesce => 3,
                 Action::Run => 4,
             };

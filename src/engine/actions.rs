@@ -7,6 +7,7 @@
 //! whatever of the task's files exist.
 
 mod download;
+mod restore;
 mod step;
 
 use super::context::{RunCtx, TaskProgress};
@@ -62,6 +63,14 @@ pub(crate) async fn execute(
                 .map_err(StepError::permanent)
         }
         Action::Discard => discard(ctx, t, st).await,
+        Action::Checkpoint => restore::checkpoint(ctx, t, st, step).await,
+        Action::RollbackCheckpoint => restore::end_checkpoint(ctx, t, true).await,
+        Action::RemoveCheckpoint => restore::end_checkpoint(ctx, t, false).await,
+        Action::Import => restore::import(ctx, t, call, st, step).await,
+        Action::Upload => restore::upload(ctx, t, st, step).await,
+        Action::SecureRestore => restore::secure_restore(ctx, t, call, st, step, attempt).await,
+        Action::WaitReady => restore::wait_ready(ctx, t, call, st, step, attempt).await,
+        Action::RemoveUpload => restore::remove_upload(ctx, t).await,
     }
 }
 
@@ -70,7 +79,7 @@ fn after_backup(t: &Task, step: &str) -> bool {
     let pos = |pred: &dyn Fn(&crate::compile::TaskStep) -> bool| t.steps.iter().position(pred);
     match (
         pos(&|s| s.name == step),
-        pos(&|s| matches!(s.call.action, Action::SecureBackup | Action::Export)),
+        pos(&|s| s.call.action.is_work()),
     ) {
         (Some(a), Some(b)) => a > b,
         _ => false,
@@ -170,6 +179,22 @@ async fn validate(
         )));
     }
     let fw = fw?;
+    if call.args.contains_key("from") {
+        let chosen = restore::choose(ctx, t, call)?;
+        if let Some(theirs) = restore::backup_firmware(&chosen) {
+            if crate::backups::catalogue::compare_firmware(&theirs, &fw.version)
+                == Some(std::cmp::Ordering::Greater)
+            {
+                return Err(StepError::permanent(format!(
+                    "{}: the backup {} is of firmware {theirs}, newer than the device's {}",
+                    t.device,
+                    chosen.path.display(),
+                    fw.version
+                )));
+            }
+        }
+        st.source = Some(chosen.path);
+    }
     st.pending.push(Record::Facts {
         task: t.id,
         facts: crate::store::TaskFacts {
@@ -179,6 +204,7 @@ async fn validate(
             model: fw.model_type.clone(),
             serial: fw.serial.clone(),
             save_needed: st.save_needed,
+            source: st.source.as_ref().map(|p| p.display().to_string()),
         }
         .to_pairs(),
     });

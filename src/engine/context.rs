@@ -246,6 +246,8 @@ pub(crate) struct TaskProgress {
     pub quiesced: bool,
     /// The appliance's firmware facts.
     pub firmware: Option<Firmware>,
+    /// The backup a restore reads, chosen by `validate`.
+    pub source: Option<PathBuf>,
     /// Files written into the store: (absolute path, record).
     pub files: Vec<(PathBuf, FileRecord)>,
     /// Manifests written (absolute paths).

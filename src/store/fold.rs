@@ -33,6 +33,7 @@ impl Fold {
                 steps: Vec::new(),
                 files: Vec::new(),
                 facts: Vec::new(),
+                imports: Vec::new(),
             })
             .collect();
         Fold { tasks, index }
@@ -97,6 +98,11 @@ impl Fold {
             Record::Facts { task, facts } => {
                 if let Some(task) = self.task(task) {
                     task.facts = facts;
+                }
+            }
+            Record::Import { task, step, report } => {
+                if let Some(task) = self.task(task) {
+                    task.imports.push((step, report));
                 }
             }
             // The run's status lives in its header; log lines are read by `log`.
@@ -231,7 +237,7 @@ impl LogFold {
                 };
                 (None, None, at, m)
             }
-            Record::File { .. } | Record::Facts { .. } => return None,
+            Record::File { .. } | Record::Facts { .. } | Record::Import { .. } => return None,
         };
         if self.task.is_some() && task != self.task {
             return None;

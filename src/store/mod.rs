@@ -287,6 +287,15 @@ pub enum Record {
         /// Firmware version, build, machine type, model, serial, as `key -> value`.
         facts: Vec<(String, String)>,
     },
+    /// What an import did, or would do (a dry run), per object and per file.
+    Import {
+        /// The task.
+        task: u32,
+        /// The step (`dry_run`, `import`).
+        step: String,
+        /// The appliance's report.
+        report: crate::appliance::import::ImportReport,
+    },
     /// A line of the activity log.
     Log {
         /// The task, or `None` for the run itself.
@@ -508,6 +517,8 @@ pub struct TaskFacts {
     pub serial: String,
     /// The domain had unsaved changes (an export took the running configuration too).
     pub save_needed: bool,
+    /// The backup a restore reads (absolute path), chosen by its `validate` step.
+    pub source: Option<String>,
 }
 
 impl TaskFacts {
@@ -524,6 +535,9 @@ impl TaskFacts {
                 if self.save_needed { "on" } else { "off" }.into(),
             ),
         ]
+        .into_iter()
+        .chain(self.source.clone().map(|s| ("source".to_string(), s)))
+        .collect()
     }
 
     /// From the journal's pairs; `None` when none were recorded. Unknown keys are ignored.
@@ -545,6 +559,7 @@ impl TaskFacts {
             model: get("model"),
             serial: get("serial"),
             save_needed: get("save_needed") == "on",
+            source: Some(get("source")).filter(|s| !s.is_empty()),
         })
     }
 }
@@ -568,6 +583,9 @@ pub struct TaskState {
     pub files: Vec<FileRecord>,
     /// Device facts, if recorded.
     pub facts: Vec<(String, String)>,
+    /// Import reports, by step, in the order recorded (a step's latest attempt last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<(String, crate::appliance::import::ImportReport)>,
 }
 
 /// Everything stored about a run.

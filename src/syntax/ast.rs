@@ -100,6 +100,8 @@ pub struct StepDecl {
 pub enum Modifier {
     /// `when PARAM`: the step exists only when the parameter is set.
     When(Ident, Span),
+    /// `unless PARAM`: the step exists only when the parameter is not set (a bool: false).
+    Unless(Ident, Span),
     /// `always`: the step runs whatever happened before it.
     Always(Span),
     /// `after a, b`: explicit predecessors.
@@ -117,6 +119,7 @@ impl Modifier {
     pub fn span(&self) -> Span {
         match self {
             Modifier::When(_, s)
+            | Modifier::Unless(_, s)
             | Modifier::Always(s)
             | Modifier::After(_, s)
             | Modifier::Timeout(_, s)

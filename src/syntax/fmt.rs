@@ -310,6 +310,7 @@ impl<'a> Fmt<'a> {
     fn modifier(&self, m: &Modifier) -> String {
         match m {
             Modifier::When(i, _) => format!("when {}", i.name),
+            Modifier::Unless(i, _) => format!("unless {}", i.name),
             Modifier::Always(_) => "always".to_string(),
             Modifier::After(names, _) => format!(
                 "after {}",

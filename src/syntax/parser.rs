@@ -299,6 +299,7 @@ impl Lower<'_> {
         let mut inner = inner(pair);
         match rule {
             Rule::m_when => Modifier::When(self.next_ident(&mut inner, span), span),
+            Rule::m_unless => Modifier::Unless(self.next_ident(&mut inner, span), span),
             Rule::m_always => Modifier::Always(span),
             Rule::m_after => Modifier::After(inner.map(|p| self.ident(p)).collect(), span),
             Rule::m_timeout => {
@@ -532,6 +533,7 @@ fn inner(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
                 | Rule::kw_param
                 | Rule::kw_step
                 | Rule::kw_when
+                | Rule::kw_unless
                 | Rule::kw_always
                 | Rule::kw_after
                 | Rule::kw_timeout

@@ -130,6 +130,7 @@ pub(super) fn restore(
             ..Default::default()
         });
         st.save_needed = f.save_needed;
+        st.source = f.source.map(std::path::PathBuf::from);
     }
     (done, attempts, retried)
 }
