@@ -10,9 +10,10 @@ use super::error::{ApplianceError, Cause, ErrorKind};
 use super::http::{self, root_cause, Answer, Transport, TransportError};
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
-use super::{
-    soma, Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware,
-    QuiesceState, QuiesceTarget, RemoteFile,
+use super::soma;
+use super::types::{
+    Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState,
+    QuiesceTarget, RemoteFile,
 };
 use super::import::ImportReport;
 use base64::Engine as _;

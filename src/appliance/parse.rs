@@ -4,7 +4,7 @@
 //! namespace declarations, padded `OK`, both error shapes (text and error log).
 
 use super::error::ErrorKind;
-use super::{DomainStatus, Firmware, QuiesceState, RemoteFile};
+use super::types::{DomainStatus, Firmware, QuiesceState, RemoteFile};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 

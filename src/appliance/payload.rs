@@ -10,7 +10,7 @@
 
 use super::error::ErrorKind;
 use super::parse::document;
-use super::Downloaded;
+use super::types::Downloaded;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use sha2::{Digest, Sha256};
