@@ -11,6 +11,7 @@ mod notify;
 mod progress;
 mod render;
 mod report;
+mod restore;
 mod resume;
 mod run;
 mod screen;
@@ -133,6 +134,12 @@ enum Command {
     Verify(files::VerifyArgs),
     /// Remove old backups per the store block's keep_last and keep_days.
     Prune(files::PruneArgs),
+    /// Restore a domain (import) or a whole device (secure restore) from a backup, durably.
+    Restore(restore::RestoreArgs),
+    /// The store's catalogue: every backup, with its device, domain, time, run and firmware.
+    Backups(restore::BackupsArgs),
+    /// Compare two domain exports: objects and files added, removed, changed (exit 1 if any).
+    Diff(restore::DiffArgs),
     /// Run unattended: schedule the plans, drive their runs, serve the HTTP API.
     Serve(serve::ServeArgs),
     /// Print a shell completion script.
@@ -210,6 +217,9 @@ fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Log(args) => report::log(args),
         Command::Verify(args) => files::verify(args),
         Command::Prune(args) => files::prune(args),
+        Command::Restore(args) => restore::restore(args),
+        Command::Backups(args) => restore::backups(args),
+        Command::Diff(args) => restore::diff(args),
         Command::Serve(args) => serve::serve(args),
         Command::Completions { shell } => report::completions(shell, Cli::command()),
     }

@@ -7,6 +7,7 @@
 //! times in the [`Zone`] the CLI passes (the local zone, or UTC), always with the offset;
 //! tables fit the width the CLI passes (a terminal's), or cut nothing.
 
+pub mod diff;
 pub mod plan;
 pub mod prune;
 pub mod table;
@@ -18,7 +19,7 @@ mod task;
 
 pub use log::{log_text, log_views, run_log, LogError, LogView};
 pub use outcome::{RunReport, TaskReport};
-pub use task::{FileView, FirmwareView, StepView, TaskPage};
+pub use task::{FileView, FirmwareView, ImportView, StepView, TaskPage};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

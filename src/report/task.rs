@@ -61,6 +61,84 @@ pub struct TaskPage {
     pub steps: Vec<StepView>,
     /// Files written into the store.
     pub files: Vec<FileView>,
+    /// Restores: what each import step did or would do, per object and file (the latest
+    /// report of each step).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<ImportView>,
+}
+
+/// What one import step did or would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportView {
+    /// The step (`dry_run`, `import`).
+    pub step: String,
+    /// Its totals.
+    pub counts: crate::appliance::import::ImportCounts,
+    /// The appliance's report.
+    #[serde(flatten)]
+    pub report: crate::appliance::import::ImportReport,
+}
+
+impl ImportView {
+    /// The per-object and per-file table, changed and refused ones first.
+    pub fn render(&self, look: Look) -> String {
+        let c = self.counts;
+        let mut out = format!(
+            "{}{}: {} new, {} modified, {} unchanged, {} refused\n",
+            self.step,
+            if self.report.dry_run { " (dry run)" } else { "" },
+            c.new,
+            c.modified,
+            c.unchanged,
+            c.errors
+        );
+        let mut t = Table::new(vec![
+            Column::left("WHAT"),
+            Column::left("CLASS"),
+            Column::left("NAME"),
+            Column::whole("STATUS"),
+            Column::left("RESULT"),
+        ]);
+        let rank = |status: &str, failed: bool| match (failed, status) {
+            (true, _) => 0,
+            (_, "new") | (_, "modified") => 1,
+            _ => 2,
+        };
+        let mut rows: Vec<(u8, Vec<String>)> = Vec::new();
+        for o in &self.report.objects {
+            let failed = o.result.as_deref().is_some_and(|r| !r.eq_ignore_ascii_case("SUCCESS"));
+            let result = match (&o.result, &o.message) {
+                (Some(r), Some(m)) => format!("{r}: {m}"),
+                (Some(r), None) => r.clone(),
+                _ => String::new(),
+            };
+            rows.push((
+                rank(&o.status, failed),
+                vec!["object".into(), o.class.clone(), o.name.clone(), o.status.clone(), result],
+            ));
+        }
+        for f in &self.report.files {
+            let failed = f
+                .result
+                .as_deref()
+                .is_some_and(|r| !r.eq_ignore_ascii_case("OK") && !r.eq_ignore_ascii_case("ignored"));
+            let result = match (&f.result, &f.reason) {
+                (Some(r), Some(m)) => format!("{r}: {m}"),
+                (Some(r), None) => r.clone(),
+                _ => String::new(),
+            };
+            rows.push((
+                rank(&f.status, failed),
+                vec!["file".into(), String::new(), f.name.clone(), f.status.clone(), result],
+            ));
+        }
+        rows.sort_by_key(|(r, _)| *r);
+        for (_, row) in rows {
+            t.row(row.iter().map(|c| table::printable(c, false)).collect());
+        }
+        out.push_str(&t.render(look.fit));
+        out
+    }
 }
 
 fn outcome_str(o: Option<StepOutcome>, in_flight: bool) -> &'static str {
@@ -114,6 +192,22 @@ impl TaskPage {
                     sha256: f.sha256.clone(),
                 })
                 .collect(),
+            imports: {
+                // The latest report of each step, in the order the steps first reported.
+                let mut views: Vec<ImportView> = Vec::new();
+                for (step, report) in &t.imports {
+                    let view = ImportView {
+                        step: step.clone(),
+                        counts: report.counts(),
+                        report: report.clone(),
+                    };
+                    match views.iter_mut().find(|v| &v.step == step) {
+                        Some(v) => *v = view,
+                        None => views.push(view),
+                    }
+                }
+                views
+            },
         })
     }
 
@@ -203,6 +297,10 @@ impl TaskPage {
                 size(f.size)
             ));
             out.push_str(&format!("      sha256  {}\n", f.sha256));
+        }
+        for i in &self.imports {
+            out.push('\n');
+            out.push_str(&i.render(look));
         }
         out
     }

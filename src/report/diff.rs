@@ -1,0 +1,335 @@
+//! `dpplan diff` (two domain exports: objects and files added, removed, changed) and
+//! `dpplan backups` (the store's catalogue) as values.
+
+use super::table::{self, Column, Table};
+use super::{json_time, size, Look};
+use crate::backups::catalogue::Entry;
+use crate::backups::export::ExportContent;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A property that differs between the two exports of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PropertyChange {
+    /// The property.
+    pub property: String,
+    /// Its values in A (several for a list; none when absent).
+    pub a: Vec<String>,
+    /// Its values in B.
+    pub b: Vec<String>,
+}
+
+/// An object present in both, with different properties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectChange {
+    /// Its class.
+    pub class: String,
+    /// Its name.
+    pub name: String,
+    /// What differs.
+    pub properties: Vec<PropertyChange>,
+}
+
+/// An object, by class and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectRef {
+    /// Its class.
+    pub class: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// What differs between export A and export B.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportDiff {
+    /// Objects in B only.
+    pub objects_added: Vec<ObjectRef>,
+    /// Objects in A only.
+    pub objects_removed: Vec<ObjectRef>,
+    /// Objects in both, changed.
+    pub objects_changed: Vec<ObjectChange>,
+    /// Files in B only.
+    pub files_added: Vec<String>,
+    /// Files in A only.
+    pub files_removed: Vec<String>,
+    /// Files in both, with other bytes.
+    pub files_changed: Vec<String>,
+}
+
+fn values(props: &[(String, String)], name: &str) -> Vec<String> {
+    props
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+impl ExportDiff {
+    /// The differences from `a` to `b`.
+    pub fn between(a: &ExportContent, b: &ExportContent) -> ExportDiff {
+        let mut d = ExportDiff::default();
+        let r = |(class, name): &(String, String)| ObjectRef {
+            class: class.clone(),
+            name: name.clone(),
+        };
+        for (key, pa) in &a.objects {
+            match b.objects.get(key) {
+                None => d.objects_removed.push(r(key)),
+                Some(pb) => {
+                    let names: BTreeSet<&String> =
+                        pa.iter().chain(pb.iter()).map(|(k, _)| k).collect();
+                    let properties: Vec<PropertyChange> = names
+                        .into_iter()
+                        .filter_map(|n| {
+                            let (va, vb) = (values(pa, n), values(pb, n));
+                            (va != vb).then(|| PropertyChange {
+                                property: n.clone(),
+                                a: va,
+                                b: vb,
+                            })
+                        })
+                        .collect();
+                    if !properties.is_empty() {
+                        d.objects_changed.push(ObjectChange {
+                            class: key.0.clone(),
+                            name: key.1.clone(),
+                            properties,
+                        });
+                    }
+                }
+            }
+        }
+        for key in b.objects.keys().filter(|k| !a.objects.contains_key(*k)) {
+            d.objects_added.push(r(key));
+        }
+        for (name, ha) in &a.files {
+            match b.files.get(name) {
+                None => d.files_removed.push(name.clone()),
+                Some(hb) if hb != ha => d.files_changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        for name in b.files.keys().filter(|k| !a.files.contains_key(*k)) {
+            d.files_added.push(name.clone());
+        }
+        d
+    }
+
+    /// No difference.
+    pub fn is_empty(&self) -> bool {
+        self.objects_added.is_empty()
+            && self.objects_removed.is_empty()
+            && self.objects_changed.is_empty()
+            && self.files_added.is_empty()
+            && self.files_removed.is_empty()
+            && self.files_changed.is_empty()
+    }
+
+    /// The text of `dpplan diff A B`: `-` for A's side, `+` for B's, as diff(1) does.
+    pub fn render(&self, a: &str, b: &str) -> String {
+        let p = |s: &str| table::printable(s, false);
+        let mut out = format!("--- {}\n+++ {}\n", p(a), p(b));
+        if self.is_empty() {
+            out.push_str("no differences\n");
+            return out;
+        }
+        for o in &self.objects_removed {
+            out.push_str(&format!("- object {} {}\n", p(&o.class), p(&o.name)));
+        }
+        for o in &self.objects_added {
+            out.push_str(&format!("+ object {} {}\n", p(&o.class), p(&o.name)));
+        }
+        for o in &self.objects_changed {
+            out.push_str(&format!("~ object {} {}\n", p(&o.class), p(&o.name)));
+            for c in &o.properties {
+                for v in &c.a {
+                    out.push_str(&format!("    - {}: {}\n", p(&c.property), p(v)));
+                }
+                for v in &c.b {
+                    out.push_str(&format!("    + {}: {}\n", p(&c.property), p(v)));
+                }
+            }
+        }
+        for f in &self.files_removed {
+            out.push_str(&format!("- file {}\n", p(f)));
+        }
+        for f in &self.files_added {
+            out.push_str(&format!("+ file {}\n", p(f)));
+        }
+        for f in &self.files_changed {
+            out.push_str(&format!("~ file {}\n", p(f)));
+        }
+        out
+    }
+}
+
+/// One backup of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogueRow {
+    /// The device.
+    pub device: String,
+    /// The domain (`all-domains` for secure backups and all-domains exports).
+    pub domain: String,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub kind: String,
+    /// When its backup step started (RFC 3339, UTC).
+    pub time: String,
+    /// The run that wrote it.
+    pub run: u64,
+    /// The device's firmware then.
+    pub firmware: String,
+    /// Bytes, as recorded.
+    pub size: u64,
+    /// What a restore reads: the export ZIP or the secure backup's folder, relative to the
+    /// store.
+    pub path: String,
+    /// Whether its files are all present with their recorded sizes (`ok`, or what is wrong):
+    /// a quick check; `dpplan verify` reads every byte.
+    pub check: String,
+}
+
+/// `dpplan backups --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogueView {
+    /// The store.
+    pub store: String,
+    /// Its backups, by device, domain and time.
+    pub backups: Vec<CatalogueRow>,
+    /// Manifests that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+fn quick_check(e: &Entry) -> String {
+    for (file, recorded) in e.files.iter().zip(&e.manifest.files) {
+        match std::fs::metadata(file) {
+            Err(_) => return format!("missing {}", recorded.path),
+            Ok(m) if m.len() != recorded.size => return format!("size of {}", recorded.path),
+            Ok(_) => {}
+        }
+    }
+    "ok".to_string()
+}
+
+/// The catalogue of `entries` found under `root`.
+pub fn catalogue_view(
+    root: &Path,
+    entries: &[Entry],
+    unreadable: &[(PathBuf, String)],
+) -> CatalogueView {
+    let rel = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    CatalogueView {
+        store: root.display().to_string(),
+        backups: entries
+            .iter()
+            .map(|e| CatalogueRow {
+                device: e.manifest.device.clone(),
+                domain: e.manifest.domain.clone(),
+                kind: e.manifest.action.clone(),
+                time: json_time(e.manifest.started),
+                run: e.manifest.run,
+                firmware: e.manifest.firmware.version.clone(),
+                size: e.bytes,
+                path: e.source().map(|s| rel(&s)).unwrap_or_default(),
+                check: quick_check(e),
+            })
+            .collect(),
+        unreadable: unreadable.iter().map(|(p, _)| rel(p)).collect(),
+    }
+}
+
+impl CatalogueView {
+    /// The table of `dpplan backups`.
+    pub fn render(&self, look: Look) -> String {
+        let mut t = Table::new(vec![
+            Column::left("DEVICE"),
+            Column::left("DOMAIN"),
+            Column::left("KIND"),
+            Column::left("TIME"),
+            Column::right("RUN"),
+            Column::left("FIRMWARE"),
+            Column::right("SIZE"),
+            Column::left("CHECK"),
+        ]);
+        for b in &self.backups {
+            let time = chrono::DateTime::parse_from_rfc3339(&b.time)
+                .map(|t| look.zone.time(t.with_timezone(&chrono::Utc)))
+                .unwrap_or_else(|_| b.time.clone());
+            t.row(
+                [
+                    b.device.as_str(),
+                    b.domain.as_str(),
+                    b.kind.as_str(),
+                    time.as_str(),
+                    &b.run.to_string(),
+                    b.firmware.as_str(),
+                    &size(b.size),
+                    b.check.as_str(),
+                ]
+                .iter()
+                .map(|c| table::printable(c, false))
+                .collect(),
+            );
+        }
+        t.render(look.fit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(objects: &[(&str, &str, &[(&str, &str)])], files: &[(&str, &str)]) -> ExportContent {
+        ExportContent {
+            objects: objects
+                .iter()
+                .map(|(c, n, p)| {
+                    (
+                        (c.to_string(), n.to_string()),
+                        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    )
+                })
+                .collect(),
+            files: files
+                .iter()
+                .map(|(n, h)| (n.to_string(), h.to_string()))
+                .collect(),
+            ..ExportContent::default()
+        }
+    }
+
+    #[test]
+    fn finds_added_removed_and_changed_objects_and_files() {
+        let a = content(
+            &[
+                ("XMLFirewallService", "fw", &[("LocalPort", "8080")]),
+                ("XMLManager", "old", &[]),
+            ],
+            &[("local:///a.xsl", "1"), ("local:///gone.xsl", "2")],
+        );
+        let b = content(
+            &[
+                ("XMLFirewallService", "fw", &[("LocalPort", "9090")]),
+                ("MultiProtocolGateway", "new", &[]),
+            ],
+            &[("local:///a.xsl", "3"), ("local:///b.xsl", "4")],
+        );
+        let d = ExportDiff::between(&a, &b);
+        assert_eq!(d.objects_added[0].name, "new");
+        assert_eq!(d.objects_removed[0].name, "old");
+        assert_eq!(d.objects_changed[0].properties[0].a, ["8080"]);
+        assert_eq!(d.objects_changed[0].properties[0].b, ["9090"]);
+        assert_eq!(d.files_changed, ["local:///a.xsl"]);
+        assert_eq!(d.files_added, ["local:///b.xsl"]);
+        assert_eq!(d.files_removed, ["local:///gone.xsl"]);
+        assert!(!d.is_empty());
+        assert!(ExportDiff::between(&a, &a).is_empty());
+        let text = d.render("A", "B");
+        assert!(text.contains("    - LocalPort: 8080\n    + LocalPort: 9090\n"), "{text}");
+    }
+}
