@@ -305,16 +305,20 @@ fn export_path(spec: &str, state: &StateArg) -> Result<PathBuf, CliError> {
     }
 }
 
-/// `dpplan diff`: exit 0 when equal, 1 when different, like diff(1).
+/// `dpplan diff`: exit 0 when equal, 1 when different, 2 on trouble, like diff(1).
 pub fn diff(args: DiffArgs) -> Result<u8, CliError> {
-    let (pa, pb) = (
-        export_path(&args.a, &args.state)?,
-        export_path(&args.b, &args.state)?,
-    );
-    let read = |p: &Path| {
-        export::read(p).map_err(|e| CliError::failed(format!("{}: {e}", p.display())))
+    let read = |spec: &str| -> Result<(PathBuf, export::ExportContent), CliError> {
+        let p = export_path(spec, &args.state)?;
+        let c = export::read(&p).map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
+        Ok((p, c))
     };
-    let (a, b) = (read(&pa)?, read(&pb)?);
+    // Trouble is 2 here, as diff(1) has it: 1 means "different".
+    let trouble = |e: CliError| match e.code() {
+        1 => CliError::usage(e.to_string()),
+        _ => e,
+    };
+    let (pa, a) = read(&args.a).map_err(trouble)?;
+    let (pb, b) = read(&args.b).map_err(trouble)?;
     let d = ExportDiff::between(&a, &b);
     if args.json {
         json_out(&d)?;
