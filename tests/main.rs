@@ -28,6 +28,7 @@ mod run_cli;
 mod schedules;
 mod serve;
 mod sim_client;
+mod sim_restore;
 mod soma_fixtures;
 mod state_file;
 mod store;

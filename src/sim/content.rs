@@ -15,8 +15,9 @@
 //! size without storing it.
 //!
 //! Exports are small ZIPs (stored, timestamps fixed at 1980-01-01) built by [`export_zip`] and
-//! [`all_domains_zip`].
+//! [`all_domains_zip`] from a domain's [`Config`].
 
+use super::domain::{file_src, Config};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 
@@ -122,16 +123,17 @@ pub struct ExportFacts<'a> {
     pub build: &'a str,
     /// Saved (true) or running (false) configuration.
     pub persisted: bool,
-    /// The domain had unsaved changes: the running configuration differs.
-    pub unsaved: bool,
     pub comment: &'a str,
+    /// The configuration exported (the saved or the running one, as `persisted` says).
+    pub config: &'a Config,
 }
 
 fn escape(text: &str) -> String {
     quick_xml::escape::escape(text).into_owned()
 }
 
-/// The `export.xml` of a domain export.
+/// The `export.xml` of a domain export: `export-details`, then the configuration's objects
+/// and files (docs/simulator.md "Exports").
 pub fn export_xml(f: &ExportFacts<'_>) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -148,8 +150,7 @@ pub fn export_xml(f: &ExportFacts<'_>) -> String {
          \x20   <firmware-build>{build}</firmware-build>\n\
          \x20   <persisted>{persisted}</persisted>\n\
          \x20 </export-details>\n\
-         \x20 <configuration domain=\"{domain}\"/>\n\
-         \x20 <files/>\n\
+         {elements}\
          </datapower-configuration>\n",
         domain = escape(f.domain),
         comment = escape(f.comment),
@@ -157,10 +158,11 @@ pub fn export_xml(f: &ExportFacts<'_>) -> String {
         firmware = escape(f.firmware),
         build = escape(f.build),
         persisted = f.persisted,
+        elements = f.config.export_elements(f.domain),
     )
 }
 
-fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+fn zip_of(entries: &[(String, &[u8])]) -> Vec<u8> {
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .last_modified_time(zip::DateTime::default());
@@ -174,43 +176,41 @@ fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     writer.finish().map(|c| c.into_inner()).unwrap_or_default()
 }
 
-/// A domain export: `export.xml` and the domain's configuration file. The running
-/// configuration of a domain with unsaved changes holds one more object.
+/// A domain export: `export.xml`, then each file of the configuration at its `src` path.
 pub fn export_zip(f: &ExportFacts<'_>) -> Vec<u8> {
-    let mut config = format!("# configuration of domain {} on {}\n", f.domain, f.device);
-    config.push_str("xml-manager default\nexit\n");
-    if f.unsaved && !f.persisted {
-        config.push_str("# unsaved change\nloglevel debug\n");
+    let xml = export_xml(f);
+    let mut entries: Vec<(String, &[u8])> = vec![("export.xml".to_string(), xml.as_bytes())];
+    for (name, bytes) in &f.config.files {
+        entries.push((file_src(name).1, bytes));
     }
-    zip_of(&[
-        ("export.xml".to_string(), export_xml(f).into_bytes()),
-        (format!("config/{}.cfg", f.domain), config.into_bytes()),
-    ])
+    zip_of(&entries)
 }
 
-/// An all-domains backup: one `DOMAIN.zip` (persisted export) per domain.
+/// An all-domains backup: one `DOMAIN.zip` (persisted export) per domain, from each domain's
+/// saved configuration.
 pub fn all_domains_zip(
     device: &str,
-    domains: &[String],
+    domains: &[(String, &Config)],
     firmware: &str,
     build: &str,
     comment: &str,
 ) -> Vec<u8> {
-    let entries: Vec<(String, Vec<u8>)> = domains
+    let zips: Vec<(String, Vec<u8>)> = domains
         .iter()
-        .map(|domain| {
+        .map(|(domain, config)| {
             let facts = ExportFacts {
                 device,
                 domain,
                 firmware,
                 build,
                 persisted: true,
-                unsaved: false,
                 comment,
+                config,
             };
             (format!("{domain}.zip"), export_zip(&facts))
         })
         .collect();
+    let entries: Vec<(String, &[u8])> = zips.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
     zip_of(&entries)
 }
 

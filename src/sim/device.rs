@@ -4,36 +4,31 @@
 //! the HTTP layer turns into bytes (or a reset, a delay, a cut body).
 
 use super::content::{self, ExportFacts};
+use super::domain::{default_config, file_name, Config, Configs};
+use super::filestore::{normalise, now_modified, Filestore, SimFile};
 use super::fleet::{DeviceSpec, FaultKind};
+use super::import::{do_import, ImportFault};
+use super::outage::Outage;
 use super::reply::{
-    auth_failure, document, error_log, error_text, ok, payload, soap_fault, status, Answer, Reply,
-    SomaRequest, Source, STRAY_NS,
+    auth_failure, error_log, error_text, ok, payload, soap_fault, Answer, Reply, SomaRequest,
+    Source,
 };
 use super::request::Element as Node;
-pub use super::state::{DomainView, SimState};
-use crate::appliance::soma::split_dir;
-use quick_xml::escape::escape;
-use std::collections::{BTreeMap, BTreeSet};
+use super::restore;
+pub use super::restore::SECURE_BACKUP_FILES;
+pub use super::state::{ChangeRequest, Changed, DomainView, SimState};
+use super::status::{self, DomainRow};
+use super::upload::Upload;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The files a secure backup writes, manifest first.
-pub const SECURE_BACKUP_FILES: [&str; 9] = [
-    "backupmanifest.xml",
-    "cert.tgz",
-    "config.tgz",
-    "local.tgz",
-    "password-map.tgz",
-    "policyframework.tgz",
-    "root.tgz",
-    "sharedcert.tgz",
-    "store.tgz",
-];
+/// Secure backups whose configuration snapshots a device keeps (the newest).
+const SNAPSHOTS: usize = 32;
 
-/// Archives up to this size get their real SHA-1 in the manifest; larger ones an opaque
-/// checksum (computing it would stall the simulator).
-const MANIFEST_SHA1_LIMIT: u64 = 16 << 20;
+/// The largest file set-file writes into a domain's `local:` (held in its configuration).
+const LOCAL_FILE_LIMIT: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct Transition {
@@ -62,14 +57,8 @@ fn state_of(t: &Option<Transition>, now: Instant) -> &'static str {
 #[derive(Debug)]
 struct DomainState {
     name: String,
-    save_needed: bool,
     transition: Option<Transition>,
-}
-
-#[derive(Debug, Clone)]
-struct SimFile {
-    source: Source,
-    modified: String,
+    configs: Configs,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,12 +71,27 @@ struct FaultCounter {
 struct State {
     domains: Vec<DomainState>,
     device_transition: Option<Transition>,
-    /// Normalised names (`temporary:/dir/file`).
-    files: BTreeMap<String, SimFile>,
-    /// Normalised names (`temporary:/dir`).
-    dirs: BTreeSet<String>,
+    /// temporary: (normalised names, `temporary:/dir/file`).
+    store: Filestore,
     ops: BTreeMap<String, u64>,
     faults: Vec<FaultCounter>,
+    /// Every domain's saved configuration at each SecureBackup, by backup id, oldest first.
+    snapshots: Vec<(String, Vec<(String, Config)>)>,
+    /// Secure backups taken, and administrator changes made (`/sim/.../change`).
+    backups: u64,
+    changes: u64,
+    /// Restarting after a secure restore: requests are reset until then.
+    down_until: Option<Instant>,
+    /// A restart the answer being built must start (its downtime).
+    restart: Option<Duration>,
+}
+
+/// Faults that change how an operation behaves rather than its answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Injected {
+    never: bool,
+    import_error: Option<usize>,
+    checkpoint_full: bool,
 }
 
 /// One simulated appliance.
@@ -98,6 +102,7 @@ pub struct Device {
     /// Management requests being answered now, and the most at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    outage: Outage,
 }
 
 /// One management request being answered: counted in [`Device::max_in_flight`] until dropped.
@@ -110,28 +115,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn now_modified() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-/// `temporary:///a/b/` and `temporary:/a/b` both become `temporary:/a/b`.
-fn normalise(name: &str) -> String {
-    split_dir(name).1
-}
-
-fn parent(name: &str) -> &str {
-    match name.rfind('/') {
-        Some(slash) => &name[..slash],
-        None => name.find(':').map(|c| &name[..=c]).unwrap_or(""),
-    }
-}
-
-fn base_name(name: &str) -> &str {
-    name.rsplit('/').next().unwrap_or(name)
-}
-
-const FIRMWARE_CLASSES: [&str; 3] = ["FirmwareVersion", "FirmwareVersion2", "FirmwareVersion3"];
-
 impl Device {
     /// A device in its initial state.
     pub fn new(spec: DeviceSpec) -> Self {
@@ -140,24 +123,34 @@ impl Device {
             .iter()
             .map(|name| DomainState {
                 name: name.clone(),
-                save_needed: spec.unsaved.contains(name),
                 transition: None,
+                configs: Configs::initial(&spec.name, name, spec.unsaved.contains(name)),
             })
             .collect();
         let state = State {
             domains,
             device_transition: None,
-            files: BTreeMap::new(),
-            dirs: BTreeSet::new(),
+            store: Filestore::default(),
             ops: BTreeMap::new(),
             faults: vec![FaultCounter::default(); spec.faults.len()],
+            snapshots: Vec::new(),
+            backups: 0,
+            changes: 0,
+            down_until: None,
+            restart: None,
         };
         Device {
             spec,
             state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            outage: Outage::default(),
         }
+    }
+
+    /// The restart signals between this device and its server.
+    pub fn outage(&self) -> &Outage {
+        &self.outage
     }
 
     /// The device's settings.
@@ -198,6 +191,10 @@ impl Device {
     /// `request` is `Err` when the body was not a SOMA request.
     pub fn handle(&self, request: Result<SomaRequest, String>, authorised: bool) -> Answer {
         let mut state = self.lock();
+        if state.down_until.is_some_and(|t| Instant::now() < t) {
+            // Restarting: a request that slipped in before the port closed is cut.
+            return Answer::plain(Reply::Reset);
+        }
         let request = match request {
             Ok(r) => r,
             Err(e) => {
@@ -211,7 +208,7 @@ impl Device {
         }
         let fault = self.due_fault(&mut state, &request);
         let mut answer = Answer::plain(Reply::Http500);
-        let mut never = false;
+        let mut injected = Injected::default();
         match fault {
             Some((FaultKind::Reset, _)) => return Answer::plain(Reply::Reset),
             Some((FaultKind::Http500, _)) => return Answer::plain(Reply::Http500),
@@ -223,10 +220,13 @@ impl Device {
             Some((FaultKind::Delay, index)) => answer.delay = self.spec.faults[index].delay,
             Some((FaultKind::Truncate, _)) => answer.truncate = true,
             Some((FaultKind::BadBase64, _)) => answer.corrupt = true,
-            Some((FaultKind::NeverQuiesce | FaultKind::NeverUnquiesce, _)) => never = true,
+            Some((FaultKind::NeverQuiesce | FaultKind::NeverUnquiesce, _)) => injected.never = true,
+            Some((FaultKind::ImportError, index)) => injected.import_error = Some(index),
+            Some((FaultKind::CheckpointFull, _)) => injected.checkpoint_full = true,
             None => {}
         }
-        answer.reply = self.operation(&mut state, &request, never);
+        answer.reply = self.operation(&mut state, &request, injected);
+        answer.restart = state.restart.take();
         answer
     }
 
@@ -243,6 +243,11 @@ impl Device {
                 FaultKind::NeverUnquiesce => {
                     matches!(request.key(), "UnquiesceDP" | "DomainUnquiesce")
                 }
+                FaultKind::ImportError => {
+                    request.op == "do-import"
+                        && !matches!(request.element.attr("dry-run"), Some("true" | "1" | "on"))
+                }
+                FaultKind::CheckpointFull => request.key() == "SaveCheckpoint",
                 _ => true,
             };
             if !(op_matches && applies) {
@@ -258,177 +263,123 @@ impl Device {
         due
     }
 
-    fn operation(&self, state: &mut State, request: &SomaRequest, never: bool) -> Reply {
+    fn operation(&self, state: &mut State, request: &SomaRequest, injected: Injected) -> Reply {
         let e = &request.element;
+        let domain = &request.domain;
         match request.op.as_str() {
-            "get-status" => self.get_status(state, &request.domain, e.attr("class").unwrap_or("")),
-            "get-config" => self.get_config(e.attr("class").unwrap_or(""), e.attr("name")),
-            "get-filestore" => self.get_filestore(state, e.attr("location").unwrap_or("")),
-            "get-file" => self.get_file(state, e.attr("name").unwrap_or("")),
+            "get-status" => self.get_status(state, domain, e.attr("class").unwrap_or("")),
+            "get-config" => {
+                status::get_config(&self.spec, e.attr("class").unwrap_or(""), e.attr("name"))
+            }
+            "get-filestore" | "get-file" if is_local(e) => {
+                let Some(d) = state.domains.iter().find(|d| d.name == *domain) else {
+                    return no_domain(domain);
+                };
+                let local = Filestore::of_config(&d.configs.running);
+                match e.attr("name") {
+                    Some(name) if request.op == "get-file" => local.get(name),
+                    _ => local.listing(e.attr("location").unwrap_or("")),
+                }
+            }
+            "get-filestore" => state.store.listing(e.attr("location").unwrap_or("")),
+            "get-file" => state.store.get(e.attr("name").unwrap_or("")),
+            "set-file" => {
+                let name = e.attr("name").unwrap_or("");
+                self.set_file(state, domain, name, request.upload.as_ref())
+            }
             "do-export" => self.do_export(state, request),
             "do-backup" => self.do_backup(state, request),
+            "do-import" => {
+                let Some(d) = state.domains.iter_mut().find(|d| d.name == *domain) else {
+                    return no_domain(domain);
+                };
+                let fault = ImportFault {
+                    fail_last: injected
+                        .import_error
+                        .map(|i| self.spec.faults[i].text.as_str()),
+                };
+                do_import(&mut d.configs.running, domain, request, fault)
+            }
             "do-action" => match e.children.first() {
-                Some(action) => self.do_action(state, &request.domain, action, never),
+                Some(action) => self.do_action(state, domain, action, injected),
                 None => soap_fault("empty do-action"),
             },
             _ => soap_fault("unknown operation"),
         }
     }
 
-    fn get_status(&self, state: &State, domain: &str, class: &str) -> Reply {
-        let now = Instant::now();
-        let spec = &self.spec;
-        match class {
-            "DomainStatus" => {
-                let rows: Vec<_> = state
-                    .domains
-                    .iter()
-                    .filter(|d| domain == "default" || d.name == domain)
-                    .map(|d| {
-                        let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
-                        let mut fields = vec![
-                            ("Domain", d.name.clone()),
-                            ("SaveNeeded", on_off(d.save_needed)),
-                            ("TraceEnabled", "off".into()),
-                            ("DebugEnabled", "off".into()),
-                            ("ProbeEnabled", "off".into()),
-                            ("DiagEnabled", "off".into()),
-                            ("CurrentCommand", String::new()),
-                            ("QuiesceState", state_of(&d.transition, now).into()),
-                            ("InterfaceState", "ok".into()),
-                            ("FailsafeMode", "none".into()),
-                        ];
-                        if self.spec.no_quiesce_state {
-                            fields.retain(|(k, _)| *k != "QuiesceState");
-                        }
-                        ("DomainStatus", fields)
-                    })
-                    .collect();
-                status(&rows)
+    /// `set-file`: into temporary: (the device's filestore) or the domain's `local:` (its
+    /// running configuration's files).
+    fn set_file(
+        &self,
+        state: &mut State,
+        domain: &str,
+        name: &str,
+        upload: Option<&Result<Upload, String>>,
+    ) -> Reply {
+        let upload = match upload {
+            Some(Ok(upload)) => upload.clone(),
+            Some(Err(_)) => return error_text("Cannot write the file: invalid base64 content."),
+            None => Upload {
+                stored: super::upload::Stored::Memory(bytes::Bytes::new()),
+                sha1: hex::encode(<sha1::Sha1 as sha1::Digest>::digest(b"")),
+            },
+        };
+        let normal = normalise(name);
+        if normal.starts_with("temporary:/") {
+            let replaced = state
+                .store
+                .files
+                .get(&normal)
+                .map_or(0, |f| f.source.size());
+            if upload.stored.size() > self.free_temporary(state).saturating_add(replaced) {
+                return error_text("Cannot write the file: not enough space in temporary:.");
             }
-            "FilesystemStatus" => {
-                let mib = |n: u64| n.to_string();
-                let free = self.free_temporary(state) >> 20;
-                status(&[(
-                    "FilesystemStatus",
-                    vec![
-                        ("FreeEncrypted", mib(spec.free_temporary_mb)),
-                        (
-                            "TotalEncrypted",
-                            mib(spec.free_temporary_mb.saturating_mul(4)),
-                        ),
-                        ("FreeTemporary", mib(free)),
-                        (
-                            "TotalTemporary",
-                            mib(spec.free_temporary_mb.saturating_mul(4)),
-                        ),
-                        ("FreeInternal", mib(spec.free_temporary_mb)),
-                        (
-                            "TotalInternal",
-                            mib(spec.free_temporary_mb.saturating_mul(4)),
-                        ),
-                    ],
-                )])
+            let file = SimFile {
+                source: Source::Stored(upload.stored),
+                modified: now_modified(),
+                sha1: Some(upload.sha1),
+            };
+            state.store.put(normal, file);
+            return ok();
+        }
+        if !normal.starts_with("local:/") {
+            return error_text(
+                "Cannot write the file: the simulator stores only temporary: and local: files.",
+            );
+        }
+        let Some(d) = state.domains.iter_mut().find(|d| d.name == domain) else {
+            return no_domain(domain);
+        };
+        match upload.stored.bytes(LOCAL_FILE_LIMIT) {
+            Ok(bytes) => {
+                d.configs.running.files.insert(file_name(&normal), bytes);
+                ok()
             }
-            class if FIRMWARE_CLASSES.contains(&class) => {
-                let known = FIRMWARE_CLASSES
-                    .iter()
-                    .position(|c| *c == spec.firmware_class)
-                    .unwrap_or(FIRMWARE_CLASSES.len() - 1);
-                let asked = FIRMWARE_CLASSES
-                    .iter()
-                    .position(|c| *c == class)
-                    .unwrap_or(0);
-                if asked > known {
-                    // Older firmware does not know the newer class: the schema rejects it.
-                    return soap_fault("unknown status class");
-                }
-                status(&[(
-                    class,
-                    vec![
-                        ("Serial", spec.serial.clone()),
-                        ("Version", spec.firmware.clone()),
-                        ("Build", spec.build.clone()),
-                        ("BuildDate", "2024/01/01 00:00:00".into()),
-                        ("DeliveryType", "LTS".into()),
-                        ("WatchdogBuild", spec.firmware.clone()),
-                        ("InstalledDPOS", spec.firmware.clone()),
-                        ("RunningDPOS", spec.firmware.clone()),
-                        ("XMLAccelerator", "none".into()),
-                        ("MachineType", spec.machine_type.clone()),
-                        ("ModelType", spec.model.clone()),
-                    ],
-                )])
-            }
-            _ => soap_fault("unknown status class"),
+            Err(_) => error_text("Cannot write the file: too large for local: in the simulator."),
         }
     }
 
-    fn get_config(&self, class: &str, name: Option<&str>) -> Reply {
-        let found = class == "CryptoCertificate"
-            && name.is_some_and(|n| self.spec.certs.iter().any(|c| c == n));
-        match (found, name) {
-            (true, Some(name)) => Reply::Xml(document(&format!(
-                "         <dp:config>\n            \
-                 <CryptoCertificate name=\"{n}\" xmlns:env=\"{STRAY_NS}\">\n               \
-                 <mAdminState>enabled</mAdminState>\n               \
-                 <Filename>cert:///{n}.pem</Filename>\n               \
-                 <PasswordAlias>off</PasswordAlias>\n            </CryptoCertificate>\n         \
-                 </dp:config>",
-                n = escape(name)
-            ))),
-            _ => Reply::Xml(document("         <dp:config/>")),
-        }
+    fn get_status(&self, state: &State, domain: &str, class: &str) -> Reply {
+        let now = Instant::now();
+        let rows: Vec<DomainRow<'_>> = state
+            .domains
+            .iter()
+            .filter(|d| domain == "default" || d.name == domain)
+            .map(|d| DomainRow {
+                name: &d.name,
+                save_needed: d.configs.save_needed(),
+                quiesce_state: state_of(&d.transition, now),
+            })
+            .collect();
+        status::get_status(&self.spec, &rows, self.free_temporary(state), class)
     }
 
     fn free_temporary(&self, state: &State) -> u64 {
-        let used = state
-            .files
-            .iter()
-            .filter(|(name, _)| name.starts_with("temporary:"))
-            .fold(0u64, |sum, (_, f)| sum.saturating_add(f.source.size()));
         self.spec
             .free_temporary_mb
             .saturating_mul(1 << 20)
-            .saturating_sub(used)
-    }
-
-    fn get_filestore(&self, state: &State, location: &str) -> Reply {
-        let location = normalise(location);
-        if !location.ends_with(':') {
-            return soap_fault("location must be a location such as temporary:");
-        }
-        let mut inner = format!(
-            "         <dp:filestore>\n            <location name=\"{}\" xmlns:env=\"{STRAY_NS}\">\n",
-            escape(&location)
-        );
-        Self::list_into(state, &location, 4, &mut inner);
-        inner.push_str("            </location>\n         </dp:filestore>");
-        Reply::Xml(document(&inner))
-    }
-
-    fn list_into(state: &State, dir: &str, depth: usize, out: &mut String) {
-        let pad = "   ".repeat(depth) + "   ";
-        for (name, file) in state.files.iter().filter(|(n, _)| parent(n) == dir) {
-            out.push_str(&format!(
-                "{pad}<file name=\"{}\">\n{pad}   <size>{}</size>\n{pad}   <modified>{}</modified>\n{pad}</file>\n",
-                escape(base_name(name)),
-                file.source.size(),
-                file.modified
-            ));
-        }
-        for sub in state.dirs.iter().filter(|d| parent(d) == dir) {
-            out.push_str(&format!("{pad}<directory name=\"{}\">\n", escape(sub)));
-            Self::list_into(state, sub, depth + 1, out);
-            out.push_str(&format!("{pad}</directory>\n"));
-        }
-    }
-
-    fn get_file(&self, state: &State, name: &str) -> Reply {
-        match state.files.get(&normalise(name)) {
-            Some(file) => payload(Some(name), file.source.clone()),
-            None => error_text("Cannot read the specified file"),
-        }
+            .saturating_sub(state.store.used("temporary:"))
     }
 
     fn do_export(&self, state: &State, request: &SomaRequest) -> Reply {
@@ -437,14 +388,19 @@ impl Device {
         };
         let persisted = request.element.attr("persisted").unwrap_or("true") == "true";
         let comment = request.element.child_text("user-comment");
+        let config = if persisted {
+            &domain.configs.saved
+        } else {
+            &domain.configs.running
+        };
         let zip = content::export_zip(&ExportFacts {
             device: &self.spec.name,
             domain: &domain.name,
             firmware: &self.spec.firmware,
             build: &self.spec.build,
             persisted,
-            unsaved: domain.save_needed,
             comment,
+            config,
         });
         self.staged_payload(state, zip)
     }
@@ -458,8 +414,8 @@ impl Device {
         if wanted.is_empty() {
             return soap_fault("do-backup needs a domain");
         }
-        let names: Vec<String> = if wanted.contains(&"all-domains") {
-            state.domains.iter().map(|d| d.name.clone()).collect()
+        let names: Vec<&str> = if wanted.contains(&"all-domains") {
+            state.domains.iter().map(|d| d.name.as_str()).collect()
         } else {
             if let Some(missing) = wanted
                 .iter()
@@ -467,12 +423,18 @@ impl Device {
             {
                 return error_log(&format!("Domain '{missing}' does not exist."));
             }
-            wanted.iter().map(|w| w.to_string()).collect()
+            wanted
         };
+        let configs: Vec<(String, &Config)> = state
+            .domains
+            .iter()
+            .filter(|d| names.contains(&d.name.as_str()))
+            .map(|d| (d.name.clone(), &d.configs.saved))
+            .collect();
         let comment = request.element.child_text("user-comment");
         let zip = content::all_domains_zip(
             &self.spec.name,
-            &names,
+            &configs,
             &self.spec.firmware,
             &self.spec.build,
             comment,
@@ -489,8 +451,15 @@ impl Device {
         payload(None, Source::Bytes(bytes::Bytes::from(zip)))
     }
 
-    fn do_action(&self, state: &mut State, domain: &str, action: &Node, never: bool) -> Reply {
+    fn do_action(
+        &self,
+        state: &mut State,
+        domain: &str,
+        action: &Node,
+        injected: Injected,
+    ) -> Reply {
         let now = Instant::now();
+        let never = injected.never;
         let seconds = |name: &str| action.child_text(name).parse::<u64>().ok();
         match action.name.as_str() {
             "QuiesceDP" => {
@@ -546,105 +515,117 @@ impl Device {
             }
             "SaveConfig" => match state.domains.iter_mut().find(|d| d.name == domain) {
                 Some(d) => {
-                    d.save_needed = false;
+                    d.configs.saved = d.configs.running.clone();
                     ok()
                 }
-                None => error_log(&format!("Domain '{domain}' does not exist.")),
+                None => no_domain(domain),
             },
-            "SecureBackup" => self.secure_backup(state, action),
-            "CreateDir" => {
-                let dir = normalise(action.child_text("Dir"));
-                self.create_dirs(state, &dir);
-                ok()
-            }
-            "RemoveDir" => {
-                let dir = normalise(action.child_text("Dir"));
-                if !state.dirs.contains(&dir) {
-                    return error_log(&format!(
-                        "Cannot delete directory {dir}: it does not exist."
-                    ));
+            "SaveCheckpoint" | "RollbackCheckpoint" | "RemoveCheckpoint" => {
+                match state.domains.iter_mut().find(|d| d.name == domain) {
+                    Some(d) => {
+                        restore::checkpoint(&mut d.configs, action, injected.checkpoint_full)
+                    }
+                    None => no_domain(domain),
                 }
-                let inside = |n: &String| n == &dir || n.starts_with(&format!("{dir}/"));
-                state.dirs.retain(|d| !inside(d));
-                state.files.retain(|n, _| !inside(n));
+            }
+            "SecureBackup" => self.secure_backup(state, action),
+            "SecureRestore" => self.secure_restore(state, action),
+            "CreateDir" => {
+                state
+                    .store
+                    .create_dirs(&normalise(action.child_text("Dir")));
                 ok()
             }
-            "DeleteFile" => match state.files.remove(&normalise(action.child_text("File"))) {
-                Some(_) => ok(),
-                None => error_log("Cannot delete file: it does not exist."),
-            },
+            "RemoveDir" => state.store.remove_dir(action.child_text("Dir")),
+            "DeleteFile" => state.store.delete(action.child_text("File")),
             _ => soap_fault("unknown action"),
         }
     }
 
-    fn create_dirs(&self, state: &mut State, dir: &str) {
-        let mut d = dir.to_string();
-        while !d.ends_with(':') && !d.is_empty() {
-            state.dirs.insert(d.clone());
-            d = parent(&d).to_string();
+    fn secure_backup(&self, state: &mut State, action: &Node) -> Reply {
+        let id = format!(
+            "{}-{}-{}",
+            self.spec.serial,
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            state.backups + 1
+        );
+        let free = self.free_temporary(state);
+        if let Err(reply) = restore::secure_backup(&self.spec, &mut state.store, free, action, &id)
+        {
+            return reply;
         }
+        state.backups += 1;
+        let snapshot = state
+            .domains
+            .iter()
+            .map(|d| (d.name.clone(), d.configs.saved.clone()))
+            .collect();
+        state.snapshots.push((id, snapshot));
+        if state.snapshots.len() > SNAPSHOTS {
+            state.snapshots.remove(0);
+        }
+        ok()
     }
 
-    fn secure_backup(&self, state: &mut State, action: &Node) -> Reply {
-        const FAILED: &str = "Error creating secure backup.";
-        let spec = &self.spec;
-        let cert = action.child_text("cert");
-        let destination = normalise(action.child_text("destination"));
-        let size = spec.backup_file_size;
-        let archives = &SECURE_BACKUP_FILES[1..];
-        let needed = size
-            .saturating_mul(archives.len() as u64)
-            .saturating_add(4096);
-        if !spec.secure_backup_mode
-            || !spec.certs.iter().any(|c| c == cert)
-            || !destination.starts_with("temporary:/")
-            || needed > self.free_temporary(state)
-        {
-            return error_text(FAILED);
+    /// SecureRestore: checks the backup in temporary:; unless validating only, every domain's
+    /// running and saved configuration becomes the backup's (the initial configuration for a
+    /// backup this device did not take in this process), checkpoints go, and the device
+    /// restarts: down for `restore_downtime`.
+    fn secure_restore(&self, state: &mut State, action: &Node) -> Reply {
+        let checked = match restore::check_secure_restore(&self.spec, &state.store, action) {
+            Ok(checked) => checked,
+            Err(reply) => return reply,
+        };
+        if checked.validate_only {
+            return ok();
         }
-        let modified = now_modified();
-        let mut manifest = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<secure-backup>\n  \
-             <firmware-version>{}</firmware-version>\n  <build>{}</build>\n  \
-             <machine-type>{}</machine-type>\n  <model-type>{}</model-type>\n  \
-             <serial-number>{}</serial-number>\n  <files>\n",
-            escape(&spec.firmware),
-            escape(&spec.build),
-            escape(&spec.machine_type),
-            escape(&spec.model),
-            escape(&spec.serial),
-        );
-        self.create_dirs(state, &destination);
-        for name in archives {
-            let checksum = if size <= MANIFEST_SHA1_LIMIT {
-                content::sha1_hex(&spec.name, name, size)
-            } else {
-                format!("sim-unverified-{size}")
+        let snapshot = checked
+            .backup_id
+            .and_then(|id| state.snapshots.iter().find(|(i, _)| *i == id))
+            .map(|(_, s)| s.clone());
+        for d in &mut state.domains {
+            let config = snapshot
+                .as_ref()
+                .and_then(|s| s.iter().find(|(n, _)| *n == d.name))
+                .map(|(_, c)| c.clone())
+                .unwrap_or_else(|| default_config(&self.spec.name, &d.name));
+            d.configs = Configs {
+                running: config.clone(),
+                saved: config,
+                checkpoints: Vec::new(),
             };
-            manifest.push_str(&format!(
-                "    <file>\n      <filename>{name}</filename>\n      <size>{size}</size>\n      \
-                 <checksum>{checksum}</checksum>\n    </file>\n"
-            ));
-            state.files.insert(
-                format!("{destination}/{name}"),
-                SimFile {
-                    source: Source::Content {
-                        key: content::key(&spec.name, name),
-                        size,
-                    },
-                    modified: modified.clone(),
-                },
-            );
+            d.transition = None;
         }
-        manifest.push_str("  </files>\n</secure-backup>\n");
-        state.files.insert(
-            format!("{destination}/{}", SECURE_BACKUP_FILES[0]),
-            SimFile {
-                source: Source::Bytes(bytes::Bytes::from(manifest)),
-                modified,
-            },
-        );
+        state.device_transition = None;
+        state.down_until = Some(Instant::now() + self.spec.restore_downtime);
+        state.restart = Some(self.spec.restore_downtime);
         ok()
+    }
+
+    /// `POST /sim/devices/{D}/domains/{X}/change`: changes the running configuration of
+    /// `domain` as an administrator would. `None`: no such domain.
+    pub fn change(&self, domain: &str, change: ChangeRequest) -> Option<Changed> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let n = state.changes + 1;
+        let d = state.domains.iter_mut().find(|d| d.name == domain)?;
+        state.changes = n;
+        let class = change.class.unwrap_or_else(|| "XMLFirewallService".into());
+        let name = change.name.unwrap_or_else(|| format!("{domain}-fw"));
+        let property = change.property.unwrap_or_else(|| "UserSummary".into());
+        let value = change
+            .value
+            .unwrap_or_else(|| format!("changed by an administrator ({n})"));
+        d.configs
+            .running
+            .set_property(&class, &name, &property, &value);
+        Some(Changed {
+            device: self.spec.name.clone(),
+            domain: d.name.clone(),
+            digest: d.configs.running.digest(),
+            saved_digest: d.configs.saved.digest(),
+            save_needed: d.configs.save_needed(),
+        })
     }
 
     /// The state `/sim/state` reports.
@@ -653,7 +634,7 @@ impl Device {
         let now = Instant::now();
         SimState {
             device: self.spec.name.clone(),
-            down: self.spec.down,
+            down: self.spec.down || state.down_until.is_some_and(|t| now < t),
             device_quiesce_state: state_of(&state.device_transition, now).to_string(),
             domains: state
                 .domains
@@ -661,10 +642,19 @@ impl Device {
                 .map(|d| DomainView {
                     name: d.name.clone(),
                     quiesce_state: state_of(&d.transition, now).to_string(),
-                    save_needed: d.save_needed,
+                    save_needed: d.configs.save_needed(),
+                    digest: d.configs.running.digest(),
+                    saved_digest: d.configs.saved.digest(),
+                    checkpoints: d
+                        .configs
+                        .checkpoints
+                        .iter()
+                        .map(|(n, _)| n.clone())
+                        .collect(),
                 })
                 .collect(),
             temporary_files: state
+                .store
                 .files
                 .keys()
                 .filter_map(|n| n.strip_prefix("temporary:/"))
@@ -681,6 +671,16 @@ impl Device {
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
         }
     }
+}
+
+fn no_domain(domain: &str) -> Reply {
+    error_log(&format!("Domain '{domain}' does not exist."))
+}
+
+/// Whether a get-file or get-filestore asks for `local:` (a domain's configuration files).
+fn is_local(e: &Node) -> bool {
+    let name = e.attr("name").or(e.attr("location")).unwrap_or("");
+    name.starts_with("local:")
 }
 
 /// A device shared between its connections.

@@ -44,6 +44,10 @@ struct Keys {
     latency: Option<String>,
     free_temporary_mb: Option<u64>,
     certs: Option<Vec<String>>,
+    /// Identification credentials SecureRestore accepts.
+    creds: Option<Vec<String>>,
+    /// How long the device is down after a SecureRestore (validate off).
+    restore_downtime: Option<String>,
     secure_backup_mode: Option<bool>,
     quiesce_delay: Option<String>,
     unquiesce_delay: Option<String>,
@@ -105,6 +109,12 @@ pub enum FaultKind {
     NeverQuiesce,
     /// The unquiesce is accepted but never completes. Unquiesce actions only.
     NeverUnquiesce,
+    /// The import's last object fails (`cfg-result` ERROR with `text`) and is not applied;
+    /// the rest is. do-import requests that are not dry runs only.
+    ImportError,
+    /// SaveCheckpoint is refused as if the domain held its maximum of checkpoints.
+    /// SaveCheckpoint only.
+    CheckpointFull,
 }
 
 /// One `[[device.fault]]`.
@@ -141,6 +151,10 @@ pub struct DeviceSpec {
     pub firmware_class: String,
     pub free_temporary_mb: u64,
     pub certs: Vec<String>,
+    /// Identification credentials SecureRestore accepts.
+    pub creds: Vec<String>,
+    /// Down (connection refused) this long after a SecureRestore with validate off.
+    pub restore_downtime: Duration,
     pub secure_backup_mode: bool,
     pub quiesce_delay: Duration,
     pub unquiesce_delay: Duration,
@@ -273,6 +287,8 @@ fn resolve(defaults: &Keys, entry: &Keys) -> Result<DeviceSpec, FleetError> {
         firmware_class: pick!(firmware_class, "FirmwareVersion3".into()),
         free_temporary_mb: pick!(free_temporary_mb, 4096),
         certs: pick!(certs, vec!["backup-cert".into()]),
+        creds: pick!(creds, vec!["backup-cred".into()]),
+        restore_downtime: duration("restore_downtime", pick!(restore_downtime, "3s".into()))?,
         secure_backup_mode: pick!(secure_backup_mode, true),
         quiesce_delay: duration("quiesce_delay", pick!(quiesce_delay, "2s".into()))?,
         unquiesce_delay: duration("unquiesce_delay", pick!(unquiesce_delay, "1s".into()))?,

@@ -3,8 +3,9 @@
 //! delay, HTTP 500, connection reset (RST), a body cut half way, corrupt base64. Payloads are
 //! generated and base64-encoded chunk by chunk while they are sent, never held whole.
 
-use super::device::Device;
+use super::device::{ChangeRequest, Device};
 use super::reply::{parse_request, Answer, Reply, Source};
+use super::upload::{Spliced, Splicer};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,7 +26,8 @@ use tokio::task::JoinSet;
 /// encoding of the whole.
 const RAW_CHUNK: usize = 3 * 64 * 1024;
 
-/// Largest request body accepted.
+/// Largest request accepted, not counting the file a set-file or do-import carries (streamed
+/// into an upload, whatever its size).
 const REQUEST_CAP: usize = 4 << 20;
 
 enum Part {
@@ -121,6 +124,23 @@ impl SimBody {
                             &self.raw[..n]
                         }
                         Source::Bytes(b) => &b[start as usize..start as usize + n],
+                        Source::Stored(stored) => {
+                            self.raw.resize(n, 0);
+                            let mut done = 0;
+                            while done < n {
+                                match stored.read_at(start + done as u64, &mut self.raw[done..n]) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(k) => done += k,
+                                }
+                            }
+                            // A stored file that cannot be read back ends the body early:
+                            // the client sees a truncated answer.
+                            if done < n {
+                                self.parts.clear();
+                                return None;
+                            }
+                            &self.raw[..n]
+                        }
                     };
                     let written = base64::engine::general_purpose::STANDARD
                         .encode_slice(raw, &mut encoded)
@@ -204,6 +224,20 @@ fn credentials(request: &Request<hyper::body::Incoming>) -> Option<(String, Stri
     Some((user.to_string(), password.to_string()))
 }
 
+/// Reads a request body: the XML around a file element into memory (at most
+/// [`REQUEST_CAP`]), the file's base64 decoded as it arrives (see [`Splicer`]).
+async fn read_body(body: hyper::body::Incoming) -> Result<Spliced, std::io::Error> {
+    let mut body = body;
+    let mut splicer = Splicer::new(REQUEST_CAP);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(std::io::Error::other)?;
+        if let Ok(data) = frame.into_data() {
+            splicer.push(&data).map_err(std::io::Error::other)?;
+        }
+    }
+    Ok(splicer.finish())
+}
+
 /// Serves one request. `Err` drops the connection (after arming a reset when asked).
 async fn respond(
     request: Request<hyper::body::Incoming>,
@@ -222,17 +256,95 @@ async fn respond(
             let arrived = tokio::time::Instant::now();
             let _answering = device.begin_request();
             let authorised = credentials(&request).is_some_and(|(u, p)| device.authorised(&u, &p));
-            let body = http_body_util::Limited::new(request.into_body(), REQUEST_CAP)
-                .collect()
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .to_bytes();
-            let answer = device.handle(parse_request(&body), authorised);
+            let (xml, upload) = read_body(request.into_body()).await?;
+            let parsed = parse_request(&xml).map(|mut r| {
+                r.upload = upload;
+                r
+            });
+            let answer = device.handle(parsed, authorised);
             tokio::time::sleep_until(arrived + device.latency()).await;
+            if let Some(downtime) = answer.restart {
+                // The port closes before the answer goes: a client that read `OK` finds
+                // the device down.
+                device.outage().begin(std::time::Instant::now() + downtime);
+                device.outage().wait_closed(Duration::from_secs(2)).await;
+            }
             send(answer, &socket, device.faults_with_http500()).await
+        }
+        (&Method::POST, _) if path.starts_with("/sim/devices/") => {
+            change(request, &device, &path).await
         }
         _ => Ok(simple(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
     }
+}
+
+/// `POST /sim/devices/{D}/domains/{X}/change`, JSON body optional.
+async fn change(
+    request: Request<hyper::body::Incoming>,
+    device: &Device,
+    path: &str,
+) -> Result<Response<SimBody>, std::io::Error> {
+    let parts: Vec<String> = path.split('/').map(percent_decode).collect();
+    let [_, sim, devices, name, domains, domain, verb] = &parts[..] else {
+        return Ok(simple(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
+    };
+    let fixed = [sim, devices, domains, verb].map(String::as_str);
+    if fixed != ["sim", "devices", "domains", "change"] {
+        return Ok(simple(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
+    }
+    let body = http_body_util::Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .to_bytes();
+    let wanted = if body.iter().all(u8::is_ascii_whitespace) {
+        ChangeRequest::default()
+    } else {
+        match serde_json::from_slice::<ChangeRequest>(&body) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                let text = format!("invalid change: {e}\n");
+                return Ok(simple(StatusCode::BAD_REQUEST, "text/plain", text));
+            }
+        }
+    };
+    let changed = (name == &device.spec().name)
+        .then(|| device.change(domain, wanted))
+        .flatten();
+    match changed {
+        Some(changed) => {
+            let json = serde_json::to_vec(&changed).map_err(std::io::Error::other)?;
+            Ok(simple(StatusCode::OK, "application/json", json))
+        }
+        None => {
+            let text = format!("no domain {domain} on device {name}\n");
+            Ok(simple(StatusCode::NOT_FOUND, "text/plain", text))
+        }
+    }
+}
+
+/// `%XX` escapes of a path segment decoded (invalid ones kept as they are).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn send(
@@ -281,10 +393,13 @@ async fn send(
     Ok(response)
 }
 
+/// Serves one connection until it ends, or until `drain` changes (the device restarts):
+/// then the request in progress is answered and the connection closed.
 async fn connection(
     tcp: TcpStream,
     device: Arc<Device>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    drain: watch::Receiver<u64>,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     // A second handle on the socket, so a fault can arm SO_LINGER 0 (a reset) on it.
@@ -294,41 +409,120 @@ async fn connection(
     let service = hyper::service::service_fn(move |request| {
         respond(request, Arc::clone(&device), Arc::clone(&socket))
     });
-    let builder = hyper::server::conn::http1::Builder::new();
-    let served = match tls {
+    match tls {
         Some(acceptor) => {
             let stream = acceptor.accept(tcp).await?;
-            builder
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
+            serve_io(hyper_util::rt::TokioIo::new(stream), service, drain).await
         }
-        None => {
-            builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                .await
-        }
-    };
-    served.map_err(std::io::Error::other)
+        None => serve_io(hyper_util::rt::TokioIo::new(tcp), service, drain).await,
+    }
 }
 
-/// Accepts connections for one device until `shutdown` changes; then drops them all.
+async fn serve_io<I, S>(io: I, service: S, mut drain: watch::Receiver<u64>) -> std::io::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = SimBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let served = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(served);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => return result.map_err(std::io::Error::other),
+            changed = drain.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// A socket bound to `addr` without listening: connections are refused, and no other
+/// listener can take the port meanwhile.
+fn hold(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Accepts connections for one device until `shutdown` changes; then drops them all. When
+/// the device restarts (a secure restore), stops listening (the port held, connections
+/// refused, open connections closed after their request in progress) until the restart's
+/// end, then listens again on the same address.
 pub async fn serve_device(
     listener: TcpListener,
     device: Arc<Device>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let addr = listener.local_addr().ok();
+    let mut listener = Some(listener);
+    let mut held = None;
+    let mut back_at: Option<tokio::time::Instant> = None;
+    let mut restarts = device.outage().subscribe();
+    let (drain, mut drained) = watch::channel(0u64);
     let mut connections = JoinSet::new();
     loop {
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let back = async {
+            match back_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = accept => {
                 if let Ok((tcp, _)) = accepted {
-                    connections.spawn(connection(tcp, Arc::clone(&device), tls.clone()));
+                    connections.spawn(connection(tcp, Arc::clone(&device), tls.clone(), drained.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = restarts.changed() => {
+                let until = match changed {
+                    Ok(()) => *restarts.borrow_and_update(),
+                    Err(_) => None,
+                };
+                if let (Some(until), Some(addr)) = (until, addr) {
+                    drain.send_modify(|n| *n += 1);
+                    // Connections accepted from now on are not drained.
+                    drained.borrow_and_update();
+                    listener = None;
+                    held = hold(addr).ok();
+                    back_at = Some(tokio::time::Instant::from_std(until));
+                    device.outage().set_listening(false);
+                }
+            }
+            () = back => {
+                match addr.map(TcpListener::bind) {
+                    Some(bind) => match bind.await {
+                        Ok(l) => {
+                            listener = Some(l);
+                            held = None;
+                            back_at = None;
+                            device.outage().set_listening(true);
+                        }
+                        // The port is busy for a moment: try again shortly.
+                        Err(_) => back_at = Some(tokio::time::Instant::now() + Duration::from_millis(50)),
+                    },
+                    None => back_at = None,
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
+    drop(held);
     connections.shutdown().await;
 }

@@ -6,20 +6,32 @@
 //!
 //! - [`fleet`]: the fleet file.
 //! - [`device`]: one device's state and answers.
+//! - [`domain`]: a domain's configuration (objects, files), its defaults and digest.
 //! - [`content`]: deterministic file and export content.
-//! - [`reply`]: requests as parsed and responses as devices format them.
-//! - [`http`]: the HTTP(S) server and transport faults.
+//! - [`reply`]: requests as parsed and responses as devices format them; [`request`] the
+//!   simulator's own XML reader, [`upload`] request bodies carrying a file (streamed).
+//! - `filestore`, `status`, `import`, `restore`: temporary: and local:, status answers,
+//!   do-import, secure backup/restore and checkpoints.
+//! - [`http`]: the HTTP(S) server, transport faults, `/sim/*` endpoints and restarts
+//!   (`outage`).
 
 pub mod content;
 pub mod device;
+pub mod domain;
+mod filestore;
 pub mod fleet;
 pub mod http;
+mod import;
 pub mod instant;
+mod outage;
 pub mod reply;
 pub mod request;
+mod restore;
 mod state;
+mod status;
+pub mod upload;
 
-pub use device::{DomainView, SimState};
+pub use device::{ChangeRequest, Changed, DomainView, SimState};
 pub use fleet::{DeviceSpec, Fault, FaultKind, Fleet, FleetError};
 
 use device::Device;

@@ -3,6 +3,7 @@
 //! timestamp, stray namespace declarations, padded `OK`, both error shapes).
 
 use super::request::Element as Node;
+use super::upload::{Stored, Upload};
 use crate::appliance::soma::{DP_NS, ENV_NS};
 use quick_xml::escape::escape;
 use std::time::Duration;
@@ -19,8 +20,11 @@ pub struct SomaRequest {
     pub op: String,
     /// For `do-action`: the action's name (`SecureBackup`...).
     pub action: Option<String>,
-    /// The operation element.
+    /// The operation element (a `set-file` or `input-file` element's text spliced out).
     pub element: Node,
+    /// The file a `set-file` or `do-import` carried, decoded while the body arrived (`Err`:
+    /// why it could not be decoded). `None` when the request had none.
+    pub upload: Option<Result<Upload, String>>,
 }
 
 impl SomaRequest {
@@ -60,6 +64,7 @@ pub fn parse_request(body: &[u8]) -> Result<SomaRequest, String> {
         op: element.name.clone(),
         action,
         element,
+        upload: None,
     })
 }
 
@@ -70,6 +75,8 @@ pub enum Source {
     Content { key: u64, size: u64 },
     /// Bytes held in memory (manifests, exports).
     Bytes(bytes::Bytes),
+    /// An uploaded file (set-file).
+    Stored(Stored),
 }
 
 impl Source {
@@ -78,6 +85,21 @@ impl Source {
         match self {
             Source::Content { size, .. } => *size,
             Source::Bytes(b) => b.len() as u64,
+            Source::Stored(s) => s.size(),
+        }
+    }
+
+    /// The whole content, when it is at most `limit` bytes.
+    pub fn bytes(&self, limit: u64) -> Result<bytes::Bytes, String> {
+        match self {
+            _ if self.size() > limit => Err(format!("larger than {limit} bytes")),
+            Source::Content { key, size } => {
+                let mut buf = vec![0u8; *size as usize];
+                super::content::fill(*key, 0, &mut buf);
+                Ok(bytes::Bytes::from(buf))
+            }
+            Source::Bytes(b) => Ok(b.clone()),
+            Source::Stored(s) => s.bytes(limit),
         }
     }
 }
@@ -109,6 +131,8 @@ pub struct Answer {
     pub truncate: bool,
     /// Put characters that are not base64 into the payload.
     pub corrupt: bool,
+    /// After this answer the device restarts: down (connections refused) this long.
+    pub restart: Option<Duration>,
 }
 
 impl Answer {
@@ -119,6 +143,7 @@ impl Answer {
             delay: Duration::ZERO,
             truncate: false,
             corrupt: false,
+            restart: None,
         }
     }
 }

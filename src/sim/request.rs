@@ -78,13 +78,19 @@ fn element(e: &BytesStart<'_>) -> Result<Element, String> {
 
 /// Reads a request document into its root element; `Err` says what is wrong with it.
 pub fn read(body: &[u8]) -> Result<Element, String> {
+    read_limited(body, MAX_ELEMENTS)
+}
+
+/// [`read`] for documents that may hold up to `max_elements` elements (an imported
+/// export's `export.xml`).
+pub fn read_limited(body: &[u8], max_elements: usize) -> Result<Element, String> {
     let mut reader = Reader::from_reader(body);
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
     let mut count = 0;
     loop {
-        if stack.len() > MAX_DEPTH || count > MAX_ELEMENTS {
-            return Err("the request nests too deep or holds too many elements".into());
+        if stack.len() > MAX_DEPTH || count > max_elements {
+            return Err("the document nests too deep or holds too many elements".into());
         }
         match reader.read_event().map_err(|e| format!("not XML: {e}"))? {
             Event::Start(e) => {

@@ -164,3 +164,33 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
         .to_bytes()
         .to_vec()
 }
+
+/// `POST http://{addr}{path}` with `body` (Basic auth when `auth` is given): the status and
+/// the body of the answer.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::post(path).header(hyper::header::HOST, addr.to_string());
+    if let Some((user, password)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header(hyper::header::AUTHORIZATION, format!("Basic {token}"));
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
