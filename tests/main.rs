@@ -24,6 +24,7 @@ mod notify;
 mod policies;
 mod progress;
 mod reports;
+mod restore;
 mod run_cli;
 mod schedules;
 mod serve;

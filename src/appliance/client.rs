@@ -8,6 +8,7 @@
 
 use super::error::{ApplianceError, Cause, ErrorKind};
 use super::http::{self, root_cause, Answer, Transport, TransportError};
+use super::import::ImportReport;
 use super::parse::{self, Node};
 use super::payload::{remove_partial, PayloadSink};
 use super::soma;
@@ -15,7 +16,6 @@ use super::types::{
     Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState,
     QuiesceTarget, RemoteFile,
 };
-use super::import::ImportReport;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -610,8 +610,8 @@ impl Appliance for SomaClient {
         let root = self
             .call(op, soma::get_status(domain, "DomainCheckpointStatus"))
             .await?;
-        let rows = parse::status_rows(&root, "DomainCheckpointStatus")
-            .map_err(|e| self.at(op, e))?;
+        let rows =
+            parse::status_rows(&root, "DomainCheckpointStatus").map_err(|e| self.at(op, e))?;
         let mut named: Vec<(String, String)> = rows
             .iter()
             .map(|r| {

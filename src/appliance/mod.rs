@@ -46,12 +46,12 @@ pub mod import;
 pub mod parse;
 pub mod payload;
 pub mod soma;
-mod upload;
 pub mod types;
+mod upload;
 
 pub use client::SomaClient;
 pub use error::{ApplianceError, Cause, ErrorKind};
 pub use types::{
-    Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState, QuiesceTarget,
-    RemoteFile, DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_DOWNLOAD_BYTES,
+    Appliance, CheckpointOp, ConnectionConfig, DomainStatus, Downloaded, Firmware, QuiesceState,
+    QuiesceTarget, RemoteFile, DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_DOWNLOAD_BYTES,
 };

@@ -215,7 +215,10 @@ pub fn do_import(domain: &str, o: &ImportOptions) -> Framed {
 pub fn set_file(name: &str) -> Framed {
     framed(envelope(
         "default",
-        &format!("<dp:set-file name=\"{}\">{PAYLOAD}</dp:set-file>", escape(name)),
+        &format!(
+            "<dp:set-file name=\"{}\">{PAYLOAD}</dp:set-file>",
+            escape(name)
+        ),
     ))
 }
 

@@ -310,7 +310,10 @@ pub trait Appliance: Send + Sync {
     /// The names of `domain`'s checkpoints, oldest first (`DomainCheckpointStatus`).
     async fn checkpoints(&self, domain: &str) -> Result<Vec<String>, ApplianceError> {
         let _ = domain;
-        Err(unsupported(self.device(), "get-status DomainCheckpointStatus"))
+        Err(unsupported(
+            self.device(),
+            "get-status DomainCheckpointStatus",
+        ))
     }
 
     /// Imports export ZIP `zip` into `domain` (`do-import`), or with `options.dry_run` only

@@ -67,12 +67,16 @@ impl SomaClient {
         frame: Framed,
         file: &Path,
     ) -> Result<parse::Node, ApplianceError> {
-        let (body, length) = framed_body(frame, file)
-            .await
-            .map_err(|e| {
-                let text = format!("{}: {e}", file.display());
-                self.at(op, ErrorKind::Io { text, cause: Some(std::sync::Arc::new(e)) })
-            })?;
+        let (body, length) = framed_body(frame, file).await.map_err(|e| {
+            let text = format!("{}: {e}", file.display());
+            self.at(
+                op,
+                ErrorKind::Io {
+                    text,
+                    cause: Some(std::sync::Arc::new(e)),
+                },
+            )
+        })?;
         let limit = self.config().download_timeout;
         let buf = self
             .within(op, limit, self.read_whole_body(op, body, Some(length)))
@@ -96,7 +100,8 @@ impl SomaClient {
             .send_file(op, soma::do_import(domain, options), zip)
             .await?;
         let response = parse::response(&root).map_err(|e| self.at(op, e))?;
-        import_report(response, options.dry_run).map_err(|text| self.at(op, ErrorKind::Malformed(text.into())))
+        import_report(response, options.dry_run)
+            .map_err(|text| self.at(op, ErrorKind::Malformed(text.into())))
     }
 
     /// `set-file` of local `file` as appliance file `name`.
@@ -164,7 +169,9 @@ mod tests {
             frame.tail
         );
         assert_eq!(text, expected);
-        assert!(frame.head.ends_with("<dp:set-file name=\"temporary:///d/f.bin\">"));
+        assert!(frame
+            .head
+            .ends_with("<dp:set-file name=\"temporary:///d/f.bin\">"));
         assert!(frame.tail.starts_with("</dp:set-file>"));
     }
 }

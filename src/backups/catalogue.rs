@@ -136,7 +136,9 @@ pub fn choose(
             let entry = match canonical {
                 Some(c) if c.starts_with(std::fs::canonicalize(root).unwrap_or_default()) => {
                     scan(root).0.into_iter().find(|e| {
-                        e.source().and_then(|s| std::fs::canonicalize(s).ok()).as_ref()
+                        e.source()
+                            .and_then(|s| std::fs::canonicalize(s).ok())
+                            .as_ref()
                             == Some(&c)
                     })
                 }

@@ -115,7 +115,11 @@ pub fn parse_export_xml(xml: &[u8]) -> Result<(ExportContent, Vec<(String, Strin
                 let attr = |key: &str| -> Option<String> {
                     e.attributes().flatten().find_map(|a| {
                         (a.key.local_name().as_ref() == key.as_bytes())
-                            .then(|| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+                            .then(|| {
+                                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                    .ok()
+                                    .map(|v| v.into_owned())
+                            })
                             .flatten()
                     })
                 };
@@ -271,7 +275,10 @@ mod tests {
         assert!(c
             .objects
             .contains_key(&("XMLManager".to_string(), "default".to_string())));
-        assert_eq!(files, [("local:///a.xsl".to_string(), "local/a.xsl".to_string())]);
+        assert_eq!(
+            files,
+            [("local:///a.xsl".to_string(), "local/a.xsl".to_string())]
+        );
     }
 
     #[test]

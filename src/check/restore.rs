@@ -108,7 +108,9 @@ impl Cx<'_> {
                     if action == Action::Import && !zip {
                         self.push(never_resolves(
                             at,
-                            format!("{context}: an import reads a domain export (a .zip), not {p:?}"),
+                            format!(
+                                "{context}: an import reads a domain export (a .zip), not {p:?}"
+                            ),
                             "name the export's -persisted.zip file",
                         ));
                         ok = false;
@@ -161,7 +163,10 @@ impl Cx<'_> {
                         .label("not confirmed")
                         .help(match single {
                             Some(d) => format!("add confirm = \"{d}\" to the activity"),
-                            None => "select one device by its exact name, and confirm = \"THAT-NAME\"".to_string(),
+                            None => {
+                                "select one device by its exact name, and confirm = \"THAT-NAME\""
+                                    .to_string()
+                            }
                         }),
                 );
                 ok = false;

@@ -59,8 +59,8 @@ fn restore_plan(args: &RestoreArgs, name: &str, dry_run_only: bool) -> Result<St
         None => "latest".to_string(),
         Some(f) if f.parse::<u64>().is_ok() => format!("run({f})"),
         Some(f) => {
-            let p = std::path::absolute(f)
-                .map_err(|e| CliError::usage(format!("--from {f}: {e}")))?;
+            let p =
+                std::path::absolute(f).map_err(|e| CliError::usage(format!("--from {f}: {e}")))?;
             format!("path({})", quoted(&p.display().to_string()))
         }
     };

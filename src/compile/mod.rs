@@ -282,11 +282,7 @@ fn task_steps(
             None => true,
         })
         .collect();
-    let seen_backup = |i: usize| {
-        included[..i]
-            .iter()
-            .any(|s| s.call.action.is_work())
-    };
+    let seen_backup = |i: usize| included[..i].iter().any(|s| s.call.action.is_work());
     included
         .iter()
         .enumerate()

@@ -77,10 +77,7 @@ pub(crate) async fn execute(
 /// Whether step `step` of `t` comes after the task's backup or export step.
 fn after_backup(t: &Task, step: &str) -> bool {
     let pos = |pred: &dyn Fn(&crate::compile::TaskStep) -> bool| t.steps.iter().position(pred);
-    match (
-        pos(&|s| s.name == step),
-        pos(&|s| s.call.action.is_work()),
-    ) {
+    match (pos(&|s| s.name == step), pos(&|s| s.call.action.is_work())) {
         (Some(a), Some(b)) => a > b,
         _ => false,
     }

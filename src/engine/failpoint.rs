@@ -2,7 +2,8 @@
 //! process abort, like a power cut, the first (or N-th) time it reaches point NAME. Unset,
 //! a point costs one atomic load. Points: `after-intent`, `after-result`, `mid-download`,
 //! `before-rename`, `after-rename`, `retry-backoff` (a failed attempt recorded, its retry not
-//! yet begun), `resume`, `after-outcome` (a run's final or INTERRUPTED status and its
+//! yet begun), `resume`, `after-import` and `after-secure-restore` (the appliance has done it,
+//! the journal does not know yet), `after-outcome` (a run's final or INTERRUPTED status and its
 //! notifications are durable, none delivered yet). `panic-after-intent` panics the task's runner instead (a bug's
 //! shape: the run must end INTERRUPTED, not hang).
 

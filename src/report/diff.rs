@@ -217,12 +217,7 @@ pub fn catalogue_view(
     entries: &[Entry],
     unreadable: &[(PathBuf, String)],
 ) -> CatalogueView {
-    let rel = |p: &Path| {
-        p.strip_prefix(root)
-            .unwrap_or(p)
-            .display()
-            .to_string()
-    };
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     CatalogueView {
         store: root.display().to_string(),
         backups: entries
@@ -291,7 +286,9 @@ mod tests {
                 .map(|(c, n, p)| {
                     (
                         (c.to_string(), n.to_string()),
-                        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                        p.iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
                     )
                 })
                 .collect(),
@@ -330,6 +327,9 @@ mod tests {
         assert!(!d.is_empty());
         assert!(ExportDiff::between(&a, &a).is_empty());
         let text = d.render("A", "B");
-        assert!(text.contains("    - LocalPort: 8080\n    + LocalPort: 9090\n"), "{text}");
+        assert!(
+            text.contains("    - LocalPort: 8080\n    + LocalPort: 9090\n"),
+            "{text}"
+        );
     }
 }

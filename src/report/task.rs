@@ -86,7 +86,11 @@ impl ImportView {
         let mut out = format!(
             "{}{}: {} new, {} modified, {} unchanged, {} refused\n",
             self.step,
-            if self.report.dry_run { " (dry run)" } else { "" },
+            if self.report.dry_run {
+                " (dry run)"
+            } else {
+                ""
+            },
             c.new,
             c.modified,
             c.unchanged,
@@ -106,7 +110,10 @@ impl ImportView {
         };
         let mut rows: Vec<(u8, Vec<String>)> = Vec::new();
         for o in &self.report.objects {
-            let failed = o.result.as_deref().is_some_and(|r| !r.eq_ignore_ascii_case("SUCCESS"));
+            let failed = o
+                .result
+                .as_deref()
+                .is_some_and(|r| !r.eq_ignore_ascii_case("SUCCESS"));
             let result = match (&o.result, &o.message) {
                 (Some(r), Some(m)) => format!("{r}: {m}"),
                 (Some(r), None) => r.clone(),
@@ -114,14 +121,19 @@ impl ImportView {
             };
             rows.push((
                 rank(&o.status, failed),
-                vec!["object".into(), o.class.clone(), o.name.clone(), o.status.clone(), result],
+                vec![
+                    "object".into(),
+                    o.class.clone(),
+                    o.name.clone(),
+                    o.status.clone(),
+                    result,
+                ],
             ));
         }
         for f in &self.report.files {
-            let failed = f
-                .result
-                .as_deref()
-                .is_some_and(|r| !r.eq_ignore_ascii_case("OK") && !r.eq_ignore_ascii_case("ignored"));
+            let failed = f.result.as_deref().is_some_and(|r| {
+                !r.eq_ignore_ascii_case("OK") && !r.eq_ignore_ascii_case("ignored")
+            });
             let result = match (&f.result, &f.reason) {
                 (Some(r), Some(m)) => format!("{r}: {m}"),
                 (Some(r), None) => r.clone(),
@@ -129,7 +141,13 @@ impl ImportView {
             };
             rows.push((
                 rank(&f.status, failed),
-                vec!["file".into(), String::new(), f.name.clone(), f.status.clone(), result],
+                vec![
+                    "file".into(),
+                    String::new(),
+                    f.name.clone(),
+                    f.status.clone(),
+                    result,
+                ],
             ));
         }
         rows.sort_by_key(|(r, _)| *r);

@@ -195,6 +195,10 @@ pub(super) async fn import(
         },
     };
     let report = app.import(domain, &zip, &options).await?;
+    if !options.dry_run {
+        // The appliance has imported; nothing of it is recorded yet.
+        crate::engine::failpoint::hit("after-import");
+    }
     let failures = report.failures();
     let c = report.counts();
     super::log(
@@ -277,7 +281,10 @@ pub(super) async fn upload(
         t,
         st,
         step,
-        format!("uploaded {} files ({bytes} bytes) to {remote}/", files.len()),
+        format!(
+            "uploaded {} files ({bytes} bytes) to {remote}/",
+            files.len()
+        ),
     );
     Ok(())
 }
@@ -321,8 +328,12 @@ pub(super) async fn secure_restore(
         }
     }
     app.secure_restore(&cred, &format!("{remote}/"), validate)
-        .await
-        .map_err(StepError::from)
+        .await?;
+    if !validate {
+        // The appliance is restarting; nothing of it is recorded yet.
+        crate::engine::failpoint::hit("after-secure-restore");
+    }
+    Ok(())
 }
 
 /// `dp.wait_ready`: until the appliance answers again, as the backup's device (serial), after
@@ -366,7 +377,9 @@ pub(super) async fn wait_ready(
                 limit.as_secs()
             )));
         }
-        ctx.clock.sleep(super::step::poll_delay(ctx, &mut polls)).await;
+        ctx.clock
+            .sleep(super::step::poll_delay(ctx, &mut polls))
+            .await;
     };
     if let Some(serial) = want_serial.filter(|s| !s.is_empty()) {
         if fw.serial != serial {

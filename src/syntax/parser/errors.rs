@@ -125,7 +125,9 @@ pub(super) fn rule_name(rule: Rule) -> Option<&'static str> {
         | Rule::m_after
         | Rule::m_timeout
         | Rule::m_undo
-        | Rule::m_on_failure => "a step modifier (when, unless, always, after, timeout, undo, on_failure)",
+        | Rule::m_on_failure => {
+            "a step modifier (when, unless, always, after, timeout, undo, on_failure)"
+        }
         Rule::kw_then => "`then`",
         Rule::kw_when
         | Rule::kw_unless
@@ -133,7 +135,9 @@ pub(super) fn rule_name(rule: Rule) -> Option<&'static str> {
         | Rule::kw_after
         | Rule::kw_timeout
         | Rule::kw_undo
-        | Rule::kw_on_failure => "a step modifier (when, unless, always, after, timeout, undo, on_failure)",
+        | Rule::kw_on_failure => {
+            "a step modifier (when, unless, always, after, timeout, undo, on_failure)"
+        }
         Rule::kw_import | Rule::kw_param | Rule::kw_step => {
             "a statement such as `key = value` or `name { ... }`"
         }

@@ -1,0 +1,440 @@
+//! Restores through the binary against the simulator over sockets: export, change, `diff`,
+//! `restore --dry-run` (nothing changes), `restore --yes` (the digest comes back, the
+//! checkpoint goes), an import the appliance refuses (ROLLED_BACK, the digest as before), a
+//! secure restore (validate, restore, wait, clean up), restore drills, the catalogue, and a
+//! kill during an import or a secure restore followed by `resume`.
+
+use crate::engine::World;
+use crate::support::fleet::{DeviceEntry, FleetFile, SimFault};
+use crate::support::{Ran, Test};
+
+/// QA1 with DOMAIN1 and DOMAIN2; restores come back after 300 ms.
+fn fleet(qa1: impl FnOnce(DeviceEntry) -> DeviceEntry) -> FleetFile {
+    FleetFile::new()
+        .set("backup_file_size", "64KiB")
+        .set("restore_downtime", "300ms")
+        .domains(&["default", "DOMAIN1", "DOMAIN2"])
+        .device(qa1(DeviceEntry::new("QA1")))
+}
+
+const PLANS: &str = r#"
+plan "exports" {
+  activity export_domain {
+    devices = "QA1"
+    domains = "DOMAIN1"
+  }
+}
+
+plan "secure" {
+  activity secure_backup {
+    devices = "QA1"
+    cert    = "backup-cert"
+  }
+}
+
+plan "drill" {
+  on_failure = continue
+
+  activity secure_restore_drill {
+    devices = "QA1"
+    cred    = "backup-cred"
+  }
+
+  activity restore_drill {
+    devices = "QA1"
+    domains = "DOMAIN1"
+  }
+}
+"#;
+
+/// A directory with the plan file `p.dpplan` for `w` (the state file beside it).
+fn setup(w: &World) -> Test {
+    let text = format!(
+        "import \"std/datapower\"\nstore \"{}\" {{}}\n{}\n{PLANS}",
+        w.store().display(),
+        w.inventory().replace(
+            "file(\"pw\")",
+            &format!("file(\"{}\")", w.dir.path().join("pw").display())
+        )
+    );
+    Test::new().file("p.dpplan", &text)
+}
+
+/// Runs the binary in `dir` with `args` (the state file `st.redb` there).
+fn dpplan(dir: &std::path::Path, args: &[&str]) -> Ran {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend([
+        "--state".to_string(),
+        dir.join("st.redb").display().to_string(),
+    ]);
+    Test::new().cwd(dir).args(all).run()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn domain(w: &World, name: &str) -> dpplan::sim::DomainView {
+    w.state("QA1")
+        .domains
+        .into_iter()
+        .find(|d| d.name == name)
+        .unwrap()
+}
+
+/// An administrator's change to QA1's DOMAIN1, through the simulator's endpoint: the new digest.
+async fn change(w: &World) -> String {
+    let d = w.fleet.device("QA1").unwrap();
+    let (status, answer) = crate::support::http_post(
+        d.addr,
+        "/sim/devices/QA1/domains/DOMAIN1/change",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
+    let exported = domain(&w, "DOMAIN1");
+    let changed = change(&w).await;
+    assert_ne!(changed, exported.digest);
+
+    // A second export takes the saved configuration (as before: diff exits 0) and, the change
+    // being unsaved, the running one too: diff against it shows the change (exit 1).
+    let d = dir.clone();
+    let store = w.store();
+    let (same, diff) = blocking(move || {
+        dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0);
+        let folder = store.join("QA1/domain/DOMAIN1");
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        let first = folder.join(
+            names
+                .iter()
+                .find(|n| n.ends_with("-persisted.zip"))
+                .unwrap(),
+        );
+        let running = folder.join(
+            names
+                .iter()
+                .find(|n| n.ends_with("-nonpersisted.zip"))
+                .unwrap(),
+        );
+        (
+            dpplan(&d, &["diff", "1:QA1:DOMAIN1", "2:QA1:DOMAIN1", "--json"]),
+            dpplan(
+                &d,
+                &["diff", first.to_str().unwrap(), running.to_str().unwrap()],
+            ),
+        )
+    })
+    .await;
+    let same = same.status(0).json();
+    assert_eq!(same["objects_changed"].as_array().unwrap().len(), 0);
+    let diff = diff.status(1).stdout_has("~ object XMLFirewallService");
+    assert!(
+        diff.stdout.contains("    - ") && diff.stdout.contains("    + "),
+        "{}",
+        diff.stdout
+    );
+
+    // The dry run lists the change and changes nothing.
+    let d = dir.clone();
+    let dry = blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore",
+                "p.dpplan",
+                "--device",
+                "QA1",
+                "--domain",
+                "DOMAIN1",
+                "--from",
+                "1",
+                "--dry-run",
+                "--quiet",
+            ],
+        )
+    })
+    .await
+    .status(0);
+    assert!(dry.stdout.contains("modified"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("dry run"), "{}", dry.stdout);
+    let after_dry = domain(&w, "DOMAIN1");
+    assert_eq!(after_dry.digest, changed);
+    assert!(
+        after_dry.checkpoints.is_empty(),
+        "{:?}",
+        after_dry.checkpoints
+    );
+
+    // Without a terminal, a restore that changes the device needs --yes.
+    let d = dir.clone();
+    blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1",
+            ],
+        )
+    })
+    .await
+    .status(2)
+    .stderr_has("--yes");
+
+    let d = dir.clone();
+    let done = blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--from", "1",
+                "--yes", "--quiet",
+            ],
+        )
+    })
+    .await
+    .status(0);
+    assert!(done.stdout.contains("import"), "{}", done.stdout);
+    let restored = domain(&w, "DOMAIN1");
+    assert_eq!(
+        restored.digest, exported.digest,
+        "the export's configuration is back"
+    );
+    assert_eq!(restored.saved_digest, exported.digest, "and saved");
+    assert!(
+        restored.checkpoints.is_empty(),
+        "{:?}",
+        restored.checkpoints
+    );
+
+    // The task page records both imports, per object.
+    let d = dir.clone();
+    let page = blocking(move || dpplan(&d, &["show", "4", "--task", "1", "--json"]))
+        .await
+        .status(0)
+        .json();
+    let steps: Vec<&str> = page["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["dry_run", "import"]);
+    assert!(page["imports"][0]["dry_run"].as_bool().unwrap());
+    assert_eq!(page["imports"][0]["counts"]["modified"], 1);
+    assert!(page["imports"][0]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["status"] == "modified"));
+
+    // The catalogue lists both exports.
+    let d = dir.clone();
+    let store = w.store().display().to_string();
+    let cat = blocking(move || dpplan(&d, &["backups", "--store", &store, "--json"]))
+        .await
+        .status(0)
+        .json();
+    let rows = cat["backups"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{cat}");
+    assert!(rows
+        .iter()
+        .all(|r| r["kind"] == "EXPORT_DOMAIN" && r["check"] == "ok"));
+    assert_eq!(rows[0]["run"], 1);
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_import_is_rolled_back_to_the_checkpoint() {
+    let w = World::new(fleet(|d| {
+        d.fault(SimFault::new("do-import", "import-error"))
+    }))
+    .await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
+    let changed = change(&w).await;
+    let before = domain(&w, "DOMAIN1");
+    assert_eq!(before.digest, changed);
+    let d = dir.clone();
+    let ran = blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--yes", "--json",
+                "--quiet",
+            ],
+        )
+    })
+    .await;
+    let v = ran.json();
+    assert_eq!(v["tasks"][0]["status"], "ROLLED_BACK", "{v}");
+    assert!(
+        v["tasks"][0]["error"].as_str().unwrap().contains("refused"),
+        "{v}"
+    );
+    let after = domain(&w, "DOMAIN1");
+    assert_eq!(
+        after.digest, before.digest,
+        "rolled back to the pre-restore configuration"
+    );
+    assert!(after.checkpoints.is_empty(), "{:?}", after.checkpoints);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_restore_validates_restores_waits_and_cleans_up_and_drills_pass() {
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || {
+        dpplan(&d, &["run", "p.dpplan", "--plan", "secure", "--quiet"]).status(0);
+        dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0);
+    })
+    .await;
+    let backed_up = domain(&w, "DOMAIN1");
+    change(&w).await;
+
+    // The drills: every latest backup would restore, and nothing changed.
+    let d = dir.clone();
+    let drill = blocking(move || {
+        dpplan(
+            &d,
+            &["run", "p.dpplan", "--plan", "drill", "--json", "--quiet"],
+        )
+    })
+    .await
+    .status(0)
+    .json();
+    let statuses: Vec<&str> = drill["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SUCCEEDED", "SUCCEEDED"], "{drill}");
+    assert_eq!(drill["status"], "COMPLETED");
+    assert_ne!(
+        domain(&w, "DOMAIN1").digest,
+        backed_up.digest,
+        "a drill changes nothing"
+    );
+    w.assert_clean();
+
+    let d = dir.clone();
+    let v = blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore",
+                "p.dpplan",
+                "--device",
+                "QA1",
+                "--cred",
+                "backup-cred",
+                "--yes",
+                "--json",
+                "--quiet",
+            ],
+        )
+    })
+    .await
+    .status(0)
+    .json();
+    assert_eq!(v["status"], "COMPLETED", "{v}");
+    assert_eq!(v["tasks"][0]["status"], "SUCCEEDED", "{v}");
+    assert_eq!(domain(&w, "DOMAIN1").digest, backed_up.digest);
+    let ops = w.state("QA1").ops;
+    assert!(
+        ops.get("SecureRestore").copied().unwrap_or(0) >= 2,
+        "{ops:?}"
+    );
+    w.assert_clean();
+    let run = v["run"].to_string();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["log", &run]))
+        .await
+        .status(0)
+        .stdout_has("answers again");
+}
+
+/// Kills the restore at `failpoint`, resumes it, and checks the end state is the one an
+/// uninterrupted restore reaches.
+async fn killed_and_resumed(failpoint: &'static str, secure: bool) {
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    let plan = if secure { "secure" } else { "exports" };
+    blocking(move || {
+        dpplan(&d, &["run", "p.dpplan", "--plan", plan, "--quiet"]).status(0);
+    })
+    .await;
+    let backed_up = domain(&w, "DOMAIN1");
+    change(&w).await;
+    let mut args = vec!["restore", "p.dpplan", "--device", "QA1", "--yes", "--quiet"];
+    if secure {
+        args.extend(["--cred", "backup-cred"]);
+    } else {
+        args.extend(["--domain", "DOMAIN1"]);
+    }
+    let d = dir.clone();
+    let killed = blocking(move || {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["--state".into(), d.join("st.redb").display().to_string()]);
+        Test::new()
+            .cwd(&d)
+            .env("DPPLAN_FAILPOINT", failpoint)
+            .args(all)
+            .run()
+    })
+    .await;
+    assert_ne!(
+        killed.status, 0,
+        "the failpoint killed it: {}",
+        killed.stderr
+    );
+    let d = dir.clone();
+    let resumed = blocking(move || dpplan(&d, &["resume", "--json", "--quiet"]))
+        .await
+        .status(0)
+        .json();
+    assert!(
+        resumed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "SUCCEEDED"),
+        "{resumed}"
+    );
+    let after = domain(&w, "DOMAIN1");
+    assert_eq!(after.digest, backed_up.digest);
+    assert!(after.checkpoints.is_empty(), "{:?}", after.checkpoints);
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_an_import_resumes_to_the_same_end() {
+    killed_and_resumed("after-import", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_secure_restore_resumes_to_the_same_end() {
+    killed_and_resumed("after-secure-restore", true).await;
+}
