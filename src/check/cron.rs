@@ -1,8 +1,8 @@
 //! Rules for a plan's `schedule = "CRON"`: five fields that parse and name a date that exists,
 //! and, with a window, some scheduled time inside it.
 
+use super::context::Cx;
 use super::model::{Schedule, Window};
-use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::schedule::{self, window, Cron, CronError};
 use crate::syntax::{Attr, ExprKind};

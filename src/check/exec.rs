@@ -1,8 +1,8 @@
 //! Rules for what runs: recovery policies and scripts.
 
 use super::body;
+use super::context::{Cx, ScriptState};
 use super::model::{Policy, Script, ScriptWhen};
-use super::{Cx, ScriptState};
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::{Call, Expr, ExprKind};
 use std::path::Path;
@@ -302,7 +302,7 @@ impl Cx<'_> {
                 .label("no such file")
                 .help(format!(
                     "script paths are relative to the plan file's directory (looked for {})",
-                    super::shown(&full)
+                    super::context::shown(&full)
                 )),
             ),
             ScriptState::NotExecutable => self.push(
@@ -314,7 +314,7 @@ impl Cx<'_> {
                 .label("not executable")
                 .help(format!(
                     "scripts run directly, not through a shell: chmod +x {}",
-                    super::shown(&full)
+                    super::context::shown(&full)
                 )),
             ),
         }

@@ -1,8 +1,8 @@
 //! Rules for `settings`, `store` and `inventory` (defaults and devices).
 
 use super::body::{self, header_span, Body};
+use super::context::Cx;
 use super::model::{Device, Secret, Space, StoreConfig};
-use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::syntax::{Attr, Block, Expr, ExprKind, Label};
 
@@ -309,7 +309,7 @@ impl Cx<'_> {
                         .label("no such file")
                         .help(format!(
                             "paths are relative to the plan file's directory (looked for {}); a run refuses to start without it",
-                            super::shown(&full)
+                            super::context::shown(&full)
                         )),
                     );
                 }
@@ -371,7 +371,7 @@ impl Cx<'_> {
                 format!("set {v} in the environment of `dpplan run`; a run refuses to start without it"),
             ),
             Secret::File(p) if !p.is_file() => (
-                format!("the secret file `{}` does not exist", super::shown(p)),
+                format!("the secret file `{}` does not exist", super::context::shown(p)),
                 "no such file",
                 "paths are relative to the plan file's directory; a run refuses to start without it".to_string(),
             ),

@@ -1,8 +1,8 @@
 //! Rules for activity kinds: `kind NAME per device|domain { action, params, steps }`.
 
 use super::body::{self, header_span, Body};
+use super::context::Cx;
 use super::model::{Action, ActionCall, ArgValue, Kind, Param, ParamType, Per, StepDef, Value};
-use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::syntax::{Block, Call, Expr, ExprKind, Label, Modifier, StepDecl, Stmt};
 use std::collections::BTreeMap;
@@ -384,7 +384,7 @@ impl Cx<'_> {
         if let ExprKind::Ident(name) = &e.kind {
             match (ty, name.as_str()) {
                 (ArgTy::Target, "device") => return Some(ArgValue::Device),
-                (ArgTy::Target, "domain") if kind.per == super::Per::Domain => {
+                (ArgTy::Target, "domain") if kind.per == super::model::Per::Domain => {
                     return Some(ArgValue::Domain)
                 }
                 (ArgTy::Target, "domain") => {

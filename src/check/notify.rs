@@ -2,8 +2,8 @@
 //! sent), and the `notify = [...]` of plans, which names them.
 
 use super::body::{self, header_span, Body};
+use super::context::Cx;
 use super::model::{Email, Notifier, Syslog};
-use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::store::RunStatus;
 use crate::syntax::{Attr, Block, Expr, ExprKind, Label};

@@ -1,13 +1,13 @@
 //! Rules for plans: `plan "NAME" { window, policies, stages, scripts, activities }`.
 
 use super::body::{self, header_span, Body};
+use super::context::Cx;
 use super::kinds::unknown_step;
 use super::load::STDLIB;
 use super::model::{
     Action, Activity, ArgValue, DomainSel, OnWindowClose, Plan, Policy, Stages, Value,
 };
 use super::patterns::NameIndex;
-use super::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::syntax::{Attr, Block, ExprKind, Label, Stmt};
 use std::collections::{BTreeMap, HashMap};
@@ -255,7 +255,7 @@ impl Cx<'_> {
         let mut domains = None;
         if let Some(k) = &kind {
             match (k.per, domains_attr) {
-                (super::Per::Device, Some(a)) => {
+                (super::model::Per::Device, Some(a)) => {
                     self.push(
                         Diagnostic::new(
                             Code::DomainsNotAllowed,
@@ -270,7 +270,7 @@ impl Cx<'_> {
                     );
                     ok = false;
                 }
-                (super::Per::Domain, None) => {
+                (super::model::Per::Domain, None) => {
                     self.push(
                         Diagnostic::new(
                             Code::MissingRequired,
@@ -282,14 +282,14 @@ impl Cx<'_> {
                     );
                     ok = false;
                 }
-                (super::Per::Domain, Some(a)) => {
+                (super::model::Per::Domain, Some(a)) => {
                     domains = match &a.value.kind {
                         ExprKind::Ident(s) if s == "all" => Some(DomainSel::All),
                         _ => self.selection(a, index, false).map(DomainSel::Patterns),
                     };
                     ok &= domains.is_some();
                 }
-                (super::Per::Device, None) => {}
+                (super::model::Per::Device, None) => {}
             }
         }
         let on_failure = match body.take("on_failure") {
@@ -376,7 +376,7 @@ impl Cx<'_> {
             }
             let mut known: Vec<&str> = k.params.iter().map(|p| p.name.as_str()).collect();
             known.extend(["devices", "on_failure"]);
-            if k.per == super::Per::Domain {
+            if k.per == super::model::Per::Domain {
                 known.push("domains");
             }
             body.finish(&context, &known, self.sink);
@@ -470,7 +470,7 @@ impl Cx<'_> {
     }
 
     /// DP0020 for an activity value under 60s that feeds a quiesce timeout.
-    fn quiesce_floor(&mut self, k: &super::Kind, param: &str, v: &Value, span: Span) {
+    fn quiesce_floor(&mut self, k: &super::model::Kind, param: &str, v: &Value, span: Span) {
         let Value::Duration(ms) = v else { return };
         let feeds_quiesce = k.steps.iter().any(|s| {
             matches!(s.call.action, Action::Quiesce | Action::Unquiesce)
@@ -482,7 +482,7 @@ impl Cx<'_> {
     }
 
     /// DP0020 for a literal quiesce timeout under 60s written in a kind.
-    fn literal_quiesce_floor(&mut self, s: &super::StepDef, at: Span) {
+    fn literal_quiesce_floor(&mut self, s: &super::model::StepDef, at: Span) {
         if !matches!(s.call.action, Action::Quiesce) {
             return;
         }
@@ -517,7 +517,7 @@ fn human_ms(ms: u64) -> String {
 
 /// Whether some `always` step of kind `k` runs script parameter `param` (a post script,
 /// where `when` means something).
-fn runs_always(k: &super::Kind, param: &str) -> bool {
+fn runs_always(k: &super::model::Kind, param: &str) -> bool {
     k.steps.iter().any(|s| {
         s.always
             && s.call.action == Action::Run

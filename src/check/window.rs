@@ -1,8 +1,8 @@
 //! Rules for a plan's `window { days, from, to, tz }`.
 
 use super::body::{self, Body};
+use super::context::Cx;
 use super::model::{Window, DAYS};
-use super::Cx;
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::{Block, Expr, ExprKind};
 

@@ -17,8 +17,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::rustls;
 
+use super::message::{host_name, Channel, Notification};
 use super::text::{email_subject, email_text, syslog_line};
-use super::{host_name, Channel, Notification};
 use crate::appliance::http::root_cause;
 use crate::check::{Email, Syslog};
 

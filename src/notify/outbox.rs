@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::channels::{Senders, Trust};
-use super::{queue_for, Message, Outcome};
+use super::message::{queue_for, Message, Outcome};
 use crate::check::Program;
 use crate::store::{OutboxEntry, OutboxStore, Record, RunId, Settlement, StoreError};
 
@@ -95,7 +95,7 @@ pub struct Attempt {
     pub run: RunId,
     /// The notifier.
     pub notifier: String,
-    /// The channel, as logs name it ([`super::Channel::describe`]).
+    /// The channel, as logs name it ([`Channel::describe`](super::message::Channel::describe)).
     pub channel: String,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -119,7 +119,7 @@ pub struct Pass {
 /// One `Outbox` per process delivers: its passes never overlap (a pass waits for the one
 /// under way), so no entry is sent twice by one process. A message may still be sent twice
 /// across processes (a process killed after the receiver took it and before the attempt was
-/// recorded): delivery is at least once; [`super::Notification::id`] lets receivers drop
+/// recorded): delivery is at least once; [`Notification::id`](super::message::Notification::id) lets receivers drop
 /// duplicates.
 pub struct Outbox {
     store: Arc<dyn OutboxStore>,

@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::check::{Notifier, Plan, Policy, Secret, Stages};
-use chrono::TimeZone;
+use crate::check::{Email, Notifier, Plan, Policy, Program, Secret, Stages, Syslog};
+use crate::report::TaskReport;
+use crate::store::{Record, RunStatus, TaskStatus};
+use chrono::{DateTime, TimeZone, Utc};
 
 fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_795_470_000 + secs, 0).unwrap()

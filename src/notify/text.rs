@@ -1,6 +1,6 @@
 //! What a notification looks like as an e-mail and as a syslog message.
 
-use super::Notification;
+use super::message::Notification;
 use crate::report::table::printable;
 use crate::store::RunStatus;
 

@@ -1,7 +1,10 @@
 //! The activity log (`dpplan log`): lines with their times and the time each took.
 
-#[allow(unused_imports)]
-use super::*;
+use super::format::{duration, json_time, Zone};
+use super::table;
+use crate::store::LogLine;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// One line of `dpplan log --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -13,124 +13,24 @@ pub mod prune;
 pub mod table;
 pub mod verify;
 
+mod format;
 mod log;
 mod outcome;
 mod task;
 
+pub use format::{duration, json_time, since_start, size, Look, Zone};
+use format::{opt_time, parse_time, plain, toned};
 pub use log::{log_text, log_views, run_log, LogError, LogView};
 pub use outcome::{RunReport, TaskReport};
-pub use task::{FileView, FirmwareView, ImportView, StepView, TaskPage};
+use task::task_time;
+pub use task::{FileView, FirmwareView, ImportView, StepView, TaskPage, TaskView};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{
-    ActivityRecord, LogLine, RunDetail, RunSummary, StepOutcome, StepState, TaskState, TaskStatus,
-};
+use crate::store::{ActivityRecord, RunDetail, RunSummary, TaskState, TaskStatus};
 pub use table::Fit;
-use table::{Column, Table, Tone};
-
-/// A time as JSON shows it: RFC 3339, UTC, milliseconds (`2026-09-21T14:13:20.000Z`).
-pub fn json_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The zone pages show times in; every time shown carries its offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Zone {
-    /// UTC (`--utc`).
-    Utc,
-    /// An IANA zone, as `TZ=Europe/Berlin` names it.
-    Named(chrono_tz::Tz),
-    /// The host's zone (`/etc/localtime`, or a POSIX `TZ` rule), as chrono reads it.
-    Local,
-}
-
-impl Zone {
-    /// The zone a `TZ` value names: an IANA name (a leading `:` allowed), else the host's.
-    pub fn from_tz(tz: Option<&str>) -> Zone {
-        tz.map(|z| z.trim_start_matches(':'))
-            .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
-            .map_or(Zone::Local, Zone::Named)
-    }
-
-    /// `t` in this zone, formatted with chrono's `fmt`.
-    pub fn format(self, t: DateTime<Utc>, fmt: &str) -> String {
-        match self {
-            Zone::Utc => t.format(fmt).to_string(),
-            Zone::Named(tz) => t.with_timezone(&tz).format(fmt).to_string(),
-            Zone::Local => t.with_timezone(&chrono::Local).format(fmt).to_string(),
-        }
-    }
-
-    /// A time as pages show it: `2026-11-30 18:02:11 +01:00`.
-    pub fn time(self, t: DateTime<Utc>) -> String {
-        self.format(t, "%Y-%m-%d %H:%M:%S %:z")
-    }
-}
-
-/// How a page is rendered for where it goes: the table's fit and the zone of its times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Look {
-    /// Width and colour of its tables.
-    pub fit: Fit,
-    /// The zone of its times.
-    pub zone: Zone,
-}
-
-/// A time in a run's tables, as time since the run started (its heading has the start):
-/// `+42.1s`.
-pub fn since_start(started: DateTime<Utc>, t: DateTime<Utc>) -> String {
-    format!("+{}", duration(t - started))
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// A duration for people: `0.4s`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
-pub fn duration(d: chrono::Duration) -> String {
-    let ms = d.num_milliseconds().max(0);
-    let s = ms / 1000;
-    if s < 60 {
-        format!("{}.{}s", s, (ms % 1000) / 100)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else if s < 86_400 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
-    }
-}
-
-/// A size for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
-    t.map(json_time)
-}
-
-fn toned(status: &str) -> (String, Tone) {
-    (status.to_string(), Tone::of_status(status))
-}
-
-fn plain(s: impl ToString) -> (String, Tone) {
-    (s.to_string(), Tone::Plain)
-}
+use table::{Column, Table};
 
 // ---------------------------------------------------------------------------------------
 // Runs
@@ -259,11 +159,6 @@ fn activity_status(tasks: &[&TaskState]) -> &'static str {
     } else {
         "WARNING"
     }
-}
-
-/// When a task reached its current status: its end, else its start.
-fn task_time(t: &TaskState) -> Option<DateTime<Utc>> {
-    t.finished.or(t.started)
 }
 
 /// One activity of a run, as `dpplan show RUN --json` prints it.
@@ -405,70 +300,6 @@ pub fn run_page(detail: &RunDetail, look: Look) -> String {
 
 // ---------------------------------------------------------------------------------------
 // An activity's tasks
-
-/// Failed attempts over a task's steps (retries included): the page's download errors.
-fn failed_attempts(steps: &[StepState]) -> u32 {
-    steps
-        .iter()
-        .map(|s| {
-            let last_ok = s.in_flight
-                || matches!(
-                    s.outcome,
-                    Some(StepOutcome::Succeeded) | Some(StepOutcome::Undone)
-                );
-            s.attempts.saturating_sub(u32::from(last_ok))
-        })
-        .sum()
-}
-
-/// One task, as `dpplan show RUN --activity N --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskView {
-    /// 1-based, in creation order.
-    pub id: u32,
-    /// Its activity.
-    pub activity: u32,
-    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
-    pub action: String,
-    /// The device.
-    pub device: String,
-    /// The domain; `all-domains` for secure backups and all-domains exports.
-    pub domain: String,
-    /// Its status (`SUCCEEDED`).
-    pub status: String,
-    /// When it reached that status, if it has started.
-    pub status_time: Option<String>,
-    /// When it started running.
-    pub started: Option<String>,
-    /// When it reached a final status.
-    pub finished: Option<String>,
-    /// Files downloaded into the store.
-    pub files: u32,
-    /// Failed step attempts, retries included.
-    pub download_errors: u32,
-    /// Its error or the reason it was skipped.
-    pub error: Option<String>,
-}
-
-impl TaskView {
-    /// The view of a task's state.
-    pub fn new(t: &TaskState) -> TaskView {
-        TaskView {
-            id: t.task.id,
-            activity: t.task.activity,
-            action: t.task.action.clone(),
-            device: t.task.device.clone(),
-            domain: t.task.domain.clone(),
-            status: t.status.as_str().to_string(),
-            status_time: opt_time(task_time(t)),
-            started: opt_time(t.started),
-            finished: opt_time(t.finished),
-            files: u32::try_from(t.files.len()).unwrap_or(u32::MAX),
-            download_errors: failed_attempts(&t.steps),
-            error: t.error.clone(),
-        }
-    }
-}
 
 /// The page of `dpplan show RUN --activity N --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::table::{Column, Table, Tone};
-use super::{json_time, Fit, Zone};
+use super::format::{json_time, Zone};
+use super::table::{Column, Fit, Table, Tone};
 use crate::check::{Plan, Program, Window, DAYS};
 use crate::compile::Task;
 use crate::schedule::{self, window};

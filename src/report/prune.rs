@@ -123,7 +123,7 @@ impl BackupView {
             device: b.device.clone(),
             domain: b.domain.clone(),
             action: b.action.clone(),
-            started: super::json_time(b.started),
+            started: super::format::json_time(b.started),
             files: b.files.len(),
             bytes: b.bytes,
             keep: b.keep,
@@ -311,7 +311,7 @@ pub fn log_message(root: &Path, b: &Backup) -> String {
     format!(
         "pruned: removed {} files ({}) and {rel}",
         b.files.len(),
-        super::size(b.bytes)
+        super::format::size(b.bytes)
     )
 }
 

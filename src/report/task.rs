@@ -1,7 +1,10 @@
 //! The page of one task (`dpplan show RUN --task N`): firmware, steps with attempts, files.
 
-#[allow(unused_imports)]
-use super::*;
+use super::format::{duration, opt_time, plain, size, Look};
+use super::table::{self, Column, Table, Tone};
+use crate::store::{RunDetail, StepOutcome, StepState, TaskState};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// Firmware facts of a task's device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -326,3 +329,72 @@ impl TaskPage {
 
 // ---------------------------------------------------------------------------------------
 // The activity log
+
+/// Failed attempts over a task's steps (retries included): the page's download errors.
+fn failed_attempts(steps: &[StepState]) -> u32 {
+    steps
+        .iter()
+        .map(|s| {
+            let last_ok = s.in_flight
+                || matches!(
+                    s.outcome,
+                    Some(StepOutcome::Succeeded) | Some(StepOutcome::Undone)
+                );
+            s.attempts.saturating_sub(u32::from(last_ok))
+        })
+        .sum()
+}
+
+/// One task, as `dpplan show RUN --activity N --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    /// 1-based, in creation order.
+    pub id: u32,
+    /// Its activity.
+    pub activity: u32,
+    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// The domain; `all-domains` for secure backups and all-domains exports.
+    pub domain: String,
+    /// Its status (`SUCCEEDED`).
+    pub status: String,
+    /// When it reached that status, if it has started.
+    pub status_time: Option<String>,
+    /// When it started running.
+    pub started: Option<String>,
+    /// When it reached a final status.
+    pub finished: Option<String>,
+    /// Files downloaded into the store.
+    pub files: u32,
+    /// Failed step attempts, retries included.
+    pub download_errors: u32,
+    /// Its error or the reason it was skipped.
+    pub error: Option<String>,
+}
+
+impl TaskView {
+    /// The view of a task's state.
+    pub fn new(t: &TaskState) -> TaskView {
+        TaskView {
+            id: t.task.id,
+            activity: t.task.activity,
+            action: t.task.action.clone(),
+            device: t.task.device.clone(),
+            domain: t.task.domain.clone(),
+            status: t.status.as_str().to_string(),
+            status_time: opt_time(task_time(t)),
+            started: opt_time(t.started),
+            finished: opt_time(t.finished),
+            files: u32::try_from(t.files.len()).unwrap_or(u32::MAX),
+            download_errors: failed_attempts(&t.steps),
+            error: t.error.clone(),
+        }
+    }
+}
+
+/// When a task reached its current status: its end, else its start.
+pub(super) fn task_time(t: &TaskState) -> Option<DateTime<Utc>> {
+    t.finished.or(t.started)
+}

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{LogLine, Record, StepOutcome, StepState, TaskRecord, TaskState, TaskStatus};
+use super::types::{LogLine, Record, StepOutcome, StepState, TaskRecord, TaskState, TaskStatus};
 
 /// Task states being rebuilt, in task order.
 pub(super) struct Fold {

@@ -1,10 +1,9 @@
 //! A journal kept in memory: for dry runs and tests. Nothing survives the process.
 
 use super::outbox::StoredEntry;
-use super::{
-    Journal, NewOutboxEntry, NewRun, OutboxEntry, OutboxStore, Record, RunId, Settlement,
-    StoreError,
-};
+use super::outbox::{OutboxEntry, OutboxStore, Settlement};
+use super::types::NewOutboxEntry;
+use super::types::{Journal, NewRun, Record, RunId, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 

@@ -10,16 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Journal, Record, RunId, StoreError};
-
-/// A message to queue with a run's records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewOutboxEntry {
-    /// When it was queued: its first attempt is due then.
-    pub queued: DateTime<Utc>,
-    /// What to deliver and where, as the notifier wrote it.
-    pub message: serde_json::Value,
-}
+use super::types::{Journal, NewOutboxEntry, Record, RunId, StoreError};
 
 /// A message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,11 +19,10 @@ use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rustix::fs::{flock, FlockOperation};
-use serde::{Deserialize, Serialize};
 
-use super::{RunId, StoreError};
+use super::types::{RunId, StoreError};
 
 /// The longest command line kept (the rest is cut).
 const MAX_COMMAND: usize = 1000;
@@ -31,37 +30,7 @@ const MAX_COMMAND: usize = 1000;
 /// How many runs the sidecar lists at most (a `prune` appends to many old runs).
 const MAX_RUNS: usize = 64;
 
-/// The process that writes a state file, as its sidecar records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    /// Its process id.
-    pub pid: u32,
-    /// The user it runs as.
-    pub user: String,
-    /// The host it runs on.
-    pub host: String,
-    /// Its command line.
-    pub command: String,
-    /// When it opened the state file.
-    pub started: DateTime<Utc>,
-    /// Runs numbered from this one up were created by this process: the single writer
-    /// numbers every run it creates after the last one in the file when it opened it.
-    pub first_new_run: RunId,
-    /// The runs it created or continued, oldest first (at most the last 64).
-    pub runs: Vec<OwnedRun>,
-    /// When it is `dpplan serve`: the base URL of its API (runs are started through it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve: Option<String>,
-}
-
-/// A run an [`Owner`] writes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnedRun {
-    /// The run.
-    pub id: RunId,
-    /// Its plan.
-    pub plan: String,
-}
+pub use super::types::{OwnedRun, Owner};
 
 impl Owner {
     /// Whether this process writes run `id` (created it, or continues it).

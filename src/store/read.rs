@@ -11,16 +11,18 @@ use ::redb::{
 };
 
 use super::fold::{Fold, LogFold};
+use super::outbox::OutboxEntry;
 use super::outbox::StoredEntry;
 use super::schema::{
     db, decode, run_range_u32, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, META,
     OUTBOX, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS,
     UNFINISHED,
 };
-use super::{
-    ActivityRecord, LogLine, OutboxEntry, Record, RunDetail, RunId, RunStatus, RunSummary,
-    StoreError, TaskRecord,
+use super::types::{
+    ActivityRecord, LogLine, Record, RunDetail, RunId, RunStatus, RunSummary, StoreError,
+    TaskRecord,
 };
+use chrono::{DateTime, Utc};
 
 /// Refuses a file written by a newer schema.
 pub(super) fn check_version(
@@ -310,6 +312,27 @@ pub(super) fn outbox(database: &impl ReadableDatabase) -> Result<Vec<OutboxEntry
         out.push(stored.entry(key.value()));
     }
     Ok(out)
+}
+
+impl RunSummary {
+    /// The summary of run `id` of `plan` with `tasks` in the statuses they have, counted as
+    /// the state file counts them, at `status` (reached at `at`: `finished` for a final
+    /// status).
+    pub fn of_tasks(
+        id: RunId,
+        plan: &str,
+        started: DateTime<Utc>,
+        status: RunStatus,
+        error: Option<String>,
+        at: DateTime<Utc>,
+        tasks: &[TaskRecord],
+    ) -> RunSummary {
+        let mut header = RunHeader::new(plan.to_string(), started, String::new(), tasks);
+        header.status = status;
+        header.error = error;
+        header.finished = status.is_final().then_some(at);
+        summary(id, header)
+    }
 }
 
 #[cfg(test)]

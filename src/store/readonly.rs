@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use ::redb::{ConcurrencyMode, DatabaseError, ReadOnlyDatabase};
 
 use super::owner::{self, Holder};
-use super::{read, RedbStore};
-use super::{History, LogLine, RunDetail, RunId, RunStatus, RunSummary, StoreError};
+use super::read;
+use super::redb::RedbStore;
+use super::types::{
+    History, LogLine, RunDetail, RunId, RunStatus, RunSummary, StoreError, TaskStatus,
+};
 
 /// redb's page cache for a reader: reports read a run or a page of runs.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -157,8 +160,8 @@ impl History for ReadOnlyStore {
         if detail.summary.status == RunStatus::Interrupted {
             // Nothing runs in an interrupted run: its unfinished tasks wait for `resume`.
             for t in &mut detail.tasks {
-                if t.status == super::TaskStatus::Running {
-                    t.status = super::TaskStatus::Pending;
+                if t.status == TaskStatus::Running {
+                    t.status = TaskStatus::Pending;
                     t.error = Some(format!(
                         "interrupted before it finished; `dpplan resume {id}` continues it"
                     ));

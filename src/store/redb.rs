@@ -19,17 +19,18 @@ use ::redb::{
 use tokio::sync::oneshot;
 
 use super::outbox::StoredEntry;
+use super::outbox::{OutboxEntry, OutboxStore, Settlement};
 use super::owner::{self, Claim, Owner};
 use super::read;
 use super::schema::{
     db, decode, encode, RunHeader, ACTIVITIES, JOURNAL, META, OUTBOX, PLAN_RUNS, RUNS, RUN_GRAPH,
     RUN_TEXT, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TASKS, TASK_STATE, UNFINISHED,
 };
-use super::writer::{Request, Writer};
-use super::{
-    History, Journal, LogLine, NewOutboxEntry, NewRun, OutboxEntry, OutboxStore, Record, RunDetail,
-    RunId, RunStatus, RunSummary, Settlement, StoreError,
+use super::types::NewOutboxEntry;
+use super::types::{
+    History, Journal, LogLine, NewRun, Record, RunDetail, RunId, RunStatus, RunSummary, StoreError,
 };
+use super::writer::{Request, Writer};
 
 /// redb's page cache: bounded well under redb's 1 GiB default, since `serve` keeps the file
 /// open for weeks; a 10,000-task run's journal is about 32 MiB.

@@ -1,7 +1,8 @@
 //! Journal retention: the runs `keep_runs` / `keep_days` let go, so a state file stays bounded
 //! over years of nightly runs. Never an unfinished run, never the newest run of a plan.
 
-use super::{History, RedbStore, RunId, RunSummary, StoreError};
+use super::redb::RedbStore;
+use super::types::{History, RunId, RunSummary, StoreError};
 use chrono::{DateTime, Utc};
 
 /// The runs of one plan that retention lets go: `runs` are the plan's runs, newest first.

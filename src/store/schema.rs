@@ -7,7 +7,7 @@ use ::redb::TableDefinition;
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{RunId, RunStatus, StoreError, TaskRecord, TaskStatus};
+use super::types::{RunId, RunStatus, StoreError, TaskRecord, TaskStatus};
 
 /// The schema version this dpplan writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 3;

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::outbox::Settlement;
 use super::outbox::StoredEntry;
 use super::schema::{
     db, decode, encode, run_range_u64, RunHeader, RunText, ACTIVITIES, JOURNAL, META, OUTBOX,
     OUTBOX_NEXT_KEY, PLAN_RUNS, RUNS, RUN_GRAPH, RUN_TEXT, TASKS, TASK_STATE, UNFINISHED,
 };
-use super::{NewRun, Record, RunId, Settlement, StoreError, TaskStatus};
+use super::types::{NewRun, Record, RunId, StoreError, TaskStatus};
 
 /// How many requests one commit takes at most, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 8192;
