@@ -3,7 +3,7 @@
 
 use super::body;
 use super::model::{Action, ArgValue, BackupRef, Kind, Value};
-use super::Cx;
+use super::context::Cx;
 use crate::diag::{Code, Diagnostic, Span};
 use crate::syntax::{Expr, ExprKind};
 use std::collections::{BTreeMap, HashMap};

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use download::{discard, export, secure_backup};
 use std::sync::Arc;
 use std::time::Duration;
-use step::{appliance, duration_arg, poll_until, string_arg};
+use step::{appliance, duration_arg, log, poll_until, string_arg};
 pub(crate) use step::{quiesce_target, script_arg, StepError};
 
 /// Runs one action of a step.
@@ -418,15 +418,6 @@ pub(crate) async fn release_held(ctx: &RunCtx) -> (Vec<String>, Vec<String>) {
     (released, still)
 }
 
-/// A line of the task's activity log, written with the step's next records.
-fn log(ctx: &RunCtx, t: &Task, st: &mut TaskProgress, step: &str, message: String) {
-    st.pending.push(Record::Log {
-        task: Some(t.id),
-        step: Some(step.to_string()),
-        at: ctx.clock.now(),
-        message,
-    });
-}
 
 /// The time since `from`, as `1.2s`.
 fn since(ctx: &RunCtx, from: DateTime<Utc>) -> String {

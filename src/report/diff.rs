@@ -2,7 +2,7 @@
 //! `dpplan backups` (the store's catalogue) as values.
 
 use super::table::{self, Column, Table};
-use super::{json_time, size, Look};
+use super::format::{json_time, size, Look};
 use crate::backups::catalogue::Entry;
 use crate::backups::export::ExportContent;
 use serde::Serialize;

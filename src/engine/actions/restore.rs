@@ -9,7 +9,7 @@
 //! have happened before (its step in flight at a crash) is not repeated when the uploaded files
 //! are gone (the restart cleared `temporary:`); waiting reads the appliance afresh.
 
-use super::step::{appliance, param, StepError};
+use super::step::{appliance, log, param, StepError};
 use crate::appliance::soma::ImportOptions;
 use crate::appliance::{Appliance, CheckpointOp};
 use crate::backups::catalogue::{self, Chosen};
@@ -128,7 +128,7 @@ pub(super) async fn checkpoint(
         return Err(first.into());
     };
     app.checkpoint(domain, CheckpointOp::Remove, oldest).await?;
-    super::log(
+    log(
         ctx,
         t,
         st,
@@ -201,7 +201,7 @@ pub(super) async fn import(
     }
     let failures = report.failures();
     let c = report.counts();
-    super::log(
+    log(
         ctx,
         t,
         st,
@@ -276,7 +276,7 @@ pub(super) async fn upload(
         app.upload(f, &format!("{remote}/{name}")).await?;
         bytes += std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
     }
-    super::log(
+    log(
         ctx,
         t,
         st,
@@ -316,7 +316,7 @@ pub(super) async fn secure_restore(
         match listed {
             Some(files) if files.iter().any(|f| f.name == "backupmanifest.xml") => {}
             _ => {
-                super::log(
+                log(
                     ctx,
                     t,
                     st,
@@ -389,7 +389,7 @@ pub(super) async fn wait_ready(
             )));
         }
     }
-    super::log(
+    log(
         ctx,
         t,
         st,

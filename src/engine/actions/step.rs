@@ -135,3 +135,19 @@ where
         ctx.clock.sleep(poll_delay(ctx, &mut polls)).await;
     }
 }
+
+/// A line of the task's activity log, written with the step's next records.
+pub(super) fn log(
+    ctx: &RunCtx,
+    t: &Task,
+    st: &mut crate::engine::context::TaskProgress,
+    step: &str,
+    message: String,
+) {
+    st.pending.push(crate::store::Record::Log {
+        task: Some(t.id),
+        step: Some(step.to_string()),
+        at: ctx.clock.now(),
+        message,
+    });
+}
