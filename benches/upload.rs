@@ -115,7 +115,11 @@ fn check(device: &sim::RunningDevice, name: &str, size: u64) -> Result<(), Error
     let state = device.state().ok_or("device down")?;
     let listed = state.temporary_files.iter().any(|f| f == name);
     if !listed {
-        return Err(format!("{name} not stored: {:?} (expected {size} bytes)", state.temporary_files).into());
+        return Err(format!(
+            "{name} not stored: {:?} (expected {size} bytes)",
+            state.temporary_files
+        )
+        .into());
     }
     Ok(())
 }

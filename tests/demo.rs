@@ -200,3 +200,58 @@ fn demo_clean_removes_the_directories_earlier_demos_kept() {
     assert!(lookalike.exists());
     clean().stdout_has("no demo directories to remove");
 }
+
+/// `dpplan backups` lists every backup the demo wrote (a copy of its store: another test runs
+/// the kept demo again).
+#[test]
+fn backups_lists_every_backup_of_the_demos_store() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(&demo().dir).join("store"), copy.path());
+    let mut manifests = 0;
+    let mut stack = vec![copy.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !name.starts_with('.') && name.ends_with("manifest.json") {
+                manifests += 1;
+            }
+        }
+    }
+    let v = Test::new()
+        .args([
+            "backups",
+            "--store",
+            copy.path().to_str().unwrap(),
+            "--json",
+        ])
+        .run()
+        .status(0)
+        .json();
+    let rows = v["backups"].as_array().unwrap();
+    assert!(manifests >= 4, "{manifests} manifests");
+    assert_eq!(rows.len(), manifests, "{v}");
+    let kinds: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["EXPORT_DOMAIN", "SECURE_BACKUP"].into_iter().collect()
+    );
+    assert!(
+        rows.iter().all(|r| r["check"] == "ok" && r["run"] == 1),
+        "{v}"
+    );
+    // The table names them too.
+    let table = Test::new()
+        .args(["backups", "--store", copy.path().to_str().unwrap()])
+        .run()
+        .status(0);
+    assert_eq!(
+        table.stdout.lines().count(),
+        manifests + 1,
+        "{}",
+        table.stdout
+    );
+}

@@ -150,6 +150,13 @@ async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
         "{}",
         diff.stdout
     );
+    // --live: the backup against the domain's running configuration, a fresh export.
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["diff", "1:QA1:DOMAIN1", "--live"]))
+        .await
+        .status(1)
+        .stdout_has("QA1:DOMAIN1 (running)")
+        .stdout_has("~ object XMLFirewallService");
 
     // The dry run lists the change and changes nothing.
     let d = dir.clone();
@@ -220,6 +227,11 @@ async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
         "{:?}",
         restored.checkpoints
     );
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["diff", "1:QA1:DOMAIN1", "--live"]))
+        .await
+        .status(0)
+        .stdout_has("no differences");
 
     // The task page records both imports, per object.
     let d = dir.clone();

@@ -2,8 +2,8 @@
 //! restore's confirmation, and a restore source that can never resolve.
 
 use super::body;
-use super::model::{Action, ArgValue, BackupRef, Kind, Value};
 use super::context::Cx;
+use super::model::{Action, ArgValue, BackupRef, Kind, Value};
 use crate::diag::{Code, Diagnostic, Span};
 use crate::syntax::{Expr, ExprKind};
 use std::collections::{BTreeMap, HashMap};

@@ -264,13 +264,79 @@ pub fn backups(args: BackupsArgs) -> Result<u8, CliError> {
 pub struct DiffArgs {
     /// An export: a ZIP path, or RUN:DEVICE:DOMAIN (the export run RUN wrote).
     pub a: String,
-    /// The other export (same forms).
-    pub b: String,
+    /// The other export (same forms); with --live, none.
+    #[arg(required_unless_present = "live")]
+    pub b: Option<String>,
+    /// Compare A with the domain's running configuration on the appliance (a fresh export).
+    #[arg(long, conflicts_with = "b")]
+    pub live: bool,
+    /// With --live and a path: the plan file whose inventory reaches the device (default: the
+    /// inventory of the newest run).
+    #[arg(long = "plan", value_name = "FILE")]
+    pub plan_file: Option<PathBuf>,
     /// Print the differences as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub state: StateArg,
+}
+
+/// A fresh export of the running configuration of the domain export `a` is of, into `dir`.
+fn live_export(
+    args: &DiffArgs,
+    a: &export::ExportContent,
+    dir: &Path,
+) -> Result<PathBuf, CliError> {
+    let run = args
+        .a
+        .split(':')
+        .next()
+        .and_then(|r| r.parse::<u64>().ok())
+        .filter(|_| !Path::new(&args.a).exists());
+    let program = match (&args.plan_file, run) {
+        (Some(f), _) => {
+            let checked = crate::check::check_file(f);
+            if checked.has_errors() {
+                return Err(CliError::usage(format!(
+                    "{}: does not check (dpplan check {} says why)",
+                    f.display(),
+                    f.display()
+                )));
+            }
+            checked.program
+        }
+        (None, Some(run)) => {
+            let store = open_state(&args.state)?;
+            crate::engine::stored_program(&store.stored_run(run)?)
+                .ok_or_else(|| CliError::usage(format!("run {run} stored no program")))?
+        }
+        (None, None) => {
+            let store = open_state(&args.state)?;
+            let Some(newest) = store.runs(None, 1)?.into_iter().next() else {
+                return Err(CliError::usage(
+                    "no runs to take the inventory from: name a plan file with --plan FILE",
+                ));
+            };
+            crate::engine::stored_program(&store.stored_run(newest.id)?)
+                .ok_or_else(|| CliError::usage("the newest run stored no program"))?
+        }
+    };
+    let device = program.device(&a.device).ok_or_else(|| {
+        CliError::usage(format!(
+            "the export is of device {:?}, which the inventory does not have",
+            a.device
+        ))
+    })?;
+    let app = crate::engine::Connector::connect(&crate::soma::SomaConnector, device)
+        .map_err(CliError::usage)?;
+    let dest = dir.join("live.zip");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    rt.block_on(app.export_domain(&a.domain, false, "dpplan diff --live", &dest))
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    Ok(dest)
 }
 
 /// A ZIP path, or the export `RUN:DEVICE:DOMAIN` names.
@@ -318,7 +384,17 @@ pub fn diff(args: DiffArgs) -> Result<u8, CliError> {
         _ => e,
     };
     let (pa, a) = read(&args.a).map_err(trouble)?;
-    let (pb, b) = read(&args.b).map_err(trouble)?;
+    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
+    let (pb, b) = match &args.b {
+        Some(b) => read(b).map_err(trouble)?,
+        None => {
+            let live = live_export(&args, &a, tmp.path()).map_err(trouble)?;
+            let c = export::read(&live)
+                .map_err(|e| CliError::usage(format!("the live export: {e}")))?;
+            let name = format!("{}:{} (running)", a.device, a.domain);
+            (PathBuf::from(name), c)
+        }
+    };
     let d = ExportDiff::between(&a, &b);
     if args.json {
         json_out(&d)?;

@@ -418,7 +418,6 @@ pub(crate) async fn release_held(ctx: &RunCtx) -> (Vec<String>, Vec<String>) {
     (released, still)
 }
 
-
 /// The time since `from`, as `1.2s`.
 fn since(ctx: &RunCtx, from: DateTime<Utc>) -> String {
     let ms = (ctx.clock.now() - from).num_milliseconds().max(0);

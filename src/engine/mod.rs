@@ -35,7 +35,7 @@ pub use execute::run_status;
 use execute::*;
 pub use options::{Live, Retry, RunOptions, StoredOptions};
 use stored::*;
-pub use stored::{retry_plan, stored_store_root, RetryPlan};
+pub use stored::{retry_plan, stored_program, stored_store_root, RetryPlan};
 
 use sha2::{Digest, Sha256};
 

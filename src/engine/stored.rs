@@ -120,12 +120,17 @@ pub(super) fn read_stored_run(text: &str) -> Result<(StoredRunIn, PlanGraph), St
 /// The store root of a stored run's program (absolute, as the run resolved it), if the run
 /// stored one.
 pub fn stored_store_root(stored_run: &str) -> Option<PathBuf> {
+    stored_program(stored_run)?.store.map(|s| s.path)
+}
+
+/// The program a run stored (its inventory, store and plans, as the run resolved them).
+pub fn stored_program(stored_run: &str) -> Option<Program> {
     #[derive(serde::Deserialize)]
     struct Only {
         program: Program,
     }
     let only: Only = serde_json::from_str(stored_run).ok()?;
-    only.program.store.map(|s| s.path)
+    Some(only.program)
 }
 
 /// What `dpplan retry` runs: the stored program of an earlier run, its plan and text, and

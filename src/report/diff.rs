@@ -1,8 +1,8 @@
 //! `dpplan diff` (two domain exports: objects and files added, removed, changed) and
 //! `dpplan backups` (the store's catalogue) as values.
 
-use super::table::{self, Column, Table};
 use super::format::{json_time, size, Look};
+use super::table::{self, Column, Table};
 use crate::backups::catalogue::Entry;
 use crate::backups::export::ExportContent;
 use serde::Serialize;
