@@ -117,8 +117,8 @@ pub fn choose(
     from: &BackupRef,
 ) -> Result<Chosen, String> {
     let what = match domain {
-        Some(d) => format!("an export of {device}/{d}"),
-        None => format!("a secure backup of {device}"),
+        Some(d) => format!("export of {device}/{d}"),
+        None => format!("secure backup of {device}"),
     };
     match from {
         BackupRef::Path(p) => {

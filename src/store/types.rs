@@ -654,8 +654,18 @@ mod facts_tests {
             model: "52X".into(),
             serial: "S1".into(),
             save_needed: true,
+            source: None,
         };
-        assert_eq!(TaskFacts::from_pairs(&f.to_pairs()), Some(f));
+        assert_eq!(TaskFacts::from_pairs(&f.to_pairs()), Some(f.clone()));
+        // A restore's chosen backup reads back too.
+        let restore = TaskFacts {
+            source: Some("/store/QA1/domain/D/D-export-x-persisted.zip".into()),
+            ..f
+        };
+        assert_eq!(
+            TaskFacts::from_pairs(&restore.to_pairs()),
+            Some(restore.clone())
+        );
         assert_eq!(TaskFacts::from_pairs(&[]), None);
         // A journal of an older release: some keys missing, an unknown one.
         let old = [
@@ -664,6 +674,6 @@ mod facts_tests {
         ];
         let back = TaskFacts::from_pairs(&old).unwrap();
         assert_eq!(back.version, "IDG.10.5");
-        assert!(!back.save_needed && back.serial.is_empty());
+        assert!(!back.save_needed && back.serial.is_empty() && back.source.is_none());
     }
 }
