@@ -450,3 +450,141 @@ async fn a_kill_during_an_import_resumes_to_the_same_end() {
 async fn a_kill_during_a_secure_restore_resumes_to_the_same_end() {
     killed_and_resumed("after-secure-restore", true).await;
 }
+
+/// A checkpoint saved on QA1's DOMAIN1 by someone else (raw SOMA).
+async fn save_checkpoint(w: &World, name: &str) {
+    let d = w.fleet.device("QA1").unwrap();
+    let body = format!(
+        "<env:Envelope xmlns:env=\"http://schemas.xmlsoap.org/soap/envelope/\"><env:Body>\
+         <dp:request domain=\"DOMAIN1\" xmlns:dp=\"http://www.datapower.com/schemas/management\">\
+         <dp:do-action><SaveCheckpoint><ChkName>{name}</ChkName></SaveCheckpoint></dp:do-action>\
+         </dp:request></env:Body></env:Envelope>"
+    );
+    let auth = Some((d.user.as_str(), d.password.as_str()));
+    let (status, answer) =
+        crate::support::http_post(d.addr, "/service/mgmt/current", auth, body.into()).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&answer).contains("OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_domain_makes_room_by_removing_the_oldest_dpplan_checkpoint_only() {
+    // SaveCheckpoints: the administrator's (goes through), the first restore's (full), the
+    // administrator's second (goes through), the second restore's (full), its retry.
+    let full = |after| {
+        SimFault::new("SaveCheckpoint", "checkpoint-full")
+            .after(after)
+            .times(1)
+    };
+    let w = World::new(fleet(|d| d.fault(full(1)).fault(full(3)))).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
+    change(&w).await;
+    save_checkpoint(&w, "before-upgrade").await;
+    let restore = [
+        "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--yes", "--json",
+        "--quiet",
+    ];
+
+    // Full, and no checkpoint of dpplan's to remove: the administrator's stays, nothing changes.
+    let before = domain(&w, "DOMAIN1");
+    let d = dir.clone();
+    let v = blocking(move || dpplan(&d, &restore)).await.json();
+    assert_eq!(v["tasks"][0]["status"], "FAILED", "{v}");
+    assert!(
+        v["tasks"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("maximum number of checkpoints"),
+        "{v}"
+    );
+    let after = domain(&w, "DOMAIN1");
+    assert_eq!(after.digest, before.digest);
+    assert_eq!(after.checkpoints, ["before-upgrade"]);
+
+    // With an old dpplan checkpoint there: it makes room, and the restore goes through.
+    save_checkpoint(&w, "dpplan-1-9").await;
+    let d = dir.clone();
+    let v = blocking(move || dpplan(&d, &restore))
+        .await
+        .status(0)
+        .json();
+    let run = v["run"].to_string();
+    assert_eq!(v["tasks"][0]["status"], "SUCCEEDED", "{v}");
+    let after = domain(&w, "DOMAIN1");
+    assert_ne!(after.digest, before.digest);
+    assert_eq!(
+        after.checkpoints,
+        ["before-upgrade"],
+        "only dpplan's own were removed"
+    );
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["log", &run]))
+        .await
+        .status(0)
+        .stdout_has("removed checkpoint dpplan-1-9 to make room");
+}
+
+/// `dpplan restore` with its standard input on a terminal answering `answer`: exit status,
+/// stdout and stderr.
+fn restore_on_terminal(dir: &std::path::Path, answer: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (mut master, slave) = crate::support::pty(24, 100);
+    // Typed ahead: the terminal holds the line until the question reads it.
+    master.write_all(answer.as_bytes()).unwrap();
+    let state = dir.join("st.redb");
+    let out = Command::new(env!("CARGO_BIN_EXE_dpplan"))
+        .args([
+            "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--quiet",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    drop(master);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_restore_shows_the_dry_run_and_asks_first() {
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
+    let exported = domain(&w, "DOMAIN1");
+    let changed = change(&w).await;
+
+    let d = dir.clone();
+    let (code, stdout, stderr) = blocking(move || restore_on_terminal(&d, "n\n")).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("modified"),
+        "the dry run's table first: {stdout}"
+    );
+    assert!(
+        stderr.contains("Restore domain DOMAIN1 of QA1? [y/N]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    assert_eq!(domain(&w, "DOMAIN1").digest, changed);
+
+    let d = dir.clone();
+    let (code, _, stderr) = blocking(move || restore_on_terminal(&d, "y\n")).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(domain(&w, "DOMAIN1").digest, exported.digest);
+}
