@@ -20,6 +20,7 @@ mod fuzz;
 mod fuzz_soma;
 mod hardening;
 mod language;
+mod layout;
 mod notify;
 mod policies;
 mod progress;

@@ -4,11 +4,11 @@
 //! environment variables. The directory is kept, with the fleet file, so the plan can be run
 //! again against the same fleet; `--clean` removes the directories earlier demos kept.
 
+use super::codes::{EXIT_FAILED, EXIT_OK};
 use super::error::{self, CliError};
 use super::report::{self, RunsArgs, ShowArgs, StateArg};
 use super::run::{load, report as outcome_table, run_checked, runtime, PlanArgs};
 use super::screen::UtcArg;
-use super::{EXIT_FAILED, EXIT_OK};
 use crate::engine::RunReport;
 use crate::sim::{self, Fleet, RunningFleet};
 use crate::store::RunStatus;

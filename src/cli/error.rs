@@ -7,7 +7,7 @@
 //! [`exit_code`]. Warnings, notes, progress and "waiting for ..." lines are not errors: they
 //! are printed where they happen.
 
-use super::{EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERNAL, EXIT_USAGE};
+use super::codes::{EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERNAL, EXIT_USAGE};
 use crate::check::load::ReadError;
 use crate::engine::EngineError;
 use crate::report::table::printable;

@@ -1,9 +1,10 @@
 //! `dpplan verify` and `dpplan prune`: the store's files checked against their manifests,
 //! and retention applied.
 
+use super::codes::{EXIT_FAILED, EXIT_OK};
 use super::error::{self, CliError};
+use super::output::out;
 use super::report::{json_out, open_state, StateArg};
-use super::{out, EXIT_FAILED, EXIT_OK};
 use crate::check;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::report::prune::{self, BackupView, PruneView, Retention, UnreadableView};

@@ -1,8 +1,9 @@
 //! `dpplan check`, `dpplan fmt` and `dpplan explain`.
 
+use super::codes::{Format, EXIT_FAILED, EXIT_OK};
 use super::error::{self, CliError};
+use super::output::color_stderr;
 use super::render::{self, Human};
-use super::{color_stderr, Format, EXIT_FAILED, EXIT_OK};
 use crate::check;
 use crate::diag::{Code, Severity, SourceMap};
 use crate::syntax;
@@ -110,7 +111,7 @@ pub fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> Result<u
     };
     if let Some(v) = out {
         let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-        super::out(&format!("{text}\n"))?;
+        super::output::out(&format!("{text}\n"))?;
     } else {
         let summary = summary(files.len(), errors, warnings);
         let _ = writeln!(stderr, "{summary}");
@@ -206,7 +207,7 @@ fn fmt_stdin(check_only: bool) -> Result<u8, CliError> {
         return Err(CliError::Reported(EXIT_FAILED));
     }
     if !check_only {
-        super::out(&out)?;
+        super::output::out(&out)?;
     }
     Ok(EXIT_OK)
 }
@@ -235,7 +236,7 @@ fn print_diff(name: &str, old: &str, new: &str) -> Result<(), CliError> {
         .context_radius(3)
         .header(name, &format!("{name} (formatted)"))
         .to_string();
-    super::out(&text)
+    super::output::out(&text)
 }
 
 /// Writes `bytes` over the plan file `path`, so a crash leaves either the old text or the
@@ -296,12 +297,12 @@ pub fn explain(code: Option<&str>) -> Result<u8, CliError> {
                     )
                 })
                 .collect();
-            super::out(&list)?;
+            super::output::out(&list)?;
             Ok(EXIT_OK)
         }
         Some(s) => match Code::parse(s) {
             Some(c) => {
-                super::out(c.page())?;
+                super::output::out(c.page())?;
                 Ok(EXIT_OK)
             }
             None => Err(CliError::usage(format!(

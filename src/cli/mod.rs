@@ -3,11 +3,13 @@
 //! Data goes to stdout; diagnostics and progress go to stderr. Colour only on a terminal,
 //! and never with `NO_COLOR` set.
 
+mod codes;
 mod demo;
 mod error;
 mod files;
 mod lint;
 mod notify;
+mod output;
 mod progress;
 mod render;
 mod report;
@@ -18,37 +20,12 @@ mod screen;
 mod serve;
 mod sim;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
+pub use codes::{Format, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use error::CliError;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Exit code: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: errors found (or a failed run).
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: the command line is wrong.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: dpplan itself failed.
-pub const EXIT_INTERNAL: u8 = 3;
-/// Exit code: the reader of standard output (or error) went away, as `dpplan ... | head`
-/// does; what a death by SIGPIPE shows in a shell (128 + 13).
-pub const EXIT_CLOSED_PIPE: u8 = 141;
-
-/// Writes `text` to stdout; [`CliError::ClosedPipe`] when the reader has gone (quietly:
-/// `dpplan ... | head` is not a failure to report). Every command's data goes through here;
-/// the print macros that remain (lines on stderr, the narration of `demo` and `sim`) reach
-/// the same [`CliError::ClosedPipe`] through the panic guard in [`run`].
-pub(crate) fn out(text: &str) -> Result<(), CliError> {
-    let mut o = std::io::stdout().lock();
-    o.write_all(text.as_bytes())
-        .and_then(|()| o.flush())
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => CliError::ClosedPipe,
-            _ => CliError::Stdout(e),
-        })
-}
 
 /// Whether a panic is std's print macros failing because the pipe's reader has gone.
 fn closed_pipe(message: Option<&str>) -> bool {
@@ -69,17 +46,6 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// Output formats for diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Rendered for people, with source snippets.
-    Human,
-    /// A JSON array of diagnostics.
-    Json,
-    /// SARIF 2.1.0, for code-scanning tools.
-    Sarif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,11 +116,6 @@ enum Command {
     /// Download one appliance file through the client (benchmark helper).
     #[command(hide = true)]
     Fetch(sim::FetchArgs),
-}
-
-/// Whether stderr gets colour.
-pub(crate) fn color_stderr() -> bool {
-    screen::Stream::Stderr.color()
 }
 
 /// Parse argv, run the command, and return the process exit code.

@@ -2,8 +2,10 @@
 //! tables (a terminal's width, whole values in a pipe; times in the local zone or `--utc`) or
 //! as `--json` (docs/cli.md names the fields).
 
+use super::codes::EXIT_OK;
+use super::output::out;
 use super::screen::{Stream, UtcArg};
-use super::{out, CliError, EXIT_OK};
+use super::CliError;
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::owner::Owner;
 use crate::store::{History, ReadOnlyStore, RedbStore, RunId, StoreError};

@@ -1,9 +1,10 @@
 //! `dpplan resume` and `dpplan retry`: runs that continue or repeat a stored one.
 
+use super::codes::EXIT_OK;
 use super::progress::Progress;
 use super::report::open_writer;
 use super::run::{interrupts, origin, report, run_program, runtime, state_path};
-use super::{CliError, EXIT_OK};
+use super::CliError;
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunOptions};
 use crate::soma::SomaConnector;

@@ -1,10 +1,12 @@
 //! `dpplan plan`, `dpplan graph` and `dpplan run`.
 
+use super::codes::{EXIT_FAILED, EXIT_OK};
+use super::output::{color_stderr, out};
 use super::progress::{Progress, Say};
 use super::render::Human;
 use super::report::{json_out, open_writer};
 use super::screen::{Stream, UtcArg};
-use super::{color_stderr, out, CliError, EXIT_FAILED, EXIT_OK};
+use super::CliError;
 use crate::check::{self, Checked, Program};
 use crate::compile::{PlanGraph, Task};
 use crate::engine::clock::{Clock, SystemClock};

@@ -2,11 +2,11 @@
 //! go to stderr; SIGHUP reloads the plans; the first SIGTERM/SIGINT stops gracefully, a
 //! second exits at once naming what is left quiesced.
 
+use super::codes::EXIT_OK;
 use super::error::{self, CliError};
 use super::render::Human;
 use super::report::open_writer;
 use super::run::{runtime, safety_warnings, state_path};
-use super::EXIT_OK;
 use crate::check::Checked;
 use crate::engine::clock::{Clock, ShiftedClock, SystemClock};
 use crate::serve::{Config, Rejected, Reporter, Server};
@@ -122,7 +122,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, CliError> {
                 for (file, why) in rejected {
                     match why {
                         Rejected::Errors(checked) => {
-                            let h = Human::new(&checked.sources, super::color_stderr());
+                            let h = Human::new(&checked.sources, super::output::color_stderr());
                             for d in &checked.diagnostics {
                                 eprint!("{}", h.render(d));
                             }

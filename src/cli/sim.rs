@@ -2,8 +2,9 @@
 //! one `get-file` through the real client (for measuring its memory and speed in a process
 //! of its own, see docs/performance.md).
 
+use super::codes::EXIT_OK;
 use super::run::runtime;
-use super::{CliError, EXIT_OK};
+use super::CliError;
 use crate::appliance::{Appliance, ConnectionConfig, SomaClient};
 use crate::sim::{self, Fleet};
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! The step DAG of a run, and its DOT and Mermaid renderings.
 
-use super::Task;
+use super::task::Task;
 use crate::check::{Plan, Stages};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};

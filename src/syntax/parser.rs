@@ -4,20 +4,17 @@
 //! the pest pairs here, because pairs do not outlive the parse.
 
 mod errors;
+mod grammar;
 mod literals;
 
 use super::ast::*;
 use crate::diag::{Code, Diagnostic, FileId, Span};
 pub use errors::MAX_NESTING;
 use errors::*;
+use grammar::{Grammar, Rule};
 pub use literals::{escape, parse_duration_ms, parse_size, unescape};
-use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::Parser as _;
-
-#[derive(pest_derive::Parser)]
-#[grammar = "../grammar/dpplan.pest"]
-struct Grammar;
 
 /// The outcome of parsing one file.
 #[derive(Debug)]

@@ -1,8 +1,9 @@
 //! Syntax errors for people: grammar rules named as users know them, and the common mistakes
 //! (a bad escape, an unclosed brace, nesting too deep) found before pest's message.
 
-#[allow(unused_imports)]
-use super::*;
+use super::grammar::Rule;
+use crate::diag::{Code, Diagnostic, FileId, Span};
+use pest::error::{ErrorVariant, InputLocation};
 
 /// Whether the string starting `line` holds an escape the grammar does not know.
 pub(super) fn has_bad_escape(line: &str) -> bool {

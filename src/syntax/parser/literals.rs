@@ -1,8 +1,5 @@
 //! Literal text: string escapes, durations and sizes, read and written.
 
-#[allow(unused_imports)]
-use super::*;
-
 /// Resolves `\" \\ \n \t` (the grammar admits no other escape).
 pub fn unescape(body: &str) -> String {
     if !body.contains('\\') {
