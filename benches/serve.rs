@@ -233,7 +233,7 @@ fn replay(
             Record::File { file, .. } => {
                 file.path = file.path.replace(&from_dir, &to_dir);
             }
-            Record::Facts { .. } => {}
+            Record::Facts { .. } | Record::Import { .. } => {}
         }
         if let Some(f) = fail {
             match &mut r {

@@ -1,7 +1,7 @@
 //! The catalogue of the store: every backup its manifests describe, and the choice of the
 //! backup a restore reads (`latest`, `run(N)`, `path("...")`).
 
-use super::{hash_file, Manifest};
+use super::layout::{self, hash_file, Manifest};
 use crate::check::BackupRef;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ pub fn scan(root: &Path) -> (Vec<Entry>, Vec<(PathBuf, String)>) {
                 let files: Vec<PathBuf> = manifest
                     .files
                     .iter()
-                    .filter_map(|f| super::inside(dir, Path::new(&f.path)))
+                    .filter_map(|f| layout::inside(dir, Path::new(&f.path)))
                     .collect();
                 let bytes = manifest.files.iter().map(|f| f.size).sum();
                 entries.push(Entry {
@@ -87,7 +87,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if super::is_tmp_name(&name) {
+        if layout::is_tmp_name(&name) {
             continue;
         }
         let Ok(ft) = e.file_type() else { continue };
@@ -125,7 +125,7 @@ pub fn choose(
             let path = if Path::new(p).is_absolute() {
                 PathBuf::from(p)
             } else {
-                super::inside(root, Path::new(p))
+                layout::inside(root, Path::new(p))
                     .ok_or_else(|| format!("path({p:?}) leaves the store"))?
             };
             if !path.exists() {

@@ -1,10 +1,12 @@
 //! `dpplan restore` (a one-off restore plan built from a plan file's inventory and store),
 //! `dpplan backups` (the store's catalogue) and `dpplan diff` (two domain exports compared).
 
+use super::codes::EXIT_OK;
+use super::error::CliError;
+use super::output::out;
 use super::report::{json_out, open_state, StateArg};
 use super::run::{report, run_checked, state_path};
 use super::screen::Stream;
-use super::{out, CliError, EXIT_OK};
 use crate::backups::catalogue::{self, EXPORT_DOMAIN};
 use crate::backups::export;
 use crate::engine::RunOptions;
