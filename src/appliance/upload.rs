@@ -101,7 +101,7 @@ impl SomaClient {
             .await?;
         let response = parse::response(&root).map_err(|e| self.at(op, e))?;
         import_report(response, options.dry_run)
-            .map_err(|text| self.at(op, ErrorKind::Malformed(text.into())))
+            .map_err(|text| self.at(op, ErrorKind::Malformed(text)))
     }
 
     /// `set-file` of local `file` as appliance file `name`.

@@ -279,7 +279,10 @@ impl CatalogueView {
 mod tests {
     use super::*;
 
-    fn content(objects: &[(&str, &str, &[(&str, &str)])], files: &[(&str, &str)]) -> ExportContent {
+    /// (class, name, properties)
+    type Obj<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn content(objects: &[Obj<'_>], files: &[(&str, &str)]) -> ExportContent {
         ExportContent {
             objects: objects
                 .iter()
