@@ -18,8 +18,33 @@ fn fixtures() -> Vec<Vec<u8>> {
         .collect();
     out.sort();
     assert!(out.len() >= 10);
+    // The do-import answer's shape (no device capture of it is among the fixtures).
+    out.push(IMPORT_ANSWER.as_bytes().to_vec());
     out
 }
+
+const IMPORT_ANSWER: &str = r#"<env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"><env:Body>
+<dp:response xmlns:dp="http://www.datapower.com/schemas/management"><dp:import>
+<import-results domain="DOMAIN1">
+ <export-details><domain>DOMAIN1</domain><device-name>QA1</device-name></export-details>
+ <imported-files><file name="local:///a.xsl" src="local/a.xsl" status="modified" overwrite="on"/></imported-files>
+ <imported-objects><object class="XMLFirewallService" name="fw1" status="new" overwrite="on"/></imported-objects>
+ <file-copy-log><file-result name="local:///a.xsl" result="ERROR"><reason>denied</reason></file-result></file-copy-log>
+ <exec-script-results><cfg-result class="XMLFirewallService" name="fw1" status="ERROR">port in use</cfg-result></exec-script-results>
+</import-results></dp:import></dp:response></env:Body></env:Envelope>"#;
+
+const EXPORT_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<datapower-configuration version="3">
+  <export-details><domain>D1</domain><device-name>QA1</device-name><firmware-version>IDG.10.5.0.5</firmware-version></export-details>
+  <configuration domain="D1">
+    <XMLFirewallService name="D1-fw" xmlns:env="http://www.w3.org/2003/05/soap-envelope">
+      <mAdminState>enabled</mAdminState><LocalPort>8080</LocalPort>
+      <Handler class="HTTPSourceProtocolHandler">h&amp;1</Handler>
+    </XMLFirewallService>
+    <XMLManager name="default"/>
+  </configuration>
+  <files><file name="local:///dp-D1.xsl" src="local/dp-D1.xsl" location="local" hash="x"/></files>
+</datapower-configuration>"#;
 
 /// Every reader over one document: errors are fine, panics are not.
 fn read_all(xml: &[u8]) {
@@ -31,6 +56,11 @@ fn read_all(xml: &[u8]) {
         let _ = parse::config_has(&root, "CryptoCertificate", "c");
         let _ = parse::directory_files(&root, "temporary:", "temporary:///");
         let _ = parse::status_rows(&root, "DomainStatus");
+        if let Ok(response) = parse::response(&root) {
+            if let Ok(report) = dpplan::appliance::import::import_report(response, false) {
+                let _ = (report.failures(), report.counts());
+            }
+        }
     }
     let _ = parse::document(xml);
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +132,43 @@ proptest! {
     fn random_bytes_never_panic(doc in prop::collection::vec(any::<u8>(), 0..4096)) {
         read_all(&doc);
     }
+
+    /// An export's `export.xml`, mutated, and random bytes as an export archive: read or
+    /// refused, never a panic.
+    #[test]
+    fn mutated_exports_never_panic(ms in prop::collection::vec(mutation(), 1..5), junk in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let mut doc = EXPORT_XML.as_bytes().to_vec();
+        for m in &ms {
+            doc = apply(doc, m);
+        }
+        let _ = dpplan::backups::export::parse_export_xml(&doc);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.zip");
+        std::fs::write(&path, &junk).unwrap();
+        prop_assert!(dpplan::backups::export::read(&path).is_err());
+    }
+}
+
+/// An export whose `export.xml` is larger than the cap is refused, not read into memory.
+#[test]
+fn an_oversized_export_xml_is_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("export.xml", options).unwrap();
+    // Deflated, 65 MiB of spaces is a small file: a bomb's shape.
+    let block = vec![b' '; 1 << 20];
+    zip.write_all(b"<datapower-configuration>").unwrap();
+    for _ in 0..65 {
+        zip.write_all(&block).unwrap();
+    }
+    zip.finish().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+    let e = dpplan::backups::export::read(&path).unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
 }
 
 /// Shapes far larger than real answers: each is refused with an error, quickly, without
