@@ -362,28 +362,13 @@ impl Device {
 
     fn get_status(&self, state: &State, domain: &str, class: &str) -> Reply {
         if class == "DomainCheckpointStatus" {
-            // The checkpoints of the request's domain, oldest first: one row each.
-            let mut rows = String::new();
-            for (i, d) in state
+            let names: Vec<&str> = state
                 .domains
                 .iter()
                 .filter(|d| d.name == domain)
-                .enumerate()
-            {
-                for (n, (name, _)) in d.configs.checkpoints.iter().enumerate() {
-                    rows.push_str(&format!(
-                        "<DomainCheckpointStatus xmlns:env=\"http://www.w3.org/2003/05/soap-envelope\">\
-                         <Domain>{}</Domain><ChkName>{}</ChkName>\
-                         <Date>2026-01-01</Date><Time>00:00:{:02}</Time></DomainCheckpointStatus>",
-                        quick_xml::escape::escape(&d.name),
-                        quick_xml::escape::escape(name),
-                        (i + n) % 60
-                    ));
-                }
-            }
-            return Reply::Xml(super::reply::document(&format!(
-                "<dp:status>{rows}</dp:status>"
-            )));
+                .flat_map(|d| d.configs.checkpoints.iter().map(|(n, _)| n.as_str()))
+                .collect();
+            return status::checkpoint_status(domain, &names);
         }
         let now = Instant::now();
         let rows: Vec<DomainRow<'_>> = state
