@@ -307,24 +307,30 @@ pub(super) async fn secure_restore(
     let remote = upload_dir(ctx, t);
     let redo = attempt > 1 || ctx.prior.contains_key(&t.id);
     if !validate && redo {
-        // It may have restored before a crash: the restart clears temporary:.
-        let listed = match app.list_directory(&remote).await {
-            Ok(files) => Some(files),
-            Err(e) if e.is_transient() => None,
-            Err(e) => return Err(e.into()),
-        };
-        match listed {
-            Some(files) if files.iter().any(|f| f.name == "backupmanifest.xml") => {}
-            _ => {
-                log(
-                    ctx,
-                    t,
-                    st,
-                    step,
-                    format!("{remote}/ is gone: the restore ran before the interruption"),
-                );
-                return Ok(());
+        // It may have restored before a crash: the restart clears temporary:. An appliance
+        // that does not answer is taken to be restarting: waited for, then asked.
+        let deadline = ctx.clock.now() + chrono::Duration::seconds(DEFAULT_WAIT.as_secs() as i64);
+        let mut polls = 0;
+        let files = loop {
+            match app.list_directory(&remote).await {
+                Ok(files) => break files,
+                Err(e) if e.is_transient() && ctx.clock.now() < deadline => {
+                    ctx.clock
+                        .sleep(super::step::poll_delay(ctx, &mut polls))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
             }
+        };
+        if !files.iter().any(|f| f.name == "backupmanifest.xml") {
+            log(
+                ctx,
+                t,
+                st,
+                step,
+                format!("{remote}/ is gone: the restore ran before the interruption"),
+            );
+            return Ok(());
         }
     }
     app.secure_restore(&cred, &format!("{remote}/"), validate)
