@@ -588,3 +588,58 @@ async fn on_a_terminal_restore_shows_the_dry_run_and_asks_first() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(domain(&w, "DOMAIN1").digest, exported.digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_from_a_path_and_from_a_run_that_wrote_nothing() {
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let d = dir.clone();
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
+    let exported = domain(&w, "DOMAIN1");
+    change(&w).await;
+    let folder = w.store().join("QA1/domain/DOMAIN1");
+    let zip = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-persisted.zip"))
+        .unwrap();
+    let zip = zip.display().to_string();
+    let d = dir.clone();
+    blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--from", &zip,
+                "--yes", "--quiet",
+            ],
+        )
+    })
+    .await
+    .status(0);
+    assert_eq!(domain(&w, "DOMAIN1").digest, exported.digest);
+
+    // Run 2 (the restore) wrote no export: validate says so and nothing changes.
+    change(&w).await;
+    let before = domain(&w, "DOMAIN1");
+    let d = dir.clone();
+    let v = blocking(move || {
+        dpplan(
+            &d,
+            &[
+                "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--from", "2",
+                "--yes", "--json", "--quiet",
+            ],
+        )
+    })
+    .await
+    .status(1)
+    .json();
+    let error = v["tasks"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("run 2 wrote no export of QA1/DOMAIN1"),
+        "{error}"
+    );
+    assert_eq!(domain(&w, "DOMAIN1").digest, before.digest);
+}
