@@ -12,12 +12,11 @@ use crate::support::browser::Browser;
 use crate::support::fleet::{DeviceEntry, FleetFile};
 use fantoccini::Locator;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One browser at a time: Chromium is heavy on a 2-core machine, and the tests beside these
 /// must keep their pace.
-static ONE_BROWSER: Mutex<()> = Mutex::new(());
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// serve's test fleet with SLOW1-3 quiescing in 2.5 s: a run of `slow` takes seconds, time
 /// enough to interrupt it from a browser under load.
@@ -94,7 +93,7 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
     let warned = body["run"].as_u64().unwrap();
     assert_eq!(finished(&s, warned).await["run"]["status"], "WARNING");
 
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_BROWSER.lock().await;
     let b = Browser::start(1280, 900).await;
     // The runs page lists both runs, newest first; the status filter narrows it.
     b.client.goto(&format!("{u}/runs")).await.unwrap();
@@ -237,7 +236,7 @@ async fn a_task_status_changes_on_the_page_while_the_run_goes() {
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let u = &s.url;
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_BROWSER.lock().await;
     let b = Browser::start(1280, 900).await;
     let (_, body) = post(&format!("{u}/api/plans/slow/runs"), Some(TOKEN), "").await;
     let run = body["run"].as_u64().unwrap();
@@ -325,7 +324,7 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let u = &s.url;
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_BROWSER.lock().await;
     let b = Browser::start(1280, 900).await;
     let runs = || async { get(&format!("{u}/api/runs")).await.1 };
     let slow_now = "form[action='/plans/slow/run'] button";
@@ -411,7 +410,8 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
         .unwrap()
         .parse()
         .unwrap();
-    press(&b, "#action-interrupt", true).await;
+    let at = press(&b, "#action-interrupt", true).await;
+    assert_eq!(at, format!("/runs/{c}?done=interrupt"));
     status_becomes(&s, c, "INTERRUPTED").await;
     b.client.goto(&format!("{u}/runs/{c}")).await.unwrap();
     press(&b, "#action-resume", true).await;

@@ -63,5 +63,8 @@
       }
     });
     es.addEventListener("lagged", function () { say("Some updates were missed."); });
+    // A page left behind must give its connection back: browsers open six at most to one
+    // server over HTTP/1.1, and a kept page's stream would hold one.
+    window.addEventListener("pagehide", function () { es.close(); });
   });
 })();
