@@ -131,51 +131,26 @@ pub struct ActForm {
     devices: Option<String>,
 }
 
-/// The signed-in session behind an acting request, or the page that refuses it.
-fn allowed(
-    d: &Dashboard,
-    headers: &HeaderMap,
-    csrf: &str,
-    back: &str,
-) -> Result<Session, Response> {
+/// The signed-in session behind an acting request, or why it is refused.
+fn allowed(d: &Dashboard, headers: &HeaderMap, csrf: &str) -> Result<Session, &'static str> {
     if d.token.is_none() {
-        return Err(refused(
-            d,
-            headers,
-            "actions need a token: start dpplan serve with --token-file or DPPLAN_TOKEN",
-            back.into(),
-        ));
+        return Err("actions need a token: start dpplan serve with --token-file or DPPLAN_TOKEN");
     }
     if cross_site(headers) {
-        return Err(refused(
-            d,
-            headers,
-            "an action from another site is refused",
-            back.into(),
-        ));
+        return Err("an action from another site is refused");
     }
-    let Some(session) = d.session(headers) else {
-        return Err(refused(
-            d,
-            headers,
-            "sign in with the API token to act",
-            back.into(),
-        ));
-    };
+    let session = d
+        .session(headers)
+        .ok_or("sign in with the API token to act")?;
     if !same(csrf, &session.csrf) {
-        return Err(refused(
-            d,
-            headers,
-            "the form is stale or from elsewhere: reload the page and try again",
-            back.into(),
-        ));
+        return Err("the form is stale or from elsewhere: reload the page and try again");
     }
     Ok(session)
 }
 
 pub async fn sign_out(State(d): Shared, headers: HeaderMap, Form(f): Form<ActForm>) -> Response {
-    if let Err(r) = allowed(&d, &headers, &f.csrf, "/") {
-        return r;
+    if let Err(why) = allowed(&d, &headers, &f.csrf) {
+        return refused(&d, &headers, why, "/".into());
     }
     d.sessions.close(&headers);
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -211,8 +186,8 @@ pub async fn run_now(
     Form(f): Form<ActForm>,
 ) -> Response {
     let back = "/".to_string();
-    if let Err(r) = allowed(&d, &headers, &f.csrf, &back) {
-        return r;
+    if let Err(why) = allowed(&d, &headers, &f.csrf) {
+        return refused(&d, &headers, why, back);
     }
     let request = StartRequest {
         ignore_window: f.ignore_window.is_some_and(|v| v == "true" || v == "on"),
@@ -233,8 +208,8 @@ pub async fn act(
     Form(f): Form<ActForm>,
 ) -> Response {
     let back = format!("/runs/{}", escape(&id));
-    if let Err(r) = allowed(&d, &headers, &f.csrf, &back) {
-        return r;
+    if let Err(why) = allowed(&d, &headers, &f.csrf) {
+        return refused(&d, &headers, why, back);
     }
     let id = match number(&id, "the run") {
         Ok(id) => id,

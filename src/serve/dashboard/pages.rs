@@ -375,12 +375,8 @@ fn actions(id: u64, status: &str, failed: bool) -> Vec<Action> {
     out
 }
 
-fn run_id(d: &Dashboard, nav: &Nav, id: &str) -> Result<crate::store::RunDetail, Response> {
-    let id = number(id, "the run").map_err(|e| error_page(nav.clone(), e, "/runs".into()))?;
-    d.daemon
-        .store
-        .run(id)
-        .map_err(|e| error_page(nav.clone(), internal(e), "/runs".into()))
+fn run_id(d: &Dashboard, id: &str) -> Result<crate::store::RunDetail, ServeError> {
+    d.daemon.store.run(number(id, "the run")?).map_err(internal)
 }
 
 pub async fn run(
@@ -392,9 +388,9 @@ pub async fn run(
 ) -> Response {
     let mut nav = d.nav(&headers, "run", here(&uri));
     nav.notice = notice(done.done.as_deref());
-    let detail = match run_id(&d, &nav, &id) {
+    let detail = match run_id(&d, &id) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return error_page(nav, e, "/runs".into()),
     };
     let now = d.daemon.clock.now();
     let RunPage {
@@ -486,21 +482,17 @@ fn log_rows(views: Vec<report::LogView>) -> Vec<LogRow> {
 
 fn log_of(
     d: &Dashboard,
-    nav: &Nav,
     detail: &crate::store::RunDetail,
     task: Option<u32>,
-) -> Result<Vec<report::LogView>, Response> {
+) -> Result<Vec<report::LogView>, ServeError> {
     let id = detail.summary.id;
     report::run_log(d.daemon.store.as_ref(), detail, task)
         .map(|(_, v)| v)
-        .map_err(|e| {
-            let e = match e {
-                report::LogError::NoTask(n) => {
-                    ServeError::NotFound(format!("run {id} has no task {n}"))
-                }
-                report::LogError::Store(e) => internal(e),
-            };
-            error_page(nav.clone(), e, format!("/runs/{id}"))
+        .map_err(|e| match e {
+            report::LogError::NoTask(n) => {
+                ServeError::NotFound(format!("run {id} has no task {n}"))
+            }
+            report::LogError::Store(e) => internal(e),
         })
 }
 
@@ -511,9 +503,9 @@ pub async fn task(
     Path((id, n)): Path<(String, String)>,
 ) -> Response {
     let nav = d.nav(&headers, "task", here(&uri));
-    let detail = match run_id(&d, &nav, &id) {
+    let detail = match run_id(&d, &id) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return error_page(nav, e, "/runs".into()),
     };
     let run = detail.summary.id;
     let Some(page_) = number(&n, "the task")
@@ -527,9 +519,9 @@ pub async fn task(
             format!("/runs/{run}"),
         );
     };
-    let lines = match log_of(&d, &nav, &detail, Some(page_.task.id)) {
+    let lines = match log_of(&d, &detail, Some(page_.task.id)) {
         Ok(l) => log_rows(l),
-        Err(r) => return r,
+        Err(e) => return error_page(nav, e, format!("/runs/{run}")),
     };
     let now = d.daemon.clock.now();
     let steps = page_
@@ -616,9 +608,9 @@ pub async fn log(
         Ok(Query(q)) => q,
         Err(e) => return error_page(nav, ServeError::BadRequest(e.body_text()), "/runs".into()),
     };
-    let detail = match run_id(&d, &nav, &id) {
+    let detail = match run_id(&d, &id) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return error_page(nav, e, "/runs".into()),
     };
     let task = match q.task.as_deref().filter(|t| !t.is_empty()) {
         None => None,
@@ -633,9 +625,9 @@ pub async fn log(
             }
         },
     };
-    let views = match log_of(&d, &nav, &detail, task) {
+    let views = match log_of(&d, &detail, task) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return error_page(nav, e, format!("/runs/{}", detail.summary.id)),
     };
     let total = views.len();
     let text = q.q.unwrap_or_default();
