@@ -142,7 +142,8 @@ fn main() {
     let mut bytes = 0;
     for _ in 0..loads {
         let t = Instant::now();
-        let body = rt.block_on(async { http.get(&url).send().await.unwrap().bytes().await.unwrap() });
+        let body =
+            rt.block_on(async { http.get(&url).send().await.unwrap().bytes().await.unwrap() });
         served.push(t.elapsed().as_secs_f64() * 1000.0);
         bytes = body.len();
     }

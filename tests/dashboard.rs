@@ -6,7 +6,8 @@
 
 use crate::engine::World;
 use crate::serve::{
-    client, finished, fleet, get, post, status_becomes, write_plan, Serve, ADHOC, TOKEN,
+    beyond_loopback, client, finished, fleet, get, post, status_becomes, write_plan, Serve, ADHOC,
+    TOKEN,
 };
 use crate::support::browser::Browser;
 use crate::support::fleet::{DeviceEntry, FleetFile};
@@ -634,4 +635,73 @@ async fn without_a_token_the_dashboard_reads_and_refuses_every_action() {
         .await
         .unwrap();
     assert!(overview.contains("Read-only") && overview.contains("adhoc"));
+}
+
+/// Kills the child at the end of the test, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_page_needs_the_sign_in_and_the_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port, ca) = beyond_loopback(dir.path());
+    let _serve = Killed(child);
+    let _ = client();
+    let tls = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let r = tls.get(format!("{base}/runs?plan=x")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/signin?next=%2Fruns%3Fplan%3Dx");
+    for open in ["/signin", "/assets/app.css", "/assets/app.js"] {
+        let r = tls.get(format!("{base}{open}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{open}");
+    }
+    let r = tls
+        .post(format!("{base}/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", TOKEN), ("next", "/runs?plan=x")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/runs?plan=x");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = tls
+        .get(format!("{base}/runs"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The session reads the API (the pages' live stream); the API's POSTs still want the
+    // bearer token.
+    let r = tls
+        .get(format!("{base}/api/runs"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = tls.get(format!("{base}/api/runs")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = tls
+        .post(format!("{base}/api/plans/x/runs"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
 }

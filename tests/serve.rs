@@ -691,24 +691,24 @@ fn certificates() -> (String, String, String) {
     (ca_cert.pem(), leaf.pem(), key.serialize_pem())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_loopback_every_request_needs_the_token_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.dpplan"), "plan \"x\" {}\n").unwrap();
+/// Starts serve on `0.0.0.0:0` with TLS and [`TOKEN`] in `dir` (plan `x`, doing nothing);
+/// returns it, its port and the CA that signed its certificate (PEM).
+pub(crate) fn beyond_loopback(dir: &Path) -> (Child, String, String) {
+    std::fs::write(dir.join("p.dpplan"), "plan \"x\" {}\n").unwrap();
     let (ca, cert, key) = certificates();
-    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
-    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    let state = dir.path().join("state.redb");
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let state = dir.join("state.redb");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dpplan"))
         .arg("serve")
-        .arg(dir.path().join("p.dpplan"))
+        .arg(dir.join("p.dpplan"))
         .args(["--listen", "0.0.0.0:0", "--tls-cert"])
-        .arg(dir.path().join("cert.pem"))
+        .arg(dir.join("cert.pem"))
         .arg("--tls-key")
-        .arg(dir.path().join("key.pem"))
+        .arg(dir.join("key.pem"))
         .arg("--token-file")
-        .arg(dir.path().join("token"))
+        .arg(dir.join("token"))
         .arg("--state")
         .arg(&state)
         .stderr(Stdio::null())
@@ -727,6 +727,13 @@ async fn beyond_loopback_every_request_needs_the_token_over_tls() {
     };
     let port = url.rsplit(':').next().unwrap().to_string();
     assert!(url.starts_with("https://"), "{url}");
+    (child, port, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_request_needs_the_token_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, ca) = beyond_loopback(dir.path());
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let tls = reqwest::Client::builder()
         .no_proxy()

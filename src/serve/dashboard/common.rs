@@ -73,6 +73,11 @@ pub mod filters {
         Ok(s.to_string().to_ascii_lowercase().replace('_', "-"))
     }
 
+    /// [`time`] to the millisecond (the log).
+    pub fn time_ms<T: Display>(s: T, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(super::time_html(&s.to_string()).replacen("<time ", "<time class=\"ms\" ", 1))
+    }
+
     /// An RFC 3339 time as a `<time>` element (the page's script shows it in the browser's
     /// zone, with the UTC on hover).
     pub fn time<T: Display>(s: T, _: &dyn askama::Values) -> askama::Result<String> {

@@ -4,11 +4,12 @@
 (function () {
   "use strict";
   function pad(n) { return (n < 10 ? "0" : "") + n; }
-  function local(d) {
+  function local(d, ms) {
     var off = -d.getTimezoneOffset(), sign = off >= 0 ? "+" : "-";
     off = Math.abs(off);
+    var frac = ms ? "." + String(1000 + d.getMilliseconds()).slice(1) : "";
     return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
-      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + frac + " " +
       sign + pad(Math.floor(off / 60)) + ":" + pad(off % 60);
   }
   function times(root) {
@@ -16,8 +17,9 @@
     for (var i = 0; i < all.length; i++) {
       var t = all[i], iso = t.getAttribute("datetime"), d = new Date(iso);
       if (isNaN(d.getTime())) continue;
-      t.title = d.toISOString().replace(".000Z", "Z") + " (UTC)";
-      t.textContent = local(d);
+      var ms = t.classList.contains("ms");
+      t.title = (ms ? d.toISOString() : d.toISOString().replace(/\.\d{3}Z$/, "Z")) + " (UTC)";
+      t.textContent = local(d, ms);
     }
   }
   function setStatus(el, status) {
