@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// serve's test fleet with SLOW1-3 quiescing in 2.5 s: a run of `slow` takes seconds, time
-/// enough to interrupt it from a browser under load.
+/// enough to open its page or interrupt it from a browser under load.
 fn slower_fleet() -> FleetFile {
     let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", "2500ms");
     FleetFile::new()
@@ -233,7 +233,7 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_status_changes_on_the_page_while_the_run_goes() {
-    let w = World::new(fleet()).await;
+    let w = World::new(slower_fleet()).await;
     write_plan(&w, "p.dpplan", ADHOC);
     let s = Serve::start(w.dir.path(), "p.dpplan", None);
     let u = &s.url;
@@ -290,9 +290,32 @@ async fn a_task_status_changes_on_the_page_while_the_run_goes() {
     b.close().await;
 }
 
+/// Where the browser is: path and query.
+async fn location(b: &Browser) -> String {
+    let url = b.client.current_url().await.unwrap();
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// Waits until the browser has left `from` and the new page has loaded; returns where it is.
+async fn moved(b: &Browser, from: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = location(b).await;
+        if now != from && b.eval("return document.readyState;").await == "complete" {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the browser stayed at {from}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Clicks the button `css`, answers the confirmation (`accept`), and returns the page's
-/// path after it.
+/// path after it (where the form led, when accepted).
 async fn press(b: &Browser, css: &str, accept: bool) -> String {
+    let from = location(b).await;
     b.client
         .find(Locator::Css(css))
         .await
@@ -304,15 +327,20 @@ async fn press(b: &Browser, css: &str, accept: bool) -> String {
     assert!(text.contains('?'), "the confirmation: {text}");
     if accept {
         b.client.accept_alert().await.unwrap();
+        moved(b, &from).await
     } else {
         b.client.dismiss_alert().await.unwrap();
+        location(b).await
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let url = b.client.current_url().await.unwrap();
-    match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    }
+}
+
+/// Types `text` into the field `#id` and presses Enter; returns where the form led.
+async fn submit(b: &Browser, id: &str, text: &str) -> String {
+    let from = location(b).await;
+    let field = b.client.find(Locator::Id(id)).await.unwrap();
+    field.send_keys(text).await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap();
+    moved(b, &from).await
 }
 
 async fn log_of(u: &str, run: u64) -> String {
@@ -349,19 +377,14 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
         .goto(&format!("{u}/signin?next=/runs"))
         .await
         .unwrap();
-    let token = b.client.find(Locator::Id("token")).await.unwrap();
-    token.send_keys("wrong").await.unwrap();
-    token.send_keys("\u{E007}").await.unwrap();
+    assert_eq!(submit(&b, "token", "wrong").await, "/signin");
     let error = b.client.find(Locator::Css(".notice.error")).await.unwrap();
     assert!(error
         .text()
         .await
         .unwrap()
         .contains("not this serve's token"));
-    let token = b.client.find(Locator::Id("token")).await.unwrap();
-    token.send_keys(TOKEN).await.unwrap();
-    token.send_keys("\u{E007}").await.unwrap();
-    assert_eq!(b.client.current_url().await.unwrap().path(), "/runs");
+    assert_eq!(submit(&b, "token", TOKEN).await, "/runs");
 
     // Run now: dismissing the confirmation does nothing; accepting starts the run.
     b.client.goto(&format!("{u}/")).await.unwrap();
@@ -428,7 +451,9 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
         .click()
         .await
         .unwrap();
-    b.client.goto(&format!("{u}/")).await.unwrap();
+    assert_eq!(moved(&b, &format!("/runs/{c}")).await, "/");
+    let who = b.client.find(Locator::Css("header .who")).await.unwrap();
+    assert_eq!(who.text().await.unwrap(), "Sign in");
     let before = runs().await.as_array().unwrap().len();
     press(&b, slow_now, true).await;
     let h1 = b
