@@ -193,9 +193,13 @@ fn main() {
         col(3),
         col(4)
     );
-    let worst = figures.iter().map(|f| f[4]).fold(0.0, f64::max);
+    let each: Vec<String> = figures.iter().map(|f| format!("{:.0}", f[4])).collect();
     println!(
-        "  slowest load interactive at {worst:.0} ms; floor < 1000 ms: {}",
+        "  interactive at each load, in order (the first with nothing cached): {} ms",
+        each.join(", ")
+    );
+    println!(
+        "  floor < 1000 ms (the median): {}",
         if col(4) < 1000.0 { "met" } else { "NOT MET" }
     );
     rt.block_on(b.close());

@@ -122,6 +122,7 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
         .click()
         .await
         .unwrap();
+    assert_eq!(moved(&b, "/runs").await, "/runs?plan=&status=WARNING");
     let rows = texts(&b, "#runs tbody tr").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].contains("withdown"));
@@ -140,13 +141,7 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
         .click()
         .await
         .unwrap();
-    assert!(b
-        .client
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with(&format!("/runs/{run}")));
+    assert_eq!(moved(&b, "/runs").await, format!("/runs/{run}"));
     let tasks = texts(&b, "#task-table tbody tr").await;
     assert_eq!(tasks.len(), 4, "{tasks:?}");
     assert!(tasks.iter().all(|t| t.contains("SUCCEEDED")), "{tasks:?}");
@@ -158,6 +153,10 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
         .click()
         .await
         .unwrap();
+    assert_eq!(
+        moved(&b, &format!("/runs/{run}")).await,
+        format!("/runs/{run}/tasks/1")
+    );
     let h1 = b
         .client
         .find(Locator::Css("h1"))

@@ -2,7 +2,7 @@
 //! needs a signed-in session, the session's form token, and a same-origin request; the
 //! session cookie is HttpOnly and SameSite=Strict.
 
-use super::common::{error_page, escape, page, Dashboard, Nav};
+use super::common::{error_page, page, Dashboard, Nav};
 use crate::serve::api::number;
 use crate::serve::daemon::StartRequest;
 use crate::serve::session::{same, Session, COOKIE, LIFETIME};
@@ -207,7 +207,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<ActForm>,
 ) -> Response {
-    let back = format!("/runs/{}", escape(&id));
+    let back = format!("/runs/{id}");
     if let Err(why) = allowed(&d, &headers, &f.csrf) {
         return refused(&d, &headers, why, back);
     }

@@ -147,11 +147,7 @@ pub async fn overview(State(d): Shared, headers: HeaderMap, uri: Uri) -> Respons
                     (_, true) => "STALE",
                     _ => "FRESH",
                 },
-                state_class: match (at, stale) {
-                    (None, _) => "stale",
-                    (_, true) => "stale",
-                    _ => "fresh",
-                },
+                state_class: if stale { "stale" } else { "fresh" },
                 name,
             }
         })
