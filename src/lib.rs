@@ -26,6 +26,8 @@
 //!   file's outbox with the run's status and delivered at least once.
 //! - [`report`]: the result pages (runs, activities, tasks, the activity log) as tables and
 //!   JSON views built from the store's history, and the store's file tools (verify, prune).
+//! - [`serve`]: `dpplan serve`, the daemon: the plan catalogue, schedules, the runs it drives,
+//!   the HTTP API, and the dashboard for browsers (server-rendered pages, sign-in, actions).
 //! - [`cli`]: clap commands; the only place that prints or renders diagnostics.
 
 // The pest-generated parser names `alloc` (pest is built without `std`, see Cargo.toml).

@@ -10,6 +10,7 @@ mod appliance_answers;
 mod cli;
 mod cli_sim;
 mod crash;
+mod dashboard;
 mod demo;
 mod docs;
 mod engine;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A fleet slow enough to catch a run mid-way: QA1, QA2, TEST8; DOWN1 down; SLOW1-3 quiescing
 /// in 700 ms.
-fn fleet() -> FleetFile {
+pub(crate) fn fleet() -> FleetFile {
     let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", "700ms");
     FleetFile::new()
         .set("quiesce_delay", "200ms")
@@ -27,32 +27,45 @@ fn fleet() -> FleetFile {
         .device(slow("SLOW3"))
 }
 
-const TOKEN: &str = "t0ken-for-tests";
+pub(crate) const TOKEN: &str = "t0ken-for-tests";
 
 /// A running `dpplan serve`.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Serve {
     /// Starts serve on `plan` (a file in `dir`) with the state file `dir/state.redb`, its
     /// clock reading `now` (RFC 3339) when given; waits until its API answers.
-    fn start(dir: &Path, plan: &str, now: Option<&str>) -> Serve {
+    pub(crate) fn start(dir: &Path, plan: &str, now: Option<&str>) -> Serve {
         Serve::start_env(dir, plan, now, &[])
     }
 
     /// [`Serve::start`] with more environment variables.
     fn start_env(dir: &Path, plan: &str, now: Option<&str>, env: &[(&str, &str)]) -> Serve {
-        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+        Serve::start_with(dir, plan, now, env, true)
+    }
+
+    /// [`Serve::start_env`], with [`TOKEN`] as its token or (`token` false) none.
+    pub(crate) fn start_with(
+        dir: &Path,
+        plan: &str,
+        now: Option<&str>,
+        env: &[(&str, &str)],
+        token: bool,
+    ) -> Serve {
         let state = dir.join("state.redb");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dpplan"));
         cmd.arg("serve")
             .arg(dir.join(plan))
-            .args(["--listen", "127.0.0.1:0", "--token-file"])
-            .arg(dir.join("token"))
-            .arg("--state")
+            .args(["--listen", "127.0.0.1:0"]);
+        if token {
+            std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+            cmd.arg("--token-file").arg(dir.join("token"));
+        }
+        cmd.arg("--state")
             .arg(&state)
             .env_remove("DPPLAN_TOKEN")
             .stdout(Stdio::null())
@@ -93,7 +106,7 @@ impl Serve {
         Serve { child, url, lines }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
@@ -118,12 +131,12 @@ impl Drop for Serve {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-async fn get(url: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str) -> (u16, Value) {
     let r = client().get(url).send().await.unwrap();
     let status = r.status().as_u16();
     (
@@ -132,7 +145,7 @@ async fn get(url: &str) -> (u16, Value) {
     )
 }
 
-async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut req = client().post(url).body(body.to_string());
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -146,7 +159,7 @@ async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
 }
 
 /// Polls `GET /api/runs/{id}` until the run's status is final; returns the page.
-async fn finished(s: &Serve, run: u64) -> Value {
+pub(crate) async fn finished(s: &Serve, run: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (code, page) = get(&format!("{}/api/runs/{run}", s.url)).await;
@@ -203,13 +216,13 @@ fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn write_plan(w: &World, name: &str, plans: &str) -> PathBuf {
+pub(crate) fn write_plan(w: &World, name: &str, plans: &str) -> PathBuf {
     let p = w.dir.path().join(name);
     std::fs::write(&p, w.plan_file("", plans)).unwrap();
     p
 }
 
-const ADHOC: &str = r#"
+pub(crate) const ADHOC: &str = r#"
 plan "adhoc" {
   activity secure_backup { devices = "QA*"  cert = "backup-cert"  quiesce = 60s }
   activity export_domain { devices = "TEST8"  domains = "DOMAIN*" }
@@ -374,7 +387,7 @@ async fn every_action_route_works_and_is_refused_without_the_token() {
 }
 
 /// Polls until run `run` has status `wanted`.
-async fn status_becomes(s: &Serve, run: u64, wanted: &str) {
+pub(crate) async fn status_becomes(s: &Serve, run: u64, wanted: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, page) = get(&format!("{}/api/runs/{run}", s.url)).await;
@@ -678,24 +691,24 @@ fn certificates() -> (String, String, String) {
     (ca_cert.pem(), leaf.pem(), key.serialize_pem())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_loopback_every_request_needs_the_token_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.dpplan"), "plan \"x\" {}\n").unwrap();
+/// Starts serve on `0.0.0.0:0` with TLS and [`TOKEN`] in `dir` (plan `x`, doing nothing);
+/// returns it, its port and the CA that signed its certificate (PEM).
+pub(crate) fn beyond_loopback(dir: &Path) -> (Child, String, String) {
+    std::fs::write(dir.join("p.dpplan"), "plan \"x\" {}\n").unwrap();
     let (ca, cert, key) = certificates();
-    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
-    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-    let state = dir.path().join("state.redb");
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let state = dir.join("state.redb");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dpplan"))
         .arg("serve")
-        .arg(dir.path().join("p.dpplan"))
+        .arg(dir.join("p.dpplan"))
         .args(["--listen", "0.0.0.0:0", "--tls-cert"])
-        .arg(dir.path().join("cert.pem"))
+        .arg(dir.join("cert.pem"))
         .arg("--tls-key")
-        .arg(dir.path().join("key.pem"))
+        .arg(dir.join("key.pem"))
         .arg("--token-file")
-        .arg(dir.path().join("token"))
+        .arg(dir.join("token"))
         .arg("--state")
         .arg(&state)
         .stderr(Stdio::null())
@@ -714,6 +727,13 @@ async fn beyond_loopback_every_request_needs_the_token_over_tls() {
     };
     let port = url.rsplit(':').next().unwrap().to_string();
     assert!(url.starts_with("https://"), "{url}");
+    (child, port, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_request_needs_the_token_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, ca) = beyond_loopback(dir.path());
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let tls = reqwest::Client::builder()
         .no_proxy()

@@ -2,6 +2,7 @@
 //! bearer-token auth, and `/metrics`.
 
 use super::daemon::{Daemon, StartRequest};
+use super::session::Sessions;
 use super::shared::{next_due, Event, ServeError};
 use crate::report::{self, ActivityPage, RunPage, RunView, TaskPage};
 use crate::store::{History, RunId, RunStatus, StoreError};
@@ -27,6 +28,9 @@ pub struct Api {
     pub token_for_reads: bool,
     /// Ends the event streams at shutdown.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The dashboard's sign-ins: a signed-in browser may read (the dashboard's live updates)
+    /// where reads need the token; POSTs here always need the bearer token.
+    pub sessions: Arc<Sessions>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -89,9 +93,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Every POST needs the token; beyond loopback, every request does.
+/// Every POST needs the token; beyond loopback, every request does (a read may show the
+/// dashboard's session cookie instead).
 async fn auth(State(api): Shared, request: Request, next: Next) -> Response {
-    let needed = request.method() == Method::POST || api.token_for_reads;
+    let needed = request.method() == Method::POST
+        || (api.token_for_reads && api.sessions.of(request.headers()).is_none());
     if needed {
         let Some(token) = api.token.as_deref() else {
             return ServeError::Unauthorized(
@@ -118,18 +124,19 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    super::session::same(given.trim(), token)
 }
 
-fn internal(e: StoreError) -> ServeError {
+/// A store error as serve's error (a missing run: 404).
+pub fn internal(e: StoreError) -> ServeError {
     match e {
         StoreError::NoRun(id) => ServeError::NotFound(format!("no run {id}")),
         e => ServeError::Internal(e.to_string()),
     }
 }
 
-fn number(s: &str, what: &str) -> Result<u64, ServeError> {
+/// A path segment as a number, or a 400 naming `what`.
+pub fn number(s: &str, what: &str) -> Result<u64, ServeError> {
     s.parse()
         .map_err(|_| ServeError::BadRequest(format!("{what} must be a number, not \"{s}\"")))
 }
@@ -174,7 +181,12 @@ pub struct PlanStatus {
 }
 
 async fn plans(State(api): Shared) -> Result<Json<Vec<PlanStatus>>, ServeError> {
-    let d = &api.daemon;
+    plan_statuses(&api.daemon).map(Json)
+}
+
+/// Every plan's schedule, window, next and last run (`GET /api/plans`, the dashboard's
+/// overview).
+pub fn plan_statuses(d: &Daemon) -> Result<Vec<PlanStatus>, ServeError> {
     let catalog = d.catalog();
     let now = d.clock.now();
     let mut out = Vec::new();
@@ -195,7 +207,7 @@ async fn plans(State(api): Shared) -> Result<Json<Vec<PlanStatus>>, ServeError> 
             problem: catalog.problems.get(&e.file).cloned(),
         });
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// `?plan=&status=&limit=`

@@ -117,6 +117,11 @@ impl Metrics {
         });
     }
 
+    /// Each device's last successful backup or export known to serve.
+    pub fn last_backups(&self) -> BTreeMap<String, DateTime<Utc>> {
+        self.with(|f| f.last_backup.clone())
+    }
+
     /// The exposition text.
     pub fn render(&self, running: usize) -> String {
         self.with(|f| {

@@ -1,6 +1,7 @@
 //! `dpplan serve`: the unattended mode. Loads and checks plans, schedules them, drives their
 //! runs (one run of a plan at a time, one run per device at a time), resumes what a previous
-//! process left unfinished, and answers the HTTP API (docs/serve.md).
+//! process left unfinished, and answers the HTTP API (docs/serve.md) and the dashboard
+//! (docs/dashboard.md).
 //!
 //! The library never prints: what the daemon has to say goes to a [`Reporter`] the CLI
 //! provides.
@@ -8,9 +9,11 @@
 pub mod api;
 pub mod catalog;
 pub mod daemon;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 mod scheduler;
+pub mod session;
 mod shared;
 
 use crate::check::Checked;
@@ -154,12 +157,21 @@ impl Server {
         )
         .map_err(plain)?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let router = api::router(Arc::new(api::Api {
+        let sessions = Arc::new(session::Sessions::default());
+        let router = dashboard::router(Arc::new(dashboard::Dashboard {
+            daemon: daemon.clone(),
+            token: config.token.clone(),
+            reads_need_sign_in: !config.listen.ip().is_loopback(),
+            sessions: sessions.clone(),
+            tls: tls.is_some(),
+        }))
+        .merge(api::router(Arc::new(api::Api {
             daemon: daemon.clone(),
             token: config.token.clone(),
             token_for_reads: !config.listen.ip().is_loopback(),
             stop: stop_rx.clone(),
-        }));
+            sessions,
+        })));
         let mut tasks = vec![tokio::spawn(http::serve(
             listener,
             router,

@@ -6,7 +6,8 @@
 //!   tokio time, for the engine's rules (retries, timeouts, ordering) in no real time;
 //! - [`records`]: journal records spelled out once, and the attempts a run recorded;
 //! - [`golden`]: golden files, compared or rewritten with `DPPLAN_BLESS=1`;
-//! - [`soma`]: canned SOMA servers on loopback (recording what they receive) and fixtures.
+//! - [`soma`]: canned SOMA servers on loopback (recording what they receive) and fixtures;
+//! - [`browser`]: headless Chromium driven over WebDriver (the dashboard's tests).
 
 #![allow(dead_code)]
 
@@ -270,6 +271,7 @@ pub fn stdout_on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: u16)
 }
 
 pub mod appliance;
+pub mod browser;
 pub mod fleet;
 pub mod golden;
 pub mod records;
