@@ -643,3 +643,53 @@ async fn restore_from_a_path_and_from_a_run_that_wrote_nothing() {
     );
     assert_eq!(domain(&w, "DOMAIN1").digest, before.digest);
 }
+
+/// A restore plan run by `dpplan serve`: the API's task JSON and the dashboard's task page
+/// show the import, object by object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_a_restore_and_its_pages_show_the_import() {
+    use crate::serve::{finished, post, Serve, TOKEN};
+    let w = World::new(fleet(|d| d)).await;
+    let t = setup(&w);
+    let dir = t.path().to_path_buf();
+    let plan = std::fs::read_to_string(dir.join("p.dpplan")).unwrap();
+    let restore = "\nplan \"restore\" {\n  activity import_domain {\n    devices = \"QA1\"\n    domains = \"DOMAIN1\"\n  }\n}\n";
+    std::fs::write(dir.join("p.dpplan"), format!("{plan}{restore}")).unwrap();
+    let d = dir.clone();
+    let s = blocking(move || Serve::start(&d, "p.dpplan", None)).await;
+    let u = s.url.clone();
+    let (code, body) = post(&format!("{u}/api/plans/exports/runs"), Some(TOKEN), "{}").await;
+    assert_eq!(code, 202, "{body}");
+    let page = finished(&s, body["run"].as_u64().unwrap()).await;
+    assert_eq!(page["run"]["status"], "COMPLETED", "{page}");
+    let exported = domain(&w, "DOMAIN1");
+    change(&w).await;
+
+    let (code, body) = post(&format!("{u}/api/plans/restore/runs"), Some(TOKEN), "{}").await;
+    assert_eq!(code, 202, "{body}");
+    let run = body["run"].as_u64().unwrap();
+    let page = finished(&s, run).await;
+    assert_eq!(page["run"]["status"], "COMPLETED", "{page}");
+    assert_eq!(domain(&w, "DOMAIN1").digest, exported.digest);
+
+    let (code, task) = crate::serve::get(&format!("{u}/api/runs/{run}/tasks/1")).await;
+    assert_eq!(code, 200);
+    let steps: Vec<&str> = task["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["dry_run", "import"], "{task}");
+    let html = crate::serve::client()
+        .get(format!("{u}/runs/{run}/tasks/1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Import: dry_run (dry run)"), "{html}");
+    assert!(html.contains("XMLFirewallService"), "{html}");
+    assert!(html.contains("modified"), "{html}");
+}
