@@ -154,7 +154,7 @@ fn main() {
     );
 
     let b = rt.block_on(browser::Browser::start(1280, 900));
-    let mut figures: Vec<[f64; 5]> = Vec::new();
+    let mut figures: Vec<[f64; 6]> = Vec::new();
     for _ in 0..loads {
         rt.block_on(async {
             b.client.goto(&url).await.unwrap();
@@ -174,11 +174,11 @@ fn main() {
                 .eval(
                     "const n = performance.getEntriesByType('navigation')[0];\
                      return [n.responseStart, n.domInteractive, n.domContentLoadedEventEnd,\
-                             n.loadEventEnd, window.dpplanReady];",
+                             n.loadEventEnd, window.dpplanReady, window.dpplanScripted];",
                 )
                 .await;
             let f = |i: usize| v[i].as_f64().unwrap();
-            figures.push([f(0), f(1), f(2), f(3), f(4)]);
+            figures.push([f(0), f(1), f(2), f(3), f(4), f(5)]);
         });
     }
     let col = |i: usize| median(figures.iter().map(|f| f[i]).collect());
@@ -186,11 +186,12 @@ fn main() {
         "/runs/{run} ({tasks} tasks) in headless Chromium, median of {loads} loads, ms from the navigation's start:"
     );
     println!(
-        "  first byte {:.0}, domInteractive {:.0}, DOMContentLoaded {:.0}, load {:.0}, interactive (script run, live stream open) {:.0}",
+        "  first byte {:.0}, domInteractive {:.0}, DOMContentLoaded {:.0}, load {:.0}, script done {:.0}, interactive (script run, live stream open) {:.0}",
         col(0),
         col(1),
         col(2),
         col(3),
+        col(5),
         col(4)
     );
     let each: Vec<String> = figures.iter().map(|f| format!("{:.0}", f[4])).collect();

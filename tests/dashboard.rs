@@ -217,6 +217,38 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
         "{plans:?}"
     );
 
+    // The controls are reached with the keyboard: Tab from the top gets to the first plan's
+    // Run now button, and Enter on it asks for the confirmation.
+    let mut reached = false;
+    for _ in 0..40 {
+        let focused = b.client.active_element().await.unwrap();
+        focused.send_keys("\u{E004}").await.unwrap();
+        let now = b
+            .eval(
+                "const e = document.activeElement; return e.tagName + ' ' + e.textContent.trim();",
+            )
+            .await;
+        if now == "BUTTON Run now" {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached a Run now button");
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    assert!(b
+        .client
+        .get_alert_text()
+        .await
+        .unwrap()
+        .starts_with("Start plan adhoc now?"));
+    b.client.dismiss_alert().await.unwrap();
+
     for (path, name) in [
         ("/".to_string(), "overview"),
         ("/runs".to_string(), "runs"),

@@ -45,6 +45,7 @@
   });
   document.addEventListener("DOMContentLoaded", function () {
     times(document);
+    window.dpplanScripted = performance.now();
     var body = document.body, run = body.getAttribute("data-run");
     if (!body.hasAttribute("data-live") || !window.EventSource) { ready(); return; }
     var es = new EventSource("/api/events"), opened = false;
