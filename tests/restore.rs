@@ -97,14 +97,23 @@ async fn change(w: &World) -> String {
     v["digest"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
-    let w = World::new(fleet(|d| d)).await;
+/// A fleet whose QA1 is `qa1`, run 1 of plan `plan` done against it: the world, the test
+/// directory (held by the `Test`) and its path.
+async fn after(
+    qa1: impl FnOnce(DeviceEntry) -> DeviceEntry,
+    plan: &'static str,
+) -> (World, Test, std::path::PathBuf) {
+    let w = World::new(fleet(qa1)).await;
     let t = setup(&w);
     let dir = t.path().to_path_buf();
     let d = dir.clone();
-    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
-        .await;
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", plan, "--quiet"]).status(0)).await;
+    (w, t, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
+    let (w, _t, dir) = after(|d| d, "exports").await;
     let exported = domain(&w, "DOMAIN1");
     let changed = change(&w).await;
     assert_ne!(changed, exported.digest);
@@ -272,15 +281,11 @@ async fn a_changed_domain_is_diffed_dry_run_restored_and_restored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_import_is_rolled_back_to_the_checkpoint() {
-    let w = World::new(fleet(|d| {
-        d.fault(SimFault::new("do-import", "import-error"))
-    }))
+    let (w, _t, dir) = after(
+        |d| d.fault(SimFault::new("do-import", "import-error")),
+        "exports",
+    )
     .await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
-    let d = dir.clone();
-    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
-        .await;
     let changed = change(&w).await;
     let before = domain(&w, "DOMAIN1");
     assert_eq!(before.digest, changed);
@@ -311,15 +316,10 @@ async fn a_refused_import_is_rolled_back_to_the_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_restore_validates_restores_waits_and_cleans_up_and_drills_pass() {
-    let w = World::new(fleet(|d| d)).await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
+    let (w, _t, dir) = after(|d| d, "secure").await;
     let d = dir.clone();
-    blocking(move || {
-        dpplan(&d, &["run", "p.dpplan", "--plan", "secure", "--quiet"]).status(0);
-        dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0);
-    })
-    .await;
+    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
+        .await;
     let backed_up = domain(&w, "DOMAIN1");
     change(&w).await;
 
@@ -389,15 +389,8 @@ async fn a_secure_restore_validates_restores_waits_and_cleans_up_and_drills_pass
 /// Kills the restore at `failpoint`, resumes it, and checks the end state is the one an
 /// uninterrupted restore reaches.
 async fn killed_and_resumed(failpoint: &'static str, secure: bool) {
-    let w = World::new(fleet(|d| d)).await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
-    let d = dir.clone();
     let plan = if secure { "secure" } else { "exports" };
-    blocking(move || {
-        dpplan(&d, &["run", "p.dpplan", "--plan", plan, "--quiet"]).status(0);
-    })
-    .await;
+    let (w, _t, dir) = after(|d| d, plan).await;
     let backed_up = domain(&w, "DOMAIN1");
     change(&w).await;
     let mut args = vec!["restore", "p.dpplan", "--device", "QA1", "--yes", "--quiet"];
@@ -476,12 +469,7 @@ async fn a_full_domain_makes_room_by_removing_the_oldest_dpplan_checkpoint_only(
             .after(after)
             .times(1)
     };
-    let w = World::new(fleet(|d| d.fault(full(1)).fault(full(3)))).await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
-    let d = dir.clone();
-    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
-        .await;
+    let (w, _t, dir) = after(|d| d.fault(full(1)).fault(full(3)), "exports").await;
     change(&w).await;
     save_checkpoint(&w, "before-upgrade").await;
     let restore = [
@@ -560,12 +548,7 @@ fn restore_on_terminal(dir: &std::path::Path, answer: &str) -> (i32, String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_terminal_restore_shows_the_dry_run_and_asks_first() {
-    let w = World::new(fleet(|d| d)).await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
-    let d = dir.clone();
-    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
-        .await;
+    let (w, _t, dir) = after(|d| d, "exports").await;
     let exported = domain(&w, "DOMAIN1");
     let changed = change(&w).await;
 
@@ -591,12 +574,7 @@ async fn on_a_terminal_restore_shows_the_dry_run_and_asks_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_from_a_path_and_from_a_run_that_wrote_nothing() {
-    let w = World::new(fleet(|d| d)).await;
-    let t = setup(&w);
-    let dir = t.path().to_path_buf();
-    let d = dir.clone();
-    blocking(move || dpplan(&d, &["run", "p.dpplan", "--plan", "exports", "--quiet"]).status(0))
-        .await;
+    let (w, _t, dir) = after(|d| d, "exports").await;
     let exported = domain(&w, "DOMAIN1");
     change(&w).await;
     let folder = w.store().join("QA1/domain/DOMAIN1");

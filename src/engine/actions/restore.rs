@@ -289,6 +289,11 @@ pub(super) async fn upload(
     Ok(())
 }
 
+/// Whether this step may have run before: a retry, or a task of a resumed run.
+fn repeated(ctx: &RunCtx, t: &Task, attempt: u32) -> bool {
+    attempt > 1 || ctx.prior.contains_key(&t.id)
+}
+
 /// `dp.secure_restore`: SecureRestore from the uploaded files (validate=on: a check only).
 pub(super) async fn secure_restore(
     ctx: &RunCtx,
@@ -305,7 +310,7 @@ pub(super) async fn secure_restore(
     };
     let validate = bool_arg(t, call, "validate", false);
     let remote = upload_dir(ctx, t);
-    let redo = attempt > 1 || ctx.prior.contains_key(&t.id);
+    let redo = repeated(ctx, t, attempt);
     if !validate && redo {
         // It may have restored before a crash: the restart clears temporary:. An appliance
         // that does not answer is taken to be restarting: waited for, then asked.
@@ -356,7 +361,7 @@ pub(super) async fn wait_ready(
     let limit = super::step::duration_arg(t, call, "timeout").unwrap_or(DEFAULT_WAIT);
     let want_serial = st.firmware.as_ref().map(|f| f.serial.clone());
     let start = ctx.clock.now();
-    let grace = if attempt > 1 || ctx.prior.contains_key(&t.id) {
+    let grace = if repeated(ctx, t, attempt) {
         Duration::ZERO
     } else {
         RESTART_GRACE.min(limit)
