@@ -347,6 +347,33 @@ async fn a_secure_restore_validates_restores_waits_and_cleans_up_and_drills_pass
         backed_up.digest,
         "a drill changes nothing"
     );
+    // The catalogue says which backups the drill read, and that they would restore.
+    let d = dir.clone();
+    let store = w.store().display().to_string();
+    let cat = blocking(move || dpplan(&d, &["backups", "--store", &store, "--json"]))
+        .await
+        .status(0)
+        .json();
+    let drilled: Vec<(&str, &str)> = cat["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["kind"].as_str().unwrap(),
+                b["last_drill"]["status"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        drilled,
+        [
+            ("EXPORT_DOMAIN", "SUCCEEDED"),
+            ("SECURE_BACKUP", "SUCCEEDED")
+        ],
+        "{cat}"
+    );
+    assert_eq!(cat["backups"][0]["last_drill"]["run"], 3);
     w.assert_clean();
 
     let d = dir.clone();

@@ -212,6 +212,9 @@ pub struct BackupsArgs {
     pub state: StateArg,
 }
 
+/// How many of the newest runs `dpplan backups` reads for restores and drills.
+const DRILL_RUNS: usize = 500;
+
 /// The store of the newest run in the state file.
 fn newest_store(state: &StateArg) -> Result<PathBuf, CliError> {
     let store = open_state(state)?;
@@ -247,7 +250,15 @@ pub fn backups(args: BackupsArgs) -> Result<u8, CliError> {
         .filter(|e| args.device.as_ref().is_none_or(|d| &e.manifest.device == d))
         .filter(|e| args.domain.as_ref().is_none_or(|d| &e.manifest.domain == d))
         .collect();
-    let view = rep::diff::catalogue_view(&root, &entries, &unreadable);
+    // What restores and drills said of each backup, from the state file when there is one.
+    let path = state_path(args.state.state.as_deref());
+    let drills = if path.is_file() {
+        let store = open_state(&args.state)?;
+        rep::catalogue::last_drills(&store, DRILL_RUNS)?
+    } else {
+        Default::default()
+    };
+    let view = rep::catalogue::catalogue_view(&root, &entries, &unreadable, &drills);
     if args.json {
         json_out(&view)?;
     } else if view.backups.is_empty() {

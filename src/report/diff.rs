@@ -1,13 +1,10 @@
-//! `dpplan diff` (two domain exports: objects and files added, removed, changed) and
-//! `dpplan backups` (the store's catalogue) as values.
+//! `dpplan diff`: two domain exports compared (objects and files added, removed, changed),
+//! as a value.
 
-use super::format::{json_time, size, Look};
-use super::table::{self, Column, Table};
-use crate::backups::catalogue::Entry;
+use super::table;
 use crate::backups::export::ExportContent;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 /// A property that differs between the two exports of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,117 +158,6 @@ impl ExportDiff {
             out.push_str(&format!("~ file {}\n", p(f)));
         }
         out
-    }
-}
-
-/// One backup of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CatalogueRow {
-    /// The device.
-    pub device: String,
-    /// The domain (`all-domains` for secure backups and all-domains exports).
-    pub domain: String,
-    /// `SECURE_BACKUP` or `EXPORT_DOMAIN`.
-    pub kind: String,
-    /// When its backup step started (RFC 3339, UTC).
-    pub time: String,
-    /// The run that wrote it.
-    pub run: u64,
-    /// The device's firmware then.
-    pub firmware: String,
-    /// Bytes, as recorded.
-    pub size: u64,
-    /// What a restore reads: the export ZIP or the secure backup's folder, relative to the
-    /// store.
-    pub path: String,
-    /// Whether its files are all present with their recorded sizes (`ok`, or what is wrong):
-    /// a quick check; `dpplan verify` reads every byte.
-    pub check: String,
-}
-
-/// `dpplan backups --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CatalogueView {
-    /// The store.
-    pub store: String,
-    /// Its backups, by device, domain and time.
-    pub backups: Vec<CatalogueRow>,
-    /// Manifests that could not be read.
-    pub unreadable: Vec<String>,
-}
-
-fn quick_check(e: &Entry) -> String {
-    for (file, recorded) in e.files.iter().zip(&e.manifest.files) {
-        match std::fs::metadata(file) {
-            Err(_) => return format!("missing {}", recorded.path),
-            Ok(m) if m.len() != recorded.size => return format!("size of {}", recorded.path),
-            Ok(_) => {}
-        }
-    }
-    "ok".to_string()
-}
-
-/// The catalogue of `entries` found under `root`.
-pub fn catalogue_view(
-    root: &Path,
-    entries: &[Entry],
-    unreadable: &[(PathBuf, String)],
-) -> CatalogueView {
-    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
-    CatalogueView {
-        store: root.display().to_string(),
-        backups: entries
-            .iter()
-            .map(|e| CatalogueRow {
-                device: e.manifest.device.clone(),
-                domain: e.manifest.domain.clone(),
-                kind: e.manifest.action.clone(),
-                time: json_time(e.manifest.started),
-                run: e.manifest.run,
-                firmware: e.manifest.firmware.version.clone(),
-                size: e.bytes,
-                path: e.source().map(|s| rel(&s)).unwrap_or_default(),
-                check: quick_check(e),
-            })
-            .collect(),
-        unreadable: unreadable.iter().map(|(p, _)| rel(p)).collect(),
-    }
-}
-
-impl CatalogueView {
-    /// The table of `dpplan backups`.
-    pub fn render(&self, look: Look) -> String {
-        let mut t = Table::new(vec![
-            Column::left("DEVICE"),
-            Column::left("DOMAIN"),
-            Column::left("KIND"),
-            Column::left("TIME"),
-            Column::right("RUN"),
-            Column::left("FIRMWARE"),
-            Column::right("SIZE"),
-            Column::left("CHECK"),
-        ]);
-        for b in &self.backups {
-            let time = chrono::DateTime::parse_from_rfc3339(&b.time)
-                .map(|t| look.zone.time(t.with_timezone(&chrono::Utc)))
-                .unwrap_or_else(|_| b.time.clone());
-            t.row(
-                [
-                    b.device.as_str(),
-                    b.domain.as_str(),
-                    b.kind.as_str(),
-                    time.as_str(),
-                    &b.run.to_string(),
-                    b.firmware.as_str(),
-                    &size(b.size),
-                    b.check.as_str(),
-                ]
-                .iter()
-                .map(|c| table::printable(c, false))
-                .collect(),
-            );
-        }
-        t.render(look.fit)
     }
 }
 

@@ -7,6 +7,7 @@
 //! times in the [`Zone`] the CLI passes (the local zone, or UTC), always with the offset;
 //! tables fit the width the CLI passes (a terminal's), or cut nothing.
 
+pub mod catalogue;
 pub mod diff;
 pub mod plan;
 pub mod prune;
