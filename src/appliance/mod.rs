@@ -10,7 +10,7 @@
 //! - [`types`]: the [`Appliance`] trait, the facts it returns, [`ConnectionConfig`].
 //! - [`error`]: [`ApplianceError`], a device and an operation around an [`ErrorKind`].
 //! - [`client`]: [`SomaClient`], the implementation of [`Appliance`] over HTTP(S).
-//! - [`http`]: its transport: HTTP/1.1 over hyper's connection API, rustls, kept-alive
+//! - [`http`]: its transport: reqwest (HTTP/1.1, no proxies), rustls, kept-alive
 //!   connections.
 //!
 //! The sequences the stdlib steps map to (docs/simulator.md), each call one request unless noted:
