@@ -25,6 +25,13 @@ plan "exports" {
   }
 }
 
+plan "everything" {
+  activity export_domain {
+    devices = "QA1"
+    domains = all
+  }
+}
+
 plan "secure" {
   activity secure_backup {
     devices = "QA1"
@@ -697,4 +704,32 @@ async fn serve_runs_a_restore_and_its_pages_show_the_import() {
     assert!(html.contains("Import: dry_run (dry run)"), "{html}");
     assert!(html.contains("XMLFirewallService"), "{html}");
     assert!(html.contains("modified"), "{html}");
+}
+
+/// A domain restored from an all-domains export (the domain's own export inside it), and
+/// diffed from one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_restores_from_an_all_domains_export() {
+    let (w, _t, dir) = after(|d| d, "everything").await;
+    let exported = domain(&w, "DOMAIN1");
+    change(&w).await;
+    let d = dir.clone();
+    let (same, v) = blocking(move || {
+        (
+            dpplan(&d, &["diff", "1:QA1:DOMAIN1", "1:QA1:DOMAIN1"]),
+            dpplan(
+                &d,
+                &[
+                    "restore", "p.dpplan", "--device", "QA1", "--domain", "DOMAIN1", "--yes",
+                    "--json", "--quiet",
+                ],
+            ),
+        )
+    })
+    .await;
+    same.status(0).stdout_has("no differences");
+    let v = v.status(0).json();
+    assert_eq!(v["tasks"][0]["status"], "SUCCEEDED", "{v}");
+    assert_eq!(domain(&w, "DOMAIN1").digest, exported.digest);
+    w.assert_clean();
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub const SECURE_BACKUP: &str = "SECURE_BACKUP";
 /// `EXPORT_DOMAIN`: a domain export (or an all-domains export, domain `all-domains`).
 pub const EXPORT_DOMAIN: &str = "EXPORT_DOMAIN";
+/// The domain of an all-domains export's manifest.
+pub const ALL_DOMAINS: &str = "all-domains";
 
 /// One backup of the store, from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,12 +158,22 @@ pub fn choose(
             let found = entries
                 .into_iter()
                 .filter(|e| e.manifest.device == device && e.manifest.action == action)
-                .filter(|e| domain.is_none_or(|d| e.manifest.domain == d))
                 .filter(|e| match from {
                     BackupRef::Run(n) => e.manifest.run == *n,
                     _ => true,
                 })
-                .max_by_key(|e| e.manifest.started);
+                // A domain's own export, or an all-domains export that holds the domain.
+                .filter(|e| match domain {
+                    None => true,
+                    Some(d) if e.manifest.domain == d => true,
+                    Some(d) => {
+                        e.manifest.domain == ALL_DOMAINS
+                            && e.source()
+                                .is_some_and(|s| super::export::all_domains_holds(&s, d))
+                    }
+                })
+                // The newest; at the same time, the domain's own export.
+                .max_by_key(|e| (e.manifest.started, e.manifest.domain != ALL_DOMAINS));
             let Some(entry) = found else {
                 return Err(match from {
                     BackupRef::Run(n) => format!("run {n} wrote no {what} in {}", root.display()),

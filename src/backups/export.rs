@@ -90,6 +90,41 @@ pub fn read(path: &Path) -> Result<ExportContent, ExportError> {
     Ok(content)
 }
 
+/// Whether the archive at `path` is an all-domains export holding `domain` (as `DOMAIN.zip`).
+pub fn all_domains_holds(path: &Path, domain: &str) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map(|z| z.index_for_name(&format!("{domain}.zip")).is_some())
+        .unwrap_or(false)
+}
+
+/// The export of `domain` to import from the archive at `path`: the archive itself when it
+/// is a domain's export (it has `export.xml`), else its `DOMAIN.zip` (an all-domains export)
+/// copied into `scratch` (a file the caller removes).
+pub fn domain_export(
+    path: &Path,
+    domain: &str,
+    scratch: &Path,
+) -> Result<std::path::PathBuf, ExportError> {
+    let file = std::fs::File::open(path)?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| ExportError::Zip(e.to_string()))?;
+    if zip.index_for_name("export.xml").is_some() {
+        return Ok(path.to_path_buf());
+    }
+    let mut inner = zip.by_name(&format!("{domain}.zip")).map_err(|_| {
+        ExportError::Format(format!(
+            "neither a domain export (no export.xml) nor an all-domains export holding {domain}.zip"
+        ))
+    })?;
+    let mut out = std::fs::File::create(scratch)?;
+    std::io::copy(&mut inner, &mut out)?;
+    out.sync_all()?;
+    Ok(scratch.to_path_buf())
+}
+
 /// Parses `export.xml`: the content without file digests, and each file's (name, ZIP entry).
 pub fn parse_export_xml(xml: &[u8]) -> Result<(ExportContent, Vec<(String, String)>), ExportError> {
     let mut reader = Reader::from_reader(xml);

@@ -353,7 +353,7 @@ fn live_export(
 }
 
 /// A ZIP path, or the export `RUN:DEVICE:DOMAIN` names.
-fn export_path(spec: &str, state: &StateArg) -> Result<PathBuf, CliError> {
+fn export_path(spec: &str, state: &StateArg, scratch: &Path) -> Result<PathBuf, CliError> {
     let p = Path::new(spec);
     if p.exists() {
         return Ok(p.to_path_buf());
@@ -379,15 +379,21 @@ fn export_path(spec: &str, state: &StateArg) -> Result<PathBuf, CliError> {
     )
     .map_err(CliError::failed)?;
     match chosen.entry {
-        Some(e) if e.manifest.action == EXPORT_DOMAIN => Ok(chosen.path),
+        // An all-domains export holds the domain's own inside.
+        Some(e) if e.manifest.action == EXPORT_DOMAIN => {
+            let copy = scratch.join(format!("{run}-{}.zip", crate::backups::sanitize(domain)));
+            export::domain_export(&chosen.path, domain, &copy)
+                .map_err(|e| CliError::failed(format!("{}: {e}", chosen.path.display())))
+        }
         _ => Err(CliError::failed(format!("{spec}: not a domain export"))),
     }
 }
 
 /// `dpplan diff`: exit 0 when equal, 1 when different, 2 on trouble, like diff(1).
 pub fn diff(args: DiffArgs) -> Result<u8, CliError> {
+    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
     let read = |spec: &str| -> Result<(PathBuf, export::ExportContent), CliError> {
-        let p = export_path(spec, &args.state)?;
+        let p = export_path(spec, &args.state, tmp.path())?;
         let c = export::read(&p).map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
         Ok((p, c))
     };
@@ -397,7 +403,6 @@ pub fn diff(args: DiffArgs) -> Result<u8, CliError> {
         _ => e,
     };
     let (pa, a) = read(&args.a).map_err(trouble)?;
-    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
     let (pb, b) = match &args.b {
         Some(b) => read(b).map_err(trouble)?,
         None => {

@@ -194,6 +194,11 @@ pub(super) async fn import(
             _ => None,
         },
     };
+    // An all-domains export holds the domain's export inside: imported from a scratch copy.
+    let scratch = tempfile::NamedTempFile::new()
+        .map_err(|e| StepError::permanent(format!("a scratch file: {e}")))?;
+    let zip = crate::backups::export::domain_export(&zip, domain, scratch.path())
+        .map_err(|e| StepError::permanent(format!("{}: {e}", zip.display())))?;
     let report = app.import(domain, &zip, &options).await?;
     if !options.dry_run {
         // The appliance has imported; nothing of it is recorded yet.
