@@ -1,7 +1,7 @@
 //! The catalogue of the store: every backup its manifests describe, and the choice of the
 //! backup a restore reads (`latest`, `run(N)`, `path("...")`).
 
-use super::layout::{self, hash_file, Manifest};
+use super::layout::{self, find_manifests, hash_file, sanitize, Manifest};
 use crate::check::BackupRef;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -40,15 +40,21 @@ impl Entry {
     }
 }
 
-/// Every manifest under `root`, read; those that cannot be read, with why.
+/// Every manifest under `root`, read; those that cannot be read (and a folder that cannot
+/// be listed), with why. A `root` that does not exist holds none.
 pub fn scan(root: &Path) -> (Vec<Entry>, Vec<(PathBuf, String)>) {
-    let mut found = Vec::new();
-    walk(root, &mut found);
-    found.sort();
     let mut entries = Vec::new();
     let mut unreadable = Vec::new();
+    let found = match find_manifests(root) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            unreadable.push((root.to_path_buf(), format!("cannot list it: {e}")));
+            Vec::new()
+        }
+    };
     for path in found {
-        match read_manifest(&path) {
+        match layout::read_manifest::<Manifest>(&path) {
             Ok(manifest) => {
                 let dir = path.parent().unwrap_or(root);
                 let files: Vec<PathBuf> = manifest
@@ -75,30 +81,6 @@ pub fn scan(root: &Path) -> (Vec<Entry>, Vec<(PathBuf, String)>) {
         ))
     });
     (entries, unreadable)
-}
-
-/// Reads one manifest.
-pub fn read_manifest(path: &Path) -> Result<Manifest, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    serde_json::from_slice(&text).map_err(|e| format!("not a dpplan manifest: {e}"))
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if layout::is_tmp_name(&name) {
-            continue;
-        }
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            walk(&e.path(), out);
-        } else if ft.is_file() && (name == "manifest.json" || name.ends_with(".manifest.json")) {
-            out.push(e.path());
-        }
-    }
 }
 
 /// The backup a restore reads, found.
@@ -133,23 +115,22 @@ pub fn choose(
             if !path.exists() {
                 return Err(format!("{}: no such file or folder", path.display()));
             }
-            // The store's manifest for it, when it is one of the store's backups.
-            let canonical = std::fs::canonicalize(&path).ok();
-            let entry = match canonical {
-                Some(c) if c.starts_with(std::fs::canonicalize(root).unwrap_or_default()) => {
-                    scan(root).0.into_iter().find(|e| {
-                        e.source()
-                            .and_then(|s| std::fs::canonicalize(s).ok())
-                            .as_ref()
-                            == Some(&c)
-                    })
-                }
-                _ => None,
+            // Its manifest, when it has one: inside a secure backup's folder, beside an export.
+            let near = if path.is_dir() {
+                path.clone()
+            } else {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
             };
+            let canonical = std::fs::canonicalize(&path).ok();
+            let entry = scan(&near).0.into_iter().find(|e| {
+                canonical.is_some()
+                    && e.source().and_then(|s| std::fs::canonicalize(s).ok()) == canonical
+            });
             Ok(Chosen { path, entry })
         }
         BackupRef::Latest | BackupRef::Run(_) => {
-            let (entries, _) = scan(root);
+            // Only the device's folder: a fleet's store holds thousands of others.
+            let (entries, _) = scan(&root.join(sanitize(device)));
             let action = if domain.is_some() {
                 EXPORT_DOMAIN
             } else {

@@ -7,7 +7,6 @@
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -71,18 +70,7 @@ pub fn read(path: &Path) -> Result<ExportContent, ExportError> {
     let (mut content, sources) = parse_export_xml(&xml)?;
     for (name, src) in sources {
         let digest = match zip.by_name(&src) {
-            Ok(mut entry) => {
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = entry.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                hex::encode(h.finalize())
-            }
+            Ok(entry) => super::layout::hash_reader(entry)?.1,
             Err(_) => "missing".to_string(),
         };
         content.files.insert(name, digest);

@@ -234,12 +234,16 @@ pub fn is_tmp_name(name: &str) -> bool {
 
 /// SHA-256 and size of a file, read back from disk.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut f = File::open(path)?;
+    hash_reader(File::open(path)?)
+}
+
+/// Size and SHA-256 (hex) of everything `r` reads, a megabyte at a time.
+pub fn hash_reader(mut r: impl Read) -> std::io::Result<(u64, String)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -247,6 +251,41 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
         h.update(&buf[..n]);
     }
     Ok((size, hex::encode(h.finalize())))
+}
+
+/// Whether a file name is a dpplan manifest's.
+pub fn is_manifest_name(name: &str) -> bool {
+    !is_tmp_name(name) && (name == "manifest.json" || name.ends_with(".manifest.json"))
+}
+
+/// Every manifest below `dir`, sorted; dpplan's temporary files and folders are skipped.
+pub fn find_manifests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if is_tmp_name(&name) {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(&path, out)?;
+            } else if is_manifest_name(&name) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a manifest as `T` (the whole [`Manifest`], or the fields a reader needs).
+pub fn read_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("not a dpplan manifest: {e}"))
 }
 
 /// Firmware facts in a manifest.

@@ -128,7 +128,7 @@ fn tally(detail: &RunDetail) -> String {
 fn verify_path(p: &Path, json: bool) -> Result<u8, CliError> {
     let mut v = Verified::default();
     if p.is_dir() {
-        verify::find_manifests(p)
+        crate::backups::find_manifests(p)
             .map_err(|e| CliError::io("cannot read", p, e))?
             .iter()
             .for_each(|m| v.manifest(m));

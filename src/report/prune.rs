@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::verify::{find_manifests, ManifestOnDisk};
+use super::verify::ManifestOnDisk;
 use crate::backups as output;
+use crate::backups::find_manifests;
 use crate::store::{History, RunDetail, RunId, StoreError, TaskStatus};
 
 /// How long backups are kept.

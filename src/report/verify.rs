@@ -51,8 +51,7 @@ pub struct ManifestOnDisk {
 impl ManifestOnDisk {
     /// Reads and parses a manifest.
     pub fn read(path: &Path) -> Result<ManifestOnDisk, String> {
-        let text = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-        serde_json::from_slice(&text).map_err(|e| format!("not a dpplan manifest: {e}"))
+        output::read_manifest(path)
     }
 
     /// Where entry `e` is, or `None` when its path would leave the manifest's folder.
@@ -64,36 +63,6 @@ impl ManifestOnDisk {
             None
         }
     }
-}
-
-/// Whether a file name is a dpplan manifest's.
-pub fn is_manifest_name(name: &str) -> bool {
-    !output::is_tmp_name(name) && (name == "manifest.json" || name.ends_with(".manifest.json"))
-}
-
-/// Every manifest below `dir`, sorted; dpplan's temporary files and folders are skipped.
-pub fn find_manifests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    walk(dir, &mut out)?;
-    out.sort();
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if output::is_tmp_name(&name) {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            walk(&path, out)?;
-        } else if is_manifest_name(&name) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// A file that is not what was recorded.
