@@ -85,6 +85,7 @@ pub struct ImportView {
 impl ImportView {
     /// The per-object and per-file table, changed and refused ones first.
     pub fn render(&self, look: Look) -> String {
+        use crate::appliance::import::ImportObjectStatus as _;
         let c = self.counts;
         let mut out = format!(
             "{}{}: {} new, {} modified, {} unchanged, {} refused\n",
@@ -113,17 +114,13 @@ impl ImportView {
         };
         let mut rows: Vec<(u8, Vec<String>)> = Vec::new();
         for o in &self.report.objects {
-            let failed = o
-                .result
-                .as_deref()
-                .is_some_and(|r| !r.eq_ignore_ascii_case("SUCCESS"));
             let result = match (&o.result, &o.message) {
                 (Some(r), Some(m)) => format!("{r}: {m}"),
                 (Some(r), None) => r.clone(),
                 _ => String::new(),
             };
             rows.push((
-                rank(&o.status, failed),
+                rank(&o.status, o.failed()),
                 vec![
                     "object".into(),
                     o.class.clone(),
@@ -134,16 +131,13 @@ impl ImportView {
             ));
         }
         for f in &self.report.files {
-            let failed = f.result.as_deref().is_some_and(|r| {
-                !r.eq_ignore_ascii_case("OK") && !r.eq_ignore_ascii_case("ignored")
-            });
             let result = match (&f.result, &f.reason) {
                 (Some(r), Some(m)) => format!("{r}: {m}"),
                 (Some(r), None) => r.clone(),
                 _ => String::new(),
             };
             rows.push((
-                rank(&f.status, failed),
+                rank(&f.status, f.failed()),
                 vec![
                     "file".into(),
                     String::new(),
