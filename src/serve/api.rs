@@ -235,9 +235,8 @@ async fn runs(
             .map(RunView::new)
             .collect(),
         Some(s) => {
-            let wanted: RunStatus =
-                serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase()))
-                    .map_err(|_| ServeError::BadRequest(format!("no run status \"{s}\"")))?;
+            let wanted = RunStatus::parse(s)
+                .ok_or_else(|| ServeError::BadRequest(format!("no run status \"{s}\"")))?;
             api.daemon
                 .store
                 .runs_with_status(plan, wanted, limit)

@@ -344,23 +344,7 @@ mod tests {
     /// and the run's error hold.
     #[test]
     fn a_headers_status_reads_as_decoded() {
-        let all = [
-            RunStatus::WaitingForPreValidation,
-            RunStatus::Running,
-            RunStatus::Sleeping,
-            RunStatus::Interrupted,
-            RunStatus::Completed,
-            RunStatus::Warning,
-            RunStatus::Failed,
-            RunStatus::Stopped,
-            RunStatus::Cancelled,
-            RunStatus::BackupsDisabled,
-            RunStatus::OutsideWindow,
-            RunStatus::StoreNotMounted,
-            RunStatus::StoreOutOfSpace,
-            RunStatus::InvalidConfig,
-            RunStatus::Missed,
-        ];
+        let all = RunStatus::ALL;
         let tricky = [
             "nightly",
             "\"status\":\"FAILED\"",

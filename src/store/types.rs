@@ -50,6 +50,32 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in the order a run meets them (the final ones last).
+    pub const ALL: [RunStatus; 15] = [
+        RunStatus::WaitingForPreValidation,
+        RunStatus::Running,
+        RunStatus::Sleeping,
+        RunStatus::Interrupted,
+        RunStatus::Completed,
+        RunStatus::Warning,
+        RunStatus::Failed,
+        RunStatus::Stopped,
+        RunStatus::Cancelled,
+        RunStatus::BackupsDisabled,
+        RunStatus::OutsideWindow,
+        RunStatus::StoreNotMounted,
+        RunStatus::StoreOutOfSpace,
+        RunStatus::InvalidConfig,
+        RunStatus::Missed,
+    ];
+
+    /// The status named `name` (`completed` or `COMPLETED`), if any.
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// Whether the run is over (nothing more will happen to it).
     pub fn is_final(self) -> bool {
         !matches!(

@@ -22,25 +22,6 @@ pub const PAGE: usize = 40;
 /// A device with no successful backup for this long is marked stale.
 pub const STALE_HOURS: i64 = 48;
 
-/// Every run status, for the filter.
-const STATUSES: [RunStatus; 15] = [
-    RunStatus::WaitingForPreValidation,
-    RunStatus::Running,
-    RunStatus::Sleeping,
-    RunStatus::Interrupted,
-    RunStatus::Completed,
-    RunStatus::Warning,
-    RunStatus::Failed,
-    RunStatus::Stopped,
-    RunStatus::Cancelled,
-    RunStatus::BackupsDisabled,
-    RunStatus::OutsideWindow,
-    RunStatus::StoreNotMounted,
-    RunStatus::StoreOutOfSpace,
-    RunStatus::InvalidConfig,
-    RunStatus::Missed,
-];
-
 fn parse(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
@@ -242,8 +223,8 @@ pub async fn runs(
     let found = if status.is_empty() {
         store.runs(plan_filter, want)
     } else {
-        match STATUSES.iter().find(|s| s.as_str() == status) {
-            Some(s) => store.runs_with_status(plan_filter, *s, want),
+        match RunStatus::parse(&status) {
+            Some(s) => store.runs_with_status(plan_filter, s, want),
             None => {
                 return error_page(
                     nav,
@@ -288,7 +269,7 @@ pub async fn runs(
             nav,
             runs,
             plan_names: d.daemon.catalog().plans.keys().cloned().collect(),
-            statuses: STATUSES.iter().map(|s| s.as_str()).collect(),
+            statuses: RunStatus::ALL.iter().map(|s| s.as_str()).collect(),
             plan,
             status,
             page: page_no,
