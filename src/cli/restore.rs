@@ -358,14 +358,15 @@ fn export_path(spec: &str, state: &StateArg, scratch: &Path) -> Result<PathBuf, 
     if p.exists() {
         return Ok(p.to_path_buf());
     }
-    let parts: Vec<&str> = spec.splitn(3, ':').collect();
-    let (run, device, domain) = match parts.as_slice() {
-        [r, d, x] if r.parse::<u64>().is_ok() => (r.parse::<u64>().unwrap_or(0), *d, *x),
-        _ => {
-            return Err(CliError::usage(format!(
-                "{spec}: neither an existing file nor RUN:DEVICE:DOMAIN"
-            )))
-        }
+    let mut parts = spec.splitn(3, ':');
+    let (Some(Ok(run)), Some(device), Some(domain)) = (
+        parts.next().map(str::parse::<u64>),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(CliError::usage(format!(
+            "{spec}: neither an existing file nor RUN:DEVICE:DOMAIN"
+        )));
     };
     let store = open_state(state)?;
     let stored = store.stored_run(run)?;
