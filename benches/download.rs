@@ -8,38 +8,28 @@
 //! `DPPLAN_BENCH_ROUNDS=5` by default; files go to `DPPLAN_BENCH_DIR` or the temporary
 //! directory.
 
-use dpplan::appliance::{soma, Appliance, ConnectionConfig, SomaClient};
-use dpplan::sim::{self, content, fleet::parse_size, Fleet};
+use dpplan::appliance::{soma, Appliance};
+use dpplan::sim::content;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-type Error = Box<dyn std::error::Error>;
+#[path = "transfer.rs"]
+mod transfer;
+use transfer::{bench_device, median, Error, Settings};
 
 fn main() -> Result<(), Error> {
-    let size_text = std::env::var("DPPLAN_BENCH_SIZE").unwrap_or_else(|_| "2GiB".into());
-    let size = parse_size(&size_text)?;
-    let rounds: usize = std::env::var("DPPLAN_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
-    let dir = match std::env::var_os("DPPLAN_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d)?,
-        None => tempfile::tempdir()?,
-    };
+    let Settings {
+        size_text,
+        size,
+        rounds,
+        dir,
+    } = Settings::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let fleet_text = format!(
-            "[[device]]\nname = \"BENCH\"\nbackup_file_size = \"{size_text}\"\nfree_temporary_mb = 100000000\n"
-        );
-        let fleet = sim::serve(&Fleet::parse(&fleet_text)?, IpAddr::V4(Ipv4Addr::LOCALHOST), false).await?;
-        let device = fleet.device("BENCH").ok_or("no device")?.clone();
-        let mut config = ConnectionConfig::new("BENCH", "127.0.0.1", device.addr.port(), "admin", "admin");
-        config.tls = false;
-        config.read_timeout = Duration::from_secs(300);
-        let client = SomaClient::new(config)?;
+        let (fleet, device, client) =
+            bench_device(&format!("backup_file_size = \"{size_text}\"\n")).await?;
         client.secure_backup("backup-cert", "temporary:///bench/").await?;
         let path = "temporary:///bench/config.tgz";
         let expected = content::expected_sha256("BENCH", "config.tgz", size);
@@ -73,10 +63,6 @@ fn main() -> Result<(), Error> {
             plain_secs.push(p);
             client_secs.push(c);
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let (p, c) = (median(&mut plain_secs), median(&mut client_secs));
         println!(
             "median: plain {p:.3} s, client {c:.3} s, response body {body_bytes} bytes; \

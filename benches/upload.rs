@@ -11,27 +11,24 @@
 //! directory.
 
 use base64::Engine as _;
-use dpplan::appliance::{soma, Appliance, ConnectionConfig, SomaClient};
-use dpplan::sim::{self, content, fleet::parse_size, Fleet};
+use dpplan::appliance::{soma, Appliance};
+use dpplan::sim::{self, content};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-type Error = Box<dyn std::error::Error>;
+#[path = "transfer.rs"]
+mod transfer;
+use transfer::{bench_device, median, Error, Settings};
 
 const CHUNK: usize = 3 * 256 * 1024;
 
 fn main() -> Result<(), Error> {
-    let size_text = std::env::var("DPPLAN_BENCH_SIZE").unwrap_or_else(|_| "2GiB".into());
-    let size = parse_size(&size_text)?;
-    let rounds: usize = std::env::var("DPPLAN_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
-    let dir = match std::env::var_os("DPPLAN_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d)?,
-        None => tempfile::tempdir()?,
-    };
+    let Settings {
+        size_text,
+        size,
+        rounds,
+        dir,
+    } = Settings::from_env()?;
     let name = "temporary:///bench/big.bin";
     // The file, and the plain upload's body: the same request, encoded ahead of time.
     let source = dir.path().join("big.bin");
@@ -64,14 +61,7 @@ fn main() -> Result<(), Error> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let fleet_text = "[[device]]\nname = \"BENCH\"\nfree_temporary_mb = 100000000\n";
-        let fleet = sim::serve(&Fleet::parse(fleet_text)?, IpAddr::V4(Ipv4Addr::LOCALHOST), false).await?;
-        let device = fleet.device("BENCH").ok_or("no device")?.clone();
-        let mut config = ConnectionConfig::new("BENCH", "127.0.0.1", device.addr.port(), "admin", "admin");
-        config.tls = false;
-        config.read_timeout = Duration::from_secs(300);
-        config.download_timeout = Duration::from_secs(3600);
-        let client = SomaClient::new(config)?;
+        let (fleet, device, client) = bench_device("").await?;
         let mut client_secs = Vec::new();
         let mut plain_secs = Vec::new();
         println!("upload benchmark: {size_text} file ({size} bytes), request body {body_bytes} bytes, {rounds} rounds, in {}", dir.path().display());
@@ -95,10 +85,6 @@ fn main() -> Result<(), Error> {
             plain_secs.push(p);
             client_secs.push(c);
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let (p, c) = (median(&mut plain_secs), median(&mut client_secs));
         println!(
             "median: plain {p:.3} s, client {c:.3} s; client/plain throughput ratio {:.2} (target >= 0.60)",
