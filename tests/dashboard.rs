@@ -10,7 +10,7 @@ use crate::serve::{
     TOKEN,
 };
 use crate::support::browser::Browser;
-use crate::support::fleet::{DeviceEntry, FleetFile};
+use crate::support::fleet::FleetFile;
 use fantoccini::Locator;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,17 +22,7 @@ static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// serve's test fleet with SLOW1-3 quiescing in 2.5 s: a run of `slow` takes seconds, time
 /// enough to open its page or interrupt it from a browser under load.
 fn slower_fleet() -> FleetFile {
-    let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", "2500ms");
-    FleetFile::new()
-        .set("quiesce_delay", "200ms")
-        .set("unquiesce_delay", "100ms")
-        .set("backup_file_size", "64KiB")
-        .domains(&["default", "DOMAIN1", "DOMAIN2"])
-        .devices(&["QA1", "QA2", "TEST8"])
-        .device(DeviceEntry::new("DOWN1").down())
-        .device(slow("SLOW1"))
-        .device(slow("SLOW2"))
-        .device(slow("SLOW3"))
+    crate::serve::fleet_with_slow("2500ms")
 }
 
 const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
@@ -71,6 +61,17 @@ async fn look(b: &Browser, url: &str, path: &str, name: &str) {
         std::fs::write(shots().join(format!("{name}-{w}.png")), png).unwrap();
     }
     b.resize(1280, 900).await;
+}
+
+/// The text of the first element `css` finds.
+async fn text(b: &Browser, css: &str) -> String {
+    b.client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn texts(b: &Browser, css: &str) -> Vec<String> {
@@ -157,14 +158,7 @@ async fn the_pages_show_a_real_run_its_tasks_files_and_log() {
         moved(&b, &format!("/runs/{run}")).await,
         format!("/runs/{run}/tasks/1")
     );
-    let h1 = b
-        .client
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h1 = text(&b, "h1").await;
     assert!(h1.contains("task 1") && h1.contains("QA1"), "{h1}");
     let files = texts(&b, "#file-table tbody tr").await;
     assert!(!files.is_empty());
@@ -392,14 +386,7 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
     // Not signed in: the button asks, then the server refuses; nothing starts.
     b.client.goto(&format!("{u}/")).await.unwrap();
     press(&b, slow_now, true).await;
-    let h1 = b
-        .client
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h1 = text(&b, "h1").await;
     assert_eq!(h1, "Not signed in");
     assert_eq!(runs().await, serde_json::json!([]));
 
@@ -487,14 +474,7 @@ async fn each_action_asks_first_does_what_it_says_and_needs_a_sign_in() {
     assert_eq!(who.text().await.unwrap(), "Sign in");
     let before = runs().await.as_array().unwrap().len();
     press(&b, slow_now, true).await;
-    let h1 = b
-        .client
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h1 = text(&b, "h1").await;
     assert_eq!(h1, "Not signed in");
     assert_eq!(runs().await.as_array().unwrap().len(), before);
     b.close().await;

@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 /// A fleet slow enough to catch a run mid-way: QA1, QA2, TEST8; DOWN1 down; SLOW1-3 quiescing
 /// in 700 ms.
 pub(crate) fn fleet() -> FleetFile {
-    let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", "700ms");
+    fleet_with_slow("700ms")
+}
+
+/// [`fleet`] with SLOW1-3 quiescing in `delay`.
+pub(crate) fn fleet_with_slow(delay: &str) -> FleetFile {
+    let slow = |name: &str| DeviceEntry::new(name).set("quiesce_delay", delay);
     FleetFile::new()
         .set("quiesce_delay", "200ms")
         .set("unquiesce_delay", "100ms")
