@@ -806,17 +806,32 @@ fn log_lines(path: &Path, run: RunId) -> Vec<String> {
     log_of(&ReadOnlyStore::open(path).unwrap(), run)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
-    let w = World::new(fleet()).await;
-    let http = HttpReceiver::start();
-    let tcp = SyslogReceiver::tcp_on(0);
+/// An SMTP sink with STARTTLS and the password `smtp-s3cret`, and its CA written for the
+/// process that connects to it.
+fn smtp_starttls(w: &World) -> (SmtpSink, std::path::PathBuf) {
     let sink = SmtpSink::start(SmtpOptions {
         starttls: true,
         auth: Some(("dpplan".into(), "smtp-s3cret".into())),
     });
     let ca = w.dir.path().join("smtp-ca.pem");
     std::fs::write(&ca, &sink.ca_pem).unwrap();
+    (sink, ca)
+}
+
+/// The environment a dpplan process needs to reach [`smtp_starttls`]'s sink.
+fn smtp_env(ca: &std::path::Path) -> [(&'static str, &str); 2] {
+    [
+        ("SMTP_PASSWORD", "smtp-s3cret"),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
+    let w = World::new(fleet()).await;
+    let http = HttpReceiver::start();
+    let tcp = SyslogReceiver::tcp_on(0);
+    let (sink, ca) = smtp_starttls(&w);
     let notifier = every_channel(
         "warning, failed",
         &http.url("/dpplan"),
@@ -824,10 +839,7 @@ async fn dpplan_run_notifies_every_channel_once_and_keeps_its_exit_code() {
         sink.addr,
     );
     let plan = plan_file(&w, "", &notifier, "QA*");
-    let env = [
-        ("SMTP_PASSWORD", "smtp-s3cret"),
-        ("SSL_CERT_FILE", ca.to_str().unwrap()),
-    ];
+    let env = smtp_env(&ca);
     let ran = dpplan(&w, &["run", plan.to_str().unwrap(), "--json"], &env).await;
     let ran = ran.status(5);
     assert_eq!(ran.json()["status"], "WARNING");
@@ -990,12 +1002,7 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
     // Every channel: each must deliver once, after the crash, from the next process.
     let http = HttpReceiver::start();
     let udp = SyslogReceiver::udp();
-    let sink = SmtpSink::start(SmtpOptions {
-        starttls: true,
-        auth: Some(("dpplan".into(), "smtp-s3cret".into())),
-    });
-    let ca = w.dir.path().join("smtp-ca.pem");
-    std::fs::write(&ca, &sink.ca_pem).unwrap();
+    let (sink, ca) = smtp_starttls(&w);
     let notifier = every_channel(
         "warning",
         &http.url("/"),
@@ -1003,10 +1010,7 @@ async fn a_crash_between_the_runs_end_and_delivery_is_delivered_by_the_next_proc
         sink.addr,
     );
     let plan = plan_file(&w, "", &notifier, "QA*");
-    let env = [
-        ("SMTP_PASSWORD", "smtp-s3cret"),
-        ("SSL_CERT_FILE", ca.to_str().unwrap()),
-    ];
+    let env = smtp_env(&ca);
     let crashed = dpplan(
         &w,
         &["run", plan.to_str().unwrap(), "--quiet"],
